@@ -1,0 +1,100 @@
+"""Every exception pygent raises, in one tree.
+
+Callers catch ``PygentError`` for "anything from pygent", or a narrower class.
+Where a stdlib type means the same thing, the class inherits it too, so code
+that already catches ``TimeoutError`` or ``ValueError`` keeps working.
+
+    PygentError
+    ├── ConfigError (ValueError)             bad settings, option values, policy fields
+    ├── SandboxError                         anything about running in a container
+    │   ├── EngineUnavailable (ConnectionError)  no Docker engine answers
+    │   ├── ImageNotFound (LookupError)      image neither present nor bundled
+    │   ├── ImageBuildError                  a bundled image failed to build
+    │   ├── RuntimeUnavailable               e.g. runsc asked for, engine lacks it
+    │   ├── SandboxClosed                    used after close()
+    │   ├── CommandTimeout (TimeoutError)    raised only by APIs that raise on timeout
+    │   └── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
+    ├── APIError                             the model provider answered with an error
+    ├── ModelError                           no model configured, or a model raised
+    ├── ToolError                            bad tool registration / call
+    └── TaskError                            delegated tasks (depth, unknown id)
+        └── DelegationDepthExceeded
+"""
+
+from __future__ import annotations
+
+
+class PygentError(Exception):
+    """Root of every error pygent raises."""
+
+
+class ConfigError(PygentError, ValueError):
+    """A setting, option or policy value is invalid."""
+
+
+class SandboxError(PygentError):
+    """Something went wrong creating, using or removing a sandbox."""
+
+
+class EngineUnavailable(SandboxError, ConnectionError):
+    """No Docker engine answered. Never falls back to running on the host."""
+
+    def __init__(self, detail: str = "") -> None:
+        msg = (
+            "no Docker engine answers"
+            + (f" ({detail})" if detail else "")
+            + ". Start one (`make engine` installs and starts dockerd on Debian/Ubuntu,"
+            " or `sudo systemctl start docker`), or set DOCKER_HOST."
+        )
+        super().__init__(msg)
+
+
+class ImageNotFound(SandboxError, LookupError):
+    """The image is not present on the engine and is not one we bundle."""
+
+
+class ImageBuildError(SandboxError):
+    """Building a bundled image failed; the message carries the build log tail."""
+
+
+class RuntimeUnavailable(SandboxError):
+    """The requested OCI runtime (e.g. runsc) is not registered with the engine."""
+
+
+class SandboxClosed(SandboxError):
+    """The sandbox was used after close(); create a new one."""
+
+
+class CommandTimeout(SandboxError, TimeoutError):
+    """A command ran past its wall-clock limit (only where an API raises on it)."""
+
+
+class PathOutsideSandbox(SandboxError, ValueError):
+    """A file path would escape the sandbox's filesystem."""
+
+
+class APIError(PygentError):
+    """The model provider returned an error, or could not be reached after retries."""
+
+    def __init__(self, message: str, status_code: int | None = None, body: object = None) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.message = message
+        prefix = f"HTTP {status_code}: " if status_code is not None else ""
+        super().__init__(prefix + message)
+
+
+class ModelError(PygentError):
+    """No usable model is configured, or the model raised."""
+
+
+class ToolError(PygentError):
+    """A tool was registered or called wrongly."""
+
+
+class TaskError(PygentError):
+    """A delegated task could not be started or found."""
+
+
+class DelegationDepthExceeded(TaskError):
+    """A sub-agent tried to delegate deeper than the configured bound."""

@@ -1,0 +1,69 @@
+"""One settings model: environment variables and ``pygent.toml``, validated.
+
+Why one model: every knob is listed (and documented) in one place, and a bad
+value in the environment is an error instead of being silently ignored.
+Precedence: explicit arguments > environment > ``pygent.toml`` (in the current
+directory, or the file named by ``PYGENT_CONFIG``) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _default_max_tasks() -> int:
+    # Containers are mostly waiting on the model; 4 per core keeps a 2-core box busy without thrashing.
+    return max(2, 4 * (os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Every setting pygent reads. Environment names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, populate_by_name=True)
+
+    openai_api_key: str | None = Field(None, description="Bearer token for the model provider.")
+    openai_base_url: str = Field(DEFAULT_BASE_URL, description="OpenAI-compatible endpoint.")
+    pygent_model: str = Field("gpt-4o-mini", description="Model name sent to the provider.")
+    pygent_image: str = Field("python", description="Sandbox image: a bundled name or any local image.")
+    pygent_workspace: Path | None = Field(None, description="Host directory mounted as /workspace (opt-in).")
+    pygent_runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' for gVisor.")
+    pygent_max_tasks: int = Field(default_factory=_default_max_tasks, ge=1, le=256, description="Delegated tasks running at once.")
+    pygent_task_depth: int = Field(1, ge=0, le=8, description="How deep sub-agents may delegate.")
+    pygent_task_timeout: float = Field(600.0, gt=0, description="Default wall clock of a delegated task, seconds.")
+    pygent_pool_size: int = Field(2, ge=0, le=64, description="Warm sandboxes kept started per (image, policy); 0 = off.")
+    pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")
+    pygent_max_output: int = Field(64_000, ge=1024, description="Bytes of stdout/stderr kept per command (head+tail).")
+    pygent_gc_max_age: float = Field(6 * 3600.0, gt=0, description="gc removes our containers older than this, seconds.")
+    pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("PYGENT_CONFIG") or "pygent.toml"
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml))
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read settings now (not at import), so env changes after import take effect."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
