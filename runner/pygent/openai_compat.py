@@ -1,0 +1,447 @@
+"""A small clone of the official OpenAI client's chat interface.
+
+Why: user models (see docs on custom models) call
+``openai_compat.chat.completions.create(...)`` and build ``Message`` /
+``ToolCall`` objects; pygent must not require the ``openai`` package for that.
+The wire format is OpenAI's, so any compatible endpoint works, and requests
+are kept identical to what the official SDK sends for the same call.
+
+Settings (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) are read at call time, so
+changing the environment after import takes effect.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from .errors import APIError, ConfigError, ModelError
+from .settings import get_settings
+
+__all__ = [
+    "ChatCompletion",
+    "Choice",
+    "Message",
+    "ToolCall",
+    "ToolCallFunction",
+    "Usage",
+    "chat",
+    "close_client",
+    "coerce_message",
+    "message_to_dict",
+    "MAX_ATTEMPTS",
+    "DEFAULT_TIMEOUT",
+]
+
+# ---------------------------------------------------------------------------
+# Wire models
+# ---------------------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    """Base: unknown server fields are ignored; None fields are left off the wire.
+
+    Why drop None: some OpenAI-compatible providers reject explicit nulls
+    (``"tool_calls": null``), and the official SDK leaves unset fields out.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    _keep_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k in self._keep_none}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI wire dict (JSON-ready)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):  # noqa: ANN206 - returns cls
+        """Parse a wire dict; extra keys are ignored."""
+        return cls.model_validate(d)
+
+
+class ToolCallFunction(_Wire):
+    """Name and JSON-encoded arguments of a function the model wants called."""
+
+    name: str
+    arguments: str = ""
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _arguments_as_json(cls, v: Any) -> Any:
+        # Some providers send arguments as an object instead of a JSON string.
+        if v is None:
+            return ""
+        if isinstance(v, (dict, list)):
+            return json.dumps(v)
+        return v
+
+
+class ToolCall(_Wire):
+    """One tool call in an assistant message."""
+
+    id: str
+    type: str = "function"
+    function: ToolCallFunction
+
+
+class Message(_Wire):
+    """A chat message. ``content`` stays on the wire even when None, as OpenAI sends it."""
+
+    _keep_none: ClassVar[frozenset[str]] = frozenset({"content"})
+
+    role: str
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _join_parts(cls, v: Any) -> Any:
+        # Some servers return content as a list of parts: join the text parts.
+        if isinstance(v, list):
+            texts = []
+            for part in v:
+                if isinstance(part, str):
+                    texts.append(part)
+                elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+            return "".join(texts)
+        return v
+
+
+class Choice(_Wire):
+    """One completion choice."""
+
+    index: int = 0
+    message: Message
+    finish_reason: str | None = None
+
+
+class Usage(_Wire):
+    """Token counts, when the provider reports them."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class ChatCompletion(_Wire):
+    """A chat completion response."""
+
+    id: str = ""
+    object: str = "chat.completion"
+    created: int = 0
+    model: str = ""
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+# ---------------------------------------------------------------------------
+# Conversions between our models, dicts and foreign (SDK) objects
+# ---------------------------------------------------------------------------
+
+
+def _plain(obj: Any) -> Any:
+    """Turn models / SDK objects / namespaces into plain JSON-like data, recursively."""
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, _Wire):
+        return obj.to_dict()
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return _plain(dump())
+    if hasattr(obj, "__dict__"):
+        return {k: _plain(v) for k, v in vars(obj).items() if not k.startswith("_")}
+    return obj
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop None-valued keys (SDK dumps carry refusal/audio/function_call=None), keep content.
+
+    An empty ``annotations`` list (response-only, also in SDK dumps) goes too, so a
+    message replayed from an SDK dump is sent exactly like our own Message.
+    """
+    return {k: v for k, v in d.items() if (v is not None or k == "content") and not (k == "annotations" and v == [])}
+
+
+def message_to_dict(m: Any) -> dict[str, Any]:
+    """Wire dict for a Message, a plain dict, or an SDK / attribute-style message object."""
+    if isinstance(m, Message):
+        return m.to_dict()
+    if isinstance(m, Mapping):
+        return _drop_none({k: _plain(v) for k, v in m.items()})
+    return coerce_message(m).to_dict()
+
+
+def coerce_message(obj: Any) -> Message:
+    """A Message from whatever a model returned: Message, dict, SDK object, str, or a whole completion.
+
+    Raises ModelError when ``obj`` cannot be read as a chat message.
+    """
+    if isinstance(obj, Message):
+        return obj
+    if isinstance(obj, str):
+        return Message(role="assistant", content=obj)
+    if isinstance(obj, ChatCompletion):
+        return _first_message(obj)
+    data = _plain(obj)
+    if not isinstance(data, dict) or not data:
+        raise ModelError(f"expected a chat message, got {type(obj).__name__}")
+    if "choices" in data and "role" not in data:
+        try:
+            return _first_message(ChatCompletion.model_validate(data))
+        except ValidationError as exc:
+            raise ModelError(f"not a valid chat completion: {_brief(exc)}") from None
+    data = _drop_none(data)
+    data.setdefault("role", "assistant")
+    try:
+        return Message.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(f"not a valid chat message: {_brief(exc)}") from None
+
+
+def _first_message(c: ChatCompletion) -> Message:
+    if not c.choices:
+        raise ModelError("chat completion has no choices")
+    return c.choices[0].message
+
+
+def _brief(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+# ---------------------------------------------------------------------------
+# HTTP client
+# ---------------------------------------------------------------------------
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
+MAX_ATTEMPTS = 4  # total attempts, i.e. SDK max_retries=3
+RETRY_AFTER_CAP = 30.0  # never sleep longer than this for a server's Retry-After
+ERROR_TEXT_LIMIT = 500
+USER_AGENT = "pygent-runner"
+
+# Backoff between attempts when the server gives no Retry-After. Module-level so
+# tests can monkeypatch it (e.g. tenacity.wait_none()).
+_wait: Any = wait_random_exponential(multiplier=0.5, max=20)
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+# Transport failures worth retrying: connect errors, timeouts, resets, dropped connections.
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def _get_client() -> httpx.Client:
+    """The shared pooled client, created on first use (thread-safe)."""
+    global _client
+    client = _client
+    if client is None:
+        with _client_lock:
+            if _client is None:
+                _client = httpx.Client(
+                    timeout=DEFAULT_TIMEOUT,
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                )
+            client = _client
+    return client
+
+
+def close_client() -> None:
+    """Close the shared client's connections (a new one is made on next use)."""
+    global _client
+    with _client_lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way worth retrying; carries the final APIError."""
+
+    def __init__(self, error: APIError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def _wait_before_retry(state: RetryCallState) -> float:
+    """Honour the server's Retry-After when given, else exponential backoff with jitter."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, _Retryable) and exc.retry_after is not None:
+        return exc.retry_after
+    return float(_wait(state))
+
+
+def _error_message(resp: httpx.Response) -> tuple[str, object]:
+    """The provider's error message (from {"error": {"message": ...}} when JSON) and the body."""
+    text = resp.text
+    try:
+        body: object = resp.json()
+    except ValueError:
+        return (text.strip() or resp.reason_phrase or "error")[:ERROR_TEXT_LIMIT], text
+    msg: object = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message")
+        elif isinstance(err, str):
+            msg = err
+        if msg is None:
+            msg = body.get("message") or body.get("detail")
+    if not isinstance(msg, str) or not msg:
+        msg = text.strip() or resp.reason_phrase or "error"
+    return msg[:ERROR_TEXT_LIMIT], body
+
+
+def _parse_success(resp: httpx.Response, url: str) -> ChatCompletion:
+    """Parse a 2xx body; anything that is not a chat completion is a (non-retried) APIError."""
+    try:
+        data = resp.json()
+    except ValueError:
+        snippet = resp.text[:200]
+        raise APIError(f"malformed response from {url}: body is not JSON: {snippet!r}", resp.status_code, resp.text) from None
+    if isinstance(data, dict) and "choices" not in data and data.get("error"):
+        msg, body = _error_message(resp)
+        raise APIError(msg, resp.status_code, body)
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise APIError(f"malformed response from {url}: no 'choices' list", resp.status_code, data)
+    try:
+        return ChatCompletion.model_validate(data)
+    except ValidationError as exc:
+        raise APIError(f"malformed response from {url}: {_brief(exc)}", resp.status_code, data) from None
+
+
+def _send_once(url: str, headers: dict[str, str], payload: bytes, timeout: httpx.Timeout) -> ChatCompletion:
+    """One HTTP attempt. Raises _Retryable for transient failures, APIError for final ones."""
+    try:
+        resp = _get_client().post(url, content=payload, headers=headers, timeout=timeout)
+    except _TRANSIENT as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise _Retryable(APIError(f"could not reach the model endpoint {url} ({detail})", None)) from exc
+    if 200 <= resp.status_code < 300:
+        return _parse_success(resp, url)
+    msg, body = _error_message(resp)
+    error = APIError(msg, resp.status_code, body)
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise _Retryable(error, _retry_after_seconds(resp.headers.get("retry-after")))
+    raise error
+
+
+def _timeout_of(value: float | httpx.Timeout | None) -> httpx.Timeout:
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, httpx.Timeout):
+        return value
+    return httpx.Timeout(float(value))
+
+
+def _build_body(model: str, messages: Iterable[Any], tools: Any, tool_choice: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """Request body in the SDK's shape: model, messages, tools, tool_choice, then extras.
+
+    Empty ``tools`` are left out (OpenAI rejects ``"tools": []``), and so is a
+    ``tool_choice`` without tools (OpenAI rejects that too).
+    """
+    body: dict[str, Any] = {"model": model, "messages": [message_to_dict(m) for m in messages]}
+    if tools:
+        body["tools"] = _plain(list(tools))
+        if tool_choice is not None:
+            body["tool_choice"] = _plain(tool_choice)
+    for key, value in extra.items():
+        body[key] = _plain(value)
+    return body
+
+
+class _Completions:
+    """``chat.completions``: mirrors ``openai.OpenAI().chat.completions``."""
+
+    def create(
+        self,
+        model: str,
+        messages: Iterable[Any],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        **extra: Any,
+    ) -> ChatCompletion:
+        """POST a chat completion and return it parsed.
+
+        ``timeout`` (seconds) and ``max_retries`` (total attempts = max_retries + 1)
+        work like the official SDK's options; other keyword arguments
+        (temperature, max_tokens, ...) go into the request body.
+        Raises APIError on a provider error or when the endpoint cannot be reached.
+        """
+        if extra.get("stream"):
+            raise ConfigError("openai_compat does not support stream=True")
+        if max_retries is not None and max_retries < 0:
+            raise ConfigError("max_retries must be >= 0")
+        settings = get_settings()
+        url = settings.openai_base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+        if settings.openai_api_key:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key}"
+        body = _build_body(model, messages, tools, tool_choice, {k: v for k, v in extra.items() if v is not None})
+        payload = json.dumps(body).encode()
+        attempts = MAX_ATTEMPTS if max_retries is None else max_retries + 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=_wait_before_retry,
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        try:
+            return retrying(_send_once, url, headers, payload, _timeout_of(timeout))
+        except _Retryable as exc:
+            err = exc.error
+            if err.status_code is None:
+                tried = retrying.statistics.get("attempt_number", attempts)
+                raise APIError(f"{err.message}; gave up after {tried} attempt(s)", None, err.body) from exc.__cause__
+            raise err from exc.__cause__
+
+
+class _Chat:
+    """``chat``: holds ``completions`` like the official client."""
+
+    def __init__(self) -> None:
+        self.completions = _Completions()
+
+
+chat = _Chat()
