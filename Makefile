@@ -1,0 +1,37 @@
+# The README's two commands are `make demo` and `make test`; each does its own set-up.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv engine images demo test bench clean gc
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Start a Docker engine only where none answers (installs Debian's docker.io + runsc).
+engine:
+	bash scripts/ensure-engine.sh
+
+images: venv engine
+	$(BIN)/pygent-runner images build
+
+demo: images
+	$(BIN)/python examples/demo.py
+
+test: images
+	$(BIN)/pytest
+
+bench: images
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+gc: venv
+	$(BIN)/pygent-runner gc
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info runner/*.egg-info

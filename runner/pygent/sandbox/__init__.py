@@ -1,0 +1,44 @@
+"""The sandbox layer: disposable, hardened containers to run untrusted commands.
+
+    from pygent.sandbox import open_sandbox, SandboxPolicy
+    with open_sandbox("python", SandboxPolicy(timeout=10)) as sb:
+        print(sb.exec("echo hi").text)
+"""
+
+from __future__ import annotations
+
+from .base import Sandbox
+from .policy import Mount, SandboxPolicy
+from .result import ExecResult
+
+__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "open_sandbox"]
+
+
+def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, *, pool: bool = True) -> Sandbox:
+    """Start (or take a warm) sandbox. Close it, or use it as a context manager.
+
+    image: a bundled name ('python', 'minimal') or any image on the engine;
+    default PYGENT_IMAGE. Raises EngineUnavailable, ImageNotFound,
+    RuntimeUnavailable, ConfigError.
+    """
+    from ..settings import get_settings
+    from .docker import DockerSandbox
+    from .images import resolve_image
+    from .pool import get_pool
+
+    policy = policy or default_policy()
+    tag = resolve_image(image or get_settings().pygent_image)
+    chosen = get_pool(tag, policy) if pool else None
+    return chosen.acquire() if chosen is not None else DockerSandbox.create(tag, policy)
+
+
+def default_policy(**overrides: object) -> SandboxPolicy:
+    """The strict policy, with the limits users set in settings (timeouts, output cap, runtime)."""
+    from ..settings import get_settings
+
+    s = get_settings()
+    values: dict[str, object] = {"timeout": s.pygent_command_timeout, "max_output": s.pygent_max_output}
+    if s.pygent_runtime:
+        values["runtime"] = s.pygent_runtime
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SandboxPolicy(**values)

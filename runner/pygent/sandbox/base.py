@@ -1,0 +1,149 @@
+"""What a sandbox can do, independent of how (Docker today, other backends later)."""
+
+from __future__ import annotations
+
+import abc
+import io
+import posixpath
+import tarfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import PathOutsideSandbox
+from .result import ExecResult
+
+OutputCallback = Callable[[bytes], None]
+
+#: Largest single file read_file() returns, unless asked for more.
+MAX_READ_BYTES = 16 << 20
+
+
+class Sandbox(abc.ABC):
+    """A disposable, isolated place to run commands. Always close() it (or use `with`)."""
+
+    id: str
+
+    @abc.abstractmethod
+    def exec(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes | Iterable[bytes] | None = None,
+        max_output: int | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run `cmd` with bash. Never raises for the command's own failure or timeout:
+        those are in the result. With on_stdout/on_stderr, output is streamed to them
+        as it comes (and not kept in the result).
+
+        Raises: SandboxClosed, EngineUnavailable, SandboxError (the sandbox broke).
+        """
+
+    @abc.abstractmethod
+    def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
+        """Unpack a tar into `dest_dir` inside the sandbox (resolved by the engine, in the container)."""
+
+    @abc.abstractmethod
+    def get_archive(self, path: str, max_bytes: int = 256 << 20) -> bytes:
+        """A tar of `path` (file or directory) as the container sees it."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove the container. Idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    # -- files, built on the two archive primitives --------------------------
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace one file inside the sandbox (parents are created)."""
+        path = self.absolute(path)
+        blob = data.encode() if isinstance(data, str) else data
+        root = "/workspace" if path.startswith("/workspace/") else posixpath.dirname(path)
+        rel = posixpath.relpath(path, root)
+        parents = [(d, None, 0o755) for d in _parents(rel)]
+        self.put_archive(root, _tar_of(parents + [(rel, blob, mode)], self._owner()))
+
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Read one regular file from the sandbox (symlinks resolve inside the container)."""
+        raw = self.get_archive(self.absolute(path), max_bytes=max_bytes + (64 << 10))
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for member in tar:
+                if member.isfile():
+                    if member.size > max_bytes:
+                        raise PathOutsideSandbox(f"{path} is {member.size} bytes, over the {max_bytes} byte limit")
+                    return tar.extractfile(member).read()  # type: ignore[union-attr]
+                raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
+        raise FileNotFoundError(path)
+
+    def upload(self, host_path: str | Path, dest: str) -> None:
+        """Copy a host file or directory to `dest` inside the sandbox."""
+        host_path = Path(host_path)
+        dest = self.absolute(dest)
+        buf = io.BytesIO()
+        uid, gid = self._owner()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+
+            def owned(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+                ti.uid, ti.gid, ti.uname, ti.gname = uid, gid, "", ""
+                return ti
+
+            tar.add(str(host_path), arcname=posixpath.basename(dest), filter=owned)
+        parent = posixpath.dirname(dest) or "/"
+        self.put_archive(parent, buf.getvalue())
+
+    def download(self, path: str, host_dest: str | Path) -> Path:
+        """Copy a file or directory out of the sandbox into host directory `host_dest`.
+
+        The tar comes from the container, so it is untrusted: the 'data' filter
+        refuses absolute paths, '..', links pointing outside and device files.
+        """
+        host_dest = Path(host_dest)
+        host_dest.mkdir(parents=True, exist_ok=True)
+        raw = self.get_archive(self.absolute(path))
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            tar.extractall(host_dest, filter="data")
+        return host_dest / posixpath.basename(self.absolute(path).rstrip("/"))
+
+    def absolute(self, path: str) -> str:
+        """Relative paths are relative to /workspace; the result is normalised."""
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise PathOutsideSandbox(f"invalid sandbox path {path!r}")
+        return posixpath.normpath(posixpath.join("/workspace", path))
+
+    def _owner(self) -> tuple[int, int]:
+        return (1000, 1000)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parents(rel: str) -> list[str]:
+    """'a/b/c.txt' -> ['a', 'a/b']: tar entries so the engine creates missing directories."""
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _tar_of(entries: list[tuple[str, bytes | None, int]], owner: tuple[int, int]) -> bytes:
+    """A tar of (name, data or None for a directory, mode), owned by the sandbox user."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data, mode in entries:
+            ti = tarfile.TarInfo(name)
+            ti.uid, ti.gid = owner
+            ti.mode = mode
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                tar.addfile(ti)
+            else:
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()

@@ -1,0 +1,213 @@
+"""Host side of the command server protocol, over a container's attach stream.
+
+Two layers of framing: Docker multiplexes a non-tty container's stdout/stderr
+with 8-byte headers; inside the stdout stream the server speaks the frames
+defined in `server.py`. Reading is done by the thread that waits for a
+command, so a sandbox costs no thread and almost no memory while idle.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from typing import Callable, Iterable
+
+from ..errors import SandboxError
+from . import server as proto
+from .result import ExecResult
+
+_DOCKER_HEADER = struct.Struct(">BxxxI")
+_RECV = 1 << 18
+#: Seconds past a command's own timeout before we decide the sandbox (or engine) is gone.
+GRACE = 15.0
+
+
+class ChannelBroken(SandboxError):
+    """The attach stream closed or stopped answering: the container or the engine is gone."""
+
+
+class DockerStream:
+    """Demultiplexes Docker's attach/exec stream into (stream kind, bytes): 1 stdout, 2 stderr."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.kind = 1
+        self.pending = 0  # bytes still to come in the current docker frame
+        self.diagnostics = bytearray()  # the server's own stderr, kept small for error messages
+
+    def recv(self, deadline: float | None) -> tuple[int, bytes]:
+        """Next chunk; raises ChannelBroken on EOF or past the deadline."""
+        while True:
+            out = self._take()
+            if out:
+                return self.kind, out
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise ChannelBroken("the sandbox stopped answering (engine down or container killed)")
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(_RECV)
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError as exc:
+                raise ChannelBroken(f"lost the sandbox's stream: {exc}") from None
+            if not data:
+                tail = self.diagnostics.decode("utf-8", "replace").strip()[-300:]
+                raise ChannelBroken("the sandbox's main process exited" + (f": {tail}" if tail else ""))
+            self.buf += data
+
+    def _take(self) -> bytes:
+        while True:
+            if self.pending:
+                n = min(self.pending, len(self.buf))
+                if not n:
+                    return b""
+                out = bytes(self.buf[:n])
+                del self.buf[:n]
+                self.pending -= n
+                return out
+            if len(self.buf) < 8:
+                return b""
+            self.kind, self.pending = _DOCKER_HEADER.unpack_from(self.buf)
+            del self.buf[:8]
+
+
+class Channel:
+    """Runs commands through the in-container server. One command at a time per channel."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.stream = DockerStream(sock)
+        self.inbuf = bytearray()
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.next_id = 1
+        self.hello: dict | None = None
+        self.broken = False
+
+    # -- frames -------------------------------------------------------------
+    def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
+        with self.send_lock:
+            try:
+                self.sock.sendall(proto.frame(kind, cid, payload))
+            except OSError as exc:
+                self.broken = True
+                raise ChannelBroken(f"cannot write to the sandbox: {exc}") from None
+
+    def read_frame(self, deadline: float | None) -> tuple[int, int, bytes]:
+        size = proto.HEADER.size
+        while True:
+            if len(self.inbuf) >= size:
+                kind, cid, length = proto.HEADER.unpack_from(self.inbuf)
+                if len(self.inbuf) >= size + length:
+                    payload = bytes(self.inbuf[size : size + length])
+                    del self.inbuf[: size + length]
+                    return kind, cid, payload
+            try:
+                kind, data = self.stream.recv(deadline)
+                if kind == 1:
+                    self.inbuf += data
+                else:  # the server's own stderr: kept small, for error messages
+                    self.stream.diagnostics += data
+                    del self.stream.diagnostics[:-2000]
+            except ChannelBroken:
+                self.broken = True
+                raise
+
+    def wait_hello(self, timeout: float) -> dict:
+        kind, _, payload = self.read_frame(time.monotonic() + timeout)
+        if kind != proto.HELLO:
+            raise ChannelBroken(f"unexpected first frame {kind!r} from the sandbox server")
+        self.hello = json.loads(payload)
+        return self.hello
+
+    # -- commands -----------------------------------------------------------
+    def run(
+        self,
+        spec: dict,
+        stdin: bytes | Iterable[bytes] | None,
+        on_stdout: Callable[[bytes], None] | None,
+        on_stderr: Callable[[bytes], None] | None,
+    ) -> ExecResult:
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            spec = dict(spec, stdin=stdin is not None, stream=on_stdout is not None or on_stderr is not None)
+            self.send(proto.RUN, cid, json.dumps(spec).encode())
+            feeder = self._feed_stdin(cid, stdin) if stdin is not None else None
+            timeout = spec.get("timeout")
+            deadline = None if timeout is None else time.monotonic() + float(timeout) + GRACE
+            out, err = bytearray(), bytearray()
+            try:
+                while True:
+                    kind, fcid, payload = self.read_frame(deadline)
+                    if fcid != cid:
+                        continue  # a late frame of an earlier, abandoned command
+                    if kind == proto.OUT:
+                        on_stdout(payload) if on_stdout and spec["stream"] else out.extend(payload)
+                    elif kind == proto.ERR:
+                        on_stderr(payload) if on_stderr and spec["stream"] else err.extend(payload)
+                    elif kind == proto.DONE:
+                        done = json.loads(payload)
+                        return ExecResult(
+                            exit_code=done["exit_code"],
+                            stdout=bytes(out),
+                            stderr=bytes(err),
+                            duration=done["duration"],
+                            timed_out=done["timed_out"],
+                            stdout_truncated=done["stdout_truncated"],
+                            stderr_truncated=done["stderr_truncated"],
+                            oom_killed=done.get("oom_killed", False),
+                            cwd=done.get("cwd"),
+                        )
+                    elif kind == proto.FAILED:
+                        raise SandboxError(f"could not start the command: {json.loads(payload)['error']}")
+            except BaseException:
+                # Interrupted (Ctrl-C) or broken: make sure nothing keeps running inside.
+                if not self.broken:
+                    try:
+                        self.send(proto.KILL, cid)
+                    except ChannelBroken:
+                        pass
+                raise
+            finally:
+                if feeder is not None:
+                    feeder.join(timeout=1)
+
+    def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
+        if isinstance(stdin, (bytes, bytearray, memoryview)):
+            data = bytes(stdin)
+            for i in range(0, len(data), proto.CHUNK):
+                self.send(proto.STDIN, cid, data[i : i + proto.CHUNK])
+            self.send(proto.STDIN_EOF, cid)
+            return None
+
+        def pump() -> None:  # an iterable (e.g. host stdin) is pumped while output is read
+            try:
+                for chunk in stdin:
+                    if chunk:
+                        self.send(proto.STDIN, cid, bytes(chunk))
+                self.send(proto.STDIN_EOF, cid)
+            except (ChannelBroken, OSError, ValueError):
+                pass
+
+        thread = threading.Thread(target=pump, name=f"pygent-stdin-{cid}", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,104 @@
+"""Who owns which container, and making sure they all go away.
+
+Three nets, from cheapest to last resort:
+1. close() / context managers / atexit (also reached on SIGINT and SIGTERM,
+   which we turn into a normal interpreter exit when nobody else handles them);
+2. the container's stdin is the owner's attach stream with StdinOnce: when the
+   owner dies (even by SIGKILL) the server sees EOF, exits, and the engine
+   auto-removes the container;
+3. labels (owner pid, host, session, creation time) let `gc` (run by hand, and
+   automatically once per process in the background) remove what is left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Sandbox
+
+LABEL_PREFIX = "io.pygent"
+LABEL_OWNER_PID = f"{LABEL_PREFIX}.owner-pid"
+LABEL_OWNER_HOST = f"{LABEL_PREFIX}.owner-host"
+LABEL_SESSION = f"{LABEL_PREFIX}.session"
+LABEL_CREATED = f"{LABEL_PREFIX}.created"
+LABEL_POOLED = f"{LABEL_PREFIX}.pooled"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+
+SESSION_ID = uuid.uuid4().hex[:12]
+HOSTNAME = socket.gethostname()
+
+_live: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+
+
+def owner_labels(pooled: bool = False) -> dict[str, str]:
+    labels = {
+        LABEL_MANAGED: "1",
+        LABEL_OWNER_PID: str(os.getpid()),
+        LABEL_OWNER_HOST: HOSTNAME,
+        LABEL_SESSION: SESSION_ID,
+        LABEL_CREATED: f"{time.time():.3f}",
+    }
+    if pooled:
+        labels[LABEL_POOLED] = "1"
+    return labels
+
+
+def track(sandbox: "Sandbox") -> None:
+    """Remember a live sandbox so interpreter exit and signals remove it."""
+    _install()
+    with _lock:
+        _live.add(sandbox)
+
+
+def untrack(sandbox: "Sandbox") -> None:
+    with _lock:
+        _live.discard(sandbox)
+
+
+def close_all() -> None:
+    """Close every sandbox this process still has (atexit, signals, tests)."""
+    with _lock:
+        live = list(_live)
+    for sandbox in live:
+        try:
+            sandbox.close()
+        except Exception:
+            pass
+
+
+def live_count() -> int:
+    with _lock:
+        return len(_live)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Turn SIGTERM into SystemExit so finally-blocks and atexit run and remove containers.
+    raise SystemExit(128 + signum)
+
+
+def _install() -> None:
+    global _installed
+    if _installed:
+        return
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        atexit.register(close_all)
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    signal.signal(signal.SIGTERM, _on_sigterm)
+            except (ValueError, OSError):
+                pass

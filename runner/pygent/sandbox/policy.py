@@ -1,0 +1,106 @@
+"""What a sandbox may do. Every default is the strict one; loosening is a field.
+
+Why a pydantic model: the policy is the security boundary users configure, so
+unknown keys and out-of-range values are rejected instead of silently ignored,
+and a policy is hashable into a pool key (same policy -> same warm pool).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_SIZE = re.compile(r"^\d+(\.\d+)?[kmgKMG]?[bB]?$")
+
+
+class Mount(BaseModel):
+    """A host directory mounted into the sandbox: an explicit loosening."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path = Field(description="Host directory (must exist).")
+    target: str = Field(description="Absolute path inside the sandbox.")
+    read_only: bool = Field(True, description="Mounted read-only unless set false.")
+
+    @field_validator("target")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("mount target must be an absolute path without '..'")
+        return v
+
+    @classmethod
+    def parse(cls, spec: str) -> "Mount":
+        """Parse the CLI form SRC:DST[:ro|rw]."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise ValueError(f"mount {spec!r} is not SRC:DST[:ro|rw]")
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if mode not in ("ro", "rw"):
+            raise ValueError(f"mount mode {mode!r} is not ro or rw")
+        return cls(source=Path(parts[0]).expanduser().resolve(), target=parts[1], read_only=mode == "ro")
+
+
+class SandboxPolicy(BaseModel):
+    """Limits and permissions of one sandbox. Defaults are the secure ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network: bool = Field(False, description="Network access. Off: the container has no network stack at all.")
+    user: str = Field("1000:1000", description="uid:gid the commands run as. Root ('0') is a loosening.")
+    cap_add: tuple[str, ...] = Field((), description="Capabilities added back (all are dropped by default).")
+    read_only_root: bool = Field(True, description="Root filesystem read-only; only /workspace and /tmp are writable.")
+    memory: str = Field("512m", description="Memory limit, swap included (no extra swap).")
+    cpus: float = Field(1.0, gt=0, le=64, description="CPU limit in cores.")
+    pids: int = Field(256, ge=8, le=65536, description="Max processes+threads: stops fork bombs.")
+    workspace_size: str = Field("256m", description="Size of the writable /workspace (tmpfs).")
+    tmp_size: str = Field("64m", description="Size of the writable /tmp (tmpfs).")
+    timeout: float = Field(60.0, gt=0, le=86400, description="Default wall clock per command, seconds.")
+    max_output: int = Field(64_000, ge=1024, le=1 << 30, description="Bytes kept per stream (head+tail).")
+    runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' (gVisor). None = engine default.")
+    mounts: tuple[Mount, ...] = Field((), description="Host directories mounted in (explicit loosening).")
+    workspace: Path | None = Field(None, description="Host directory mounted read-write as /workspace.")
+    env: tuple[tuple[str, str], ...] = Field((), description="Environment set for every command.")
+
+    @field_validator("memory", "workspace_size", "tmp_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if not _SIZE.match(v):
+            raise ValueError(f"{v!r} is not a size like 512m or 1g")
+        return v.lower().rstrip("b")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(:\d+)?", v):
+            raise ValueError("user must be numeric uid[:gid] (names need the image's /etc/passwd)")
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError(f"runtime {v!r} is not a runtime name")
+        return v or None
+
+    @property
+    def uid(self) -> int:
+        return int(self.user.split(":")[0])
+
+    @property
+    def gid(self) -> int:
+        parts = self.user.split(":")
+        return int(parts[1]) if len(parts) > 1 else int(parts[0])
+
+    def pool_key(self) -> str:
+        """Sandboxes are interchangeable only when everything in the policy matches."""
+        return self.model_dump_json()
+
+
+def size_in_bytes(size: str) -> int:
+    """'512m' -> 536870912. Docker accepts the string; we need the number for checks."""
+    num = float(re.match(r"[\d.]+", size).group())  # type: ignore[union-attr]
+    unit = size[-1].lower() if size[-1].isalpha() else ""
+    return int(num * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit])

@@ -1,0 +1,47 @@
+"""What running one command returns, and the head+tail output cap.
+
+Why head and tail: the start of output says what ran, the end says how it
+ended (the error, the summary); the middle of a 50 MB log is rarely needed,
+and keeping it would make host memory depend on what a command prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .server import HeadTail, cut_marker  # one implementation, shared with the in-container server
+
+__all__ = ["ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
+
+#: Exit code reported when the wall-clock limit killed the command (as coreutils `timeout`).
+TIMEOUT_EXIT_CODE = 124
+#: Exit code of a process killed by SIGKILL (128 + 9): what the kernel's OOM killer leaves.
+SIGKILL_EXIT_CODE = 137
+
+
+@dataclass
+class ExecResult:
+    """Outcome of one command. Output is bytes: decoding is the caller's choice."""
+
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    duration: float = 0.0
+    timed_out: bool = False
+    stdout_truncated: int = 0  #: bytes dropped from the middle of stdout (0 = complete)
+    stderr_truncated: int = 0
+    oom_killed: bool = False
+    cwd: str | None = None  #: working directory when the command ended (for `cd` persistence)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.stdout_truncated or self.stderr_truncated)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def text(self) -> str:
+        """stdout decoded leniently: what a user printing the result expects."""
+        return self.stdout.decode("utf-8", "replace")

@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""The in-container command server: the container's main process in bundled images.
+
+Why it exists: `docker exec` costs ~50 ms a call here; this server is started
+once per container and runs each command in ~2 ms, spoken to over the
+container's attach stream (stdin/stdout), which works on every runtime (runc,
+runsc) without a network or a host socket.
+
+It keeps every guarantee of the exec path, from inside the container:
+each command runs in its own session; the wall-clock limit kills the whole
+tree (session, process group, and anything carrying the command's marker);
+stdout/stderr stay separate and are capped head+tail here, so a 50 MB print
+never crosses the stream; a background child holding stdout open does not
+hang the call (its output is drained and discarded). When stdin closes (the
+owner went away, even by SIGKILL) everything is killed and the server exits,
+so the container (auto-remove) disappears with its owner.
+
+Stdlib only, Python >= 3.8. Imported on the host too, for `HeadTail` and the
+frame format: keep module import free of side effects.
+
+Frames, both directions: struct ">BII" (type, command id, payload length) + payload.
+  host -> server: R run (JSON spec), I stdin bytes, E stdin EOF, K kill
+  server -> host: H hello (JSON), O stdout bytes, X stderr bytes, D done (JSON), F failed to start (JSON)
+"""
+
+import json
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+HEADER = struct.Struct(">BII")
+RUN, STDIN, STDIN_EOF, KILL = b"R"[0], b"I"[0], b"E"[0], b"K"[0]
+HELLO, OUT, ERR, DONE, FAILED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"[0]
+CHUNK = 65536
+MARKER_ENV = "PYGENT_CMD"
+PROTOCOL = 1
+
+
+def cut_marker(omitted):
+    return ("\n[... %d bytes truncated ...]\n" % omitted).encode()
+
+
+class HeadTail:
+    """Keeps the first and last `cap // 2` bytes of a stream; memory never exceeds cap."""
+
+    def __init__(self, cap):
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data):
+        self.total += len(data)
+        half = self.cap // 2
+        room = half - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data[-half:] if len(data) >= half else data
+            if len(self.tail) > half:
+                del self.tail[: len(self.tail) - half]
+
+    @property
+    def omitted(self):
+        return self.total - len(self.head) - len(self.tail)
+
+    def value(self):
+        """The kept bytes, with a visible marker where the middle was cut."""
+        if self.omitted:
+            return bytes(self.head) + cut_marker(self.omitted) + bytes(self.tail)
+        return bytes(self.head) + bytes(self.tail)
+
+
+def frame(kind, cid, payload=b""):
+    return HEADER.pack(kind, cid, len(payload)) + payload
+
+
+def shell_prefix(cwd_fd):
+    """Bash prepended on the same line as the command (line numbers stay right).
+
+    Makes the command the first OOM victim (never the server), and reports the
+    final working directory so `cd` persists across calls like in a terminal.
+    """
+    return (
+        "builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
+        "trap 'builtin printf %%s \"$PWD\" >&%d 2>/dev/null' EXIT; " % cwd_fd
+    )
+
+
+def oom_kills():
+    """OOM kills counted by this container's memory cgroup (v2 or v1), or None."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+        except OSError:
+            continue
+    return None
+
+
+def proc_stat(pid):
+    """(pgrp, session) of a process, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2 :].split()
+        return int(fields[2]), int(fields[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def has_marker(pid, marker):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return marker in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def kill_tree(leader, marker):
+    """SIGKILL everything the command started: its session, its group, its marker.
+
+    Repeated because a fork bomb forks while we kill; the pids limit bounds it.
+    """
+    me = os.getpid()
+    for _ in range(20):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in (me, 1):
+                continue
+            st = proc_stat(pid)
+            if st is None:
+                continue
+            if leader in st or has_marker(pid, marker):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    found = True
+                except OSError:
+                    pass
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except OSError:
+            pass
+        if not found:
+            return
+        time.sleep(0.002)
+
+
+class Command:
+    """One running command and everything the server tracks for it."""
+
+    def __init__(self, cid, spec, default_cwd):
+        self.cid = cid
+        self.stream = bool(spec.get("stream"))
+        cap = int(spec.get("max_output") or 64000)
+        self.out = HeadTail(cap)
+        self.err = HeadTail(cap)
+        self.timeout = spec.get("timeout")
+        self.started = time.monotonic()
+        self.deadline = self.started + float(self.timeout) if self.timeout else None
+        self.timed_out = False
+        self.killed = False
+        self.marker = ("%s=%d.%d" % (MARKER_ENV, os.getpid(), cid)).encode()
+        self.stdin_buf = bytearray()
+        self.stdin_eof = False
+        self.returncode = None
+        self.cwd_bytes = b""
+        self.oom_before = oom_kills()
+        env = dict(os.environ)
+        env.update(spec.get("env") or {})
+        env[MARKER_ENV] = self.marker.decode().split("=", 1)[1]
+        cwd_r, cwd_w = os.pipe()
+        self.cwd_r = cwd_r
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/bash", "-c", shell_prefix(cwd_w) + spec["cmd"]],
+                stdin=subprocess.PIPE if spec.get("stdin") else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.get("cwd") or default_cwd,
+                env=env,
+                pass_fds=(cwd_w,),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(cwd_r)
+            raise
+        finally:
+            os.close(cwd_w)
+        for fd in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
+            if fd is not None:
+                os.set_blocking(fd.fileno(), False)
+        os.set_blocking(cwd_r, False)
+
+
+class Server:
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.cmds = {}
+        self.inbuf = bytearray()
+        self.cwd = os.getcwd()
+        self.drains = set()  # pipes a finished command's background children still hold
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self.sig_r = r
+        signal.set_wakeup_fd(w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self.shutdown())
+        self.sel.register(0, selectors.EVENT_READ, ("ctl", None))
+        self.sel.register(r, selectors.EVENT_READ, ("sig", None))
+
+    # -- output to the host -------------------------------------------------
+    def send(self, kind, cid, payload=b""):
+        data = frame(kind, cid, payload)
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(1, view)
+            except BlockingIOError:
+                time.sleep(0.001)
+                continue
+            except OSError:
+                self.shutdown()
+            view = view[n:]
+
+    def send_json(self, kind, cid, obj):
+        self.send(kind, cid, json.dumps(obj).encode())
+
+    # -- control stream -----------------------------------------------------
+    def on_control(self):
+        try:
+            data = os.read(0, CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            self.shutdown()
+        self.inbuf += data
+        while len(self.inbuf) >= HEADER.size:
+            kind, cid, size = HEADER.unpack_from(self.inbuf)
+            if len(self.inbuf) < HEADER.size + size:
+                break
+            payload = bytes(self.inbuf[HEADER.size : HEADER.size + size])
+            del self.inbuf[: HEADER.size + size]
+            self.dispatch(kind, cid, payload)
+
+    def dispatch(self, kind, cid, payload):
+        if kind == RUN:
+            self.start(cid, json.loads(payload))
+            return
+        cmd = self.cmds.get(cid)
+        if cmd is None:
+            return
+        if kind == STDIN:
+            cmd.stdin_buf += payload
+            self.want_stdin(cmd)
+        elif kind == STDIN_EOF:
+            cmd.stdin_eof = True
+            self.want_stdin(cmd)
+        elif kind == KILL:
+            cmd.killed = True
+            kill_tree(cmd.proc.pid, cmd.marker)
+
+    def start(self, cid, spec):
+        try:
+            cmd = Command(cid, spec, self.cwd)
+        except Exception as exc:  # bad cwd, bash missing: report, do not die
+            self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
+            return
+        self.cmds[cid] = cmd
+        self.sel.register(cmd.proc.stdout, selectors.EVENT_READ, ("out", cmd))
+        self.sel.register(cmd.proc.stderr, selectors.EVENT_READ, ("err", cmd))
+        self.sel.register(cmd.cwd_r, selectors.EVENT_READ, ("cwd", cmd))
+
+    def want_stdin(self, cmd):
+        pipe = cmd.proc.stdin
+        if pipe is None or pipe.closed:
+            return
+        try:
+            self.sel.register(pipe, selectors.EVENT_WRITE, ("in", cmd))
+        except KeyError:
+            pass
+
+    def on_stdin_writable(self, cmd):
+        pipe = cmd.proc.stdin
+        try:
+            if cmd.stdin_buf:
+                n = os.write(pipe.fileno(), cmd.stdin_buf[:CHUNK])
+                del cmd.stdin_buf[:n]
+        except BlockingIOError:
+            return
+        except OSError:  # the command closed its stdin: drop the rest
+            cmd.stdin_buf.clear()
+            cmd.stdin_eof = True
+        if not cmd.stdin_buf:
+            self.sel.unregister(pipe)
+            if cmd.stdin_eof:
+                pipe.close()
+
+    # -- command output -----------------------------------------------------
+    def on_output(self, which, cmd, pipe):
+        try:
+            data = os.read(pipe.fileno(), CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(pipe)
+            pipe.close()
+            return
+        self.keep(which, cmd, data)
+
+    def keep(self, which, cmd, data):
+        if cmd.stream:
+            self.send(OUT if which == "out" else ERR, cmd.cid, data)
+        else:
+            (cmd.out if which == "out" else cmd.err).add(data)
+
+    def on_cwd(self, cmd):
+        try:
+            data = os.read(cmd.cwd_r, 4096)
+        except OSError:
+            data = b""
+        if data:
+            cmd.cwd_bytes += data
+        else:
+            self.sel.unregister(cmd.cwd_r)
+
+    # -- completion ---------------------------------------------------------
+    def reap(self):
+        for cmd in list(self.cmds.values()):
+            try:
+                pid, status = os.waitpid(cmd.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = cmd.proc.pid, 0
+            if pid:
+                code = os.waitstatus_to_exitcode(status)
+                cmd.proc.returncode = code
+                self.finish(cmd, 128 - code if code < 0 else code)
+
+    def finish(self, cmd, code):
+        """The command's main process ended: collect what is buffered and report."""
+        del self.cmds[cmd.cid]
+        for which, pipe in (("out", cmd.proc.stdout), ("err", cmd.proc.stderr)):
+            while not pipe.closed:
+                try:
+                    data = os.read(pipe.fileno(), CHUNK)
+                except BlockingIOError:
+                    # A background child still holds the pipe: drain it, never wait on it.
+                    self.sel.modify(pipe, selectors.EVENT_READ, ("drain", None))
+                    self.drains.add(pipe)
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    self.sel.unregister(pipe)
+                    pipe.close()
+                    break
+                self.keep(which, cmd, data)
+        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
+            try:
+                self.sel.unregister(cmd.proc.stdin)
+            except KeyError:
+                pass
+            cmd.proc.stdin.close()
+        try:
+            cmd.cwd_bytes += os.read(cmd.cwd_r, 4096)
+        except OSError:
+            pass
+        try:
+            self.sel.unregister(cmd.cwd_r)
+        except KeyError:
+            pass
+        os.close(cmd.cwd_r)
+        cwd = cmd.cwd_bytes.decode("utf-8", "replace") or None
+        if cwd and not cmd.timed_out:
+            self.cwd = cwd
+        oom_after = oom_kills()
+        oom = code == 137 and not cmd.killed and not cmd.timed_out and (
+            cmd.oom_before is not None and oom_after is not None and oom_after > cmd.oom_before
+        )
+        if not cmd.stream:
+            self.send(OUT, cmd.cid, cmd.out.value())
+            self.send(ERR, cmd.cid, cmd.err.value())
+        self.send_json(
+            DONE,
+            cmd.cid,
+            {
+                "exit_code": 124 if cmd.timed_out else code,
+                "timed_out": cmd.timed_out,
+                "duration": time.monotonic() - cmd.started,
+                "cwd": self.cwd,
+                "stdout_truncated": cmd.out.omitted,
+                "stderr_truncated": cmd.err.omitted,
+                "oom_killed": oom,
+            },
+        )
+
+    def on_drain(self, pipe):
+        try:
+            data = os.read(pipe.fileno(), CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(pipe)
+            pipe.close()
+            self.drains.discard(pipe)
+
+    def check_deadlines(self):
+        now = time.monotonic()
+        for cmd in list(self.cmds.values()):
+            if cmd.deadline is not None and now >= cmd.deadline and not cmd.timed_out:
+                cmd.timed_out = True
+                kill_tree(cmd.proc.pid, cmd.marker)
+
+    def next_timeout(self):
+        deadlines = [c.deadline for c in self.cmds.values() if c.deadline is not None and not c.timed_out]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def shutdown(self):
+        for cmd in list(self.cmds.values()):
+            kill_tree(cmd.proc.pid, cmd.marker)
+        os._exit(0)
+
+    def serve(self):
+        self.send_json(HELLO, 0, {"protocol": PROTOCOL, "pid": os.getpid(), "cwd": self.cwd})
+        while True:
+            for key, _ in self.sel.select(self.next_timeout()):
+                kind, cmd = key.data
+                if kind == "ctl":
+                    self.on_control()
+                elif kind == "sig":
+                    try:
+                        while os.read(self.sig_r, 512):
+                            pass
+                    except OSError:
+                        pass
+                elif kind in ("out", "err"):
+                    self.on_output(kind, cmd, key.fileobj)
+                elif kind == "in":
+                    self.on_stdin_writable(cmd)
+                elif kind == "cwd":
+                    self.on_cwd(cmd)
+                elif kind == "drain":
+                    self.on_drain(key.fileobj)
+            self.check_deadlines()
+            self.reap()
+
+
+if __name__ == "__main__":
+    os.set_blocking(0, False)
+    sys.stdin = sys.stdout = None  # only raw fds 0/1 carry frames
+    Server().serve()
