@@ -1,0 +1,422 @@
+"""Delegated tasks: each a sub-agent in its own fresh sandbox, run in the background.
+
+Why this shape: `delegate_task` must return at once (the model keeps working),
+tasks beyond the concurrency bound wait in a queue instead of being refused,
+and nothing a task does — a model error, a crash, a hang — reaches the parent.
+A per-task wall clock is enforced by a watchdog that removes the task's
+container, which ends whatever command the task was running.
+
+A task's results outlive its container: when it ends, its /workspace is
+snapshotted (a tar kept in a host temp file, bounded in size), and
+`collect_file` copies from that snapshot into the parent's sandbox — tar to
+tar, never through a host path the container controls.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DelegationDepthExceeded, PygentError, TaskError
+from . import tools
+
+if TYPE_CHECKING:
+    from .loop import Agent
+    from .runtime import Runtime
+
+#: Largest workspace snapshot kept for a finished task.
+MAX_SNAPSHOT_BYTES = 64 << 20
+#: Steps a sub-agent may take before it is stopped.
+DEFAULT_TASK_STEPS = 30
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+@dataclass
+class Task:
+    id: str
+    prompt: str
+    timeout: float
+    step_timeout: float | None = None
+    image: str | None = None
+    persona: str | None = None
+    files: list[str] = field(default_factory=list)
+    status: TaskStatus = TaskStatus.QUEUED
+    reason: str = ""
+    steps: int = 0
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    ended: float | None = None
+    first_command: float | None = None  #: time.time() of the task's first command (for benchmarks)
+    answer: str | None = None  #: the sub-agent's last text
+    container: str | None = None
+    snapshot: str | None = None  #: path of the workspace tar, once ended
+    agent: "Agent | None" = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def to_dict(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "task_id": self.id,
+            "status": self.status.value,
+            "reason": self.reason,
+            "steps": self.steps,
+            "elapsed": round(((self.ended or now) - (self.started or self.created)), 3),
+            "answer": self.answer,
+            "image": self.image,
+            "persona": self.persona,
+            "container": self.container,
+        }
+
+
+class TaskManager:
+    """Runs one agent's delegated tasks. Closing it cancels them and removes their containers."""
+
+    def __init__(self, parent: "Agent | None" = None, max_tasks: int | None = None, max_depth: int | None = None) -> None:
+        from ..settings import get_settings
+
+        s = get_settings()
+        self.parent = parent
+        self.max_tasks = max_tasks or s.pygent_max_tasks
+        self.max_depth = s.pygent_task_depth if max_depth is None else max_depth
+        self.default_timeout = s.pygent_task_timeout
+        self.tasks: dict[str, Task] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._watchdog: threading.Thread | None = None
+        self._closed = False
+        self._snapdir: str | None = None
+
+    # -- starting -----------------------------------------------------------
+    def start(
+        self,
+        prompt: str,
+        *,
+        files: list[str] | None = None,
+        timeout: float | None = None,
+        step_timeout: float | None = None,
+        image: str | None = None,
+        persona: str | None = None,
+        depth: int = 0,
+    ) -> Task:
+        """Queue a task and return at once. Raises DelegationDepthExceeded, TaskError."""
+        if self._closed:
+            raise TaskError("this agent is closed; its task manager takes no new tasks")
+        if depth >= self.max_depth:
+            raise DelegationDepthExceeded(
+                f"delegation depth {depth + 1} exceeds the limit of {self.max_depth} "
+                "(PYGENT_TASK_DEPTH); do this work yourself instead of delegating"
+            )
+        task = Task(
+            id=uuid.uuid4().hex[:8],
+            prompt=prompt,
+            timeout=float(timeout or self.default_timeout),
+            step_timeout=step_timeout,
+            image=image,
+            persona=persona,
+            files=list(files or []),
+        )
+        parent_rt = self.parent.runtime if self.parent is not None else None
+        with self._lock:
+            self.tasks[task.id] = task
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
+                self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
+                self._watchdog.start()
+            self._executor.submit(self._run, task, parent_rt, depth)
+        self._event(task)
+        return task
+
+    # -- running ------------------------------------------------------------
+    def _run(self, task: Task, parent_rt: "Runtime | None", depth: int) -> None:
+        from .. import models
+        from .loop import Agent
+        from .runtime import Runtime
+
+        with self._lock:
+            if task.status != TaskStatus.QUEUED:
+                return  # cancelled while queued
+            task.status = TaskStatus.RUNNING
+            task.started = time.time()
+        self._event(task)
+        agent = None
+        try:
+            parent_image = parent_rt.image if parent_rt is not None else None
+            runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
+            runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
+            agent = Agent(model=models.default_model(), runtime=runtime, persona=task.persona, task_depth=depth + 1)
+            agent.tasks.max_depth = self.max_depth
+            task.agent = agent
+            if task.files and parent_rt is not None:
+                self._copy_files(parent_rt, runtime, task.files)
+            if task.status != TaskStatus.RUNNING:
+                return
+            result = agent.run_until_stop(task.prompt, max_steps=DEFAULT_TASK_STEPS, step_timeout=task.step_timeout, max_time=task.timeout)
+            task.steps = result.steps
+            task.answer = _last_text(agent.history)
+            outcome, reason = (TaskStatus.FAILED, result.error or "error") if result.reason == "error" else (
+                (TaskStatus.TIMEOUT, f"no stop within {task.timeout:g}s") if result.reason == "max_time" else (TaskStatus.FINISHED, result.reason)
+            )
+        except BaseException as exc:  # never reaches the parent
+            outcome, reason = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+        finally:
+            if agent is not None:
+                task.steps = task.steps or sum(1 for m in agent.history if m.get("role") == "assistant")
+                if agent.runtime.started:
+                    task.container = agent.runtime.sandbox.id
+                    self._snapshot(task, agent.runtime)
+                agent.close()
+                task.agent = None
+        with self._lock:
+            if not task.status.ended:
+                task.status, task.reason = outcome, reason
+                task.ended = time.time()
+        task.done.set()
+        self._event(task)
+
+    def _copy_files(self, parent: "Runtime", child: "Runtime", files: list[str]) -> None:
+        """Parent sandbox -> task sandbox, tar to tar: paths resolve inside the containers only."""
+        for path in files:
+            src = parent.sandbox.absolute(path)
+            raw = parent.sandbox.get_archive(src)
+            dest = child.sandbox.absolute(path)
+            parent_dir = posixpath.dirname(dest)
+            if parent_dir != "/workspace":
+                child.sandbox.exec(f"mkdir -p {_quote(parent_dir)}", timeout=10)
+            child.sandbox.put_archive(parent_dir, raw)
+
+    def _snapshot(self, task: Task, runtime: "Runtime") -> None:
+        try:
+            raw = runtime.sandbox.get_archive("/workspace", max_bytes=MAX_SNAPSHOT_BYTES)
+        except Exception as exc:
+            task.reason = (task.reason + "; " if task.reason else "") + f"no workspace snapshot: {str(exc)[:200]}"
+            return
+        with self._lock:
+            if self._snapdir is None:
+                self._snapdir = tempfile.mkdtemp(prefix="pygent-tasks-")
+        path = os.path.join(self._snapdir, f"{task.id}.tar")
+        with open(path, "wb") as f:
+            f.write(raw)
+        task.snapshot = path
+
+    def _watch(self) -> None:
+        """Enforce each task's wall clock: past it, remove its container and mark it timed out."""
+        while not self._closed:
+            now = time.time()
+            for task in list(self.tasks.values()):
+                if task.status == TaskStatus.RUNNING and task.started and now - task.started > task.timeout + 1.0:
+                    self._stop(task, TaskStatus.TIMEOUT, f"killed after {task.timeout:g}s wall clock")
+            time.sleep(0.1)
+
+    def _stop(self, task: Task, status: TaskStatus, reason: str) -> None:
+        with self._lock:
+            if task.status.ended:
+                return
+            task.status, task.reason, task.ended = status, reason, time.time()
+        agent = task.agent
+        if agent is not None:
+            if agent.runtime.started:
+                task.container = agent.runtime.sandbox.id
+            agent.close()  # removes its container now: a running command ends with it
+        task.done.set()
+        self._event(task)
+
+    def _event(self, task: Task) -> None:
+        parent = self.parent
+        if parent is not None and parent.on_event is not None:
+            from .loop import StepEvent
+
+            parent._emit(StepEvent("task", content=task.status.value, data=task.to_dict()))
+
+    # -- queries and control ----------------------------------------------
+    def get(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise TaskError(f"no task {task_id!r}; known: {', '.join(self.tasks) or 'none'}")
+        return task
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        return self.get(task_id).to_dict()
+
+    def list(self) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in self.tasks.values()]
+
+    def wait(self, task_ids: list[str] | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Block until the tasks end or `timeout` seconds pass; return their statuses."""
+        chosen = [self.get(t) for t in task_ids] if task_ids else list(self.tasks.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for task in chosen:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            task.done.wait(left)
+        return [t.to_dict() for t in chosen]
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        task = self.get(task_id)
+        self._stop(task, TaskStatus.CANCELLED, "cancelled")
+        return task.to_dict()
+
+    def collect_file(self, task_id: str, path: str, dest: str | None = None) -> str:
+        """Copy `path` from the task's workspace snapshot into the parent's sandbox at `dest`."""
+        task = self.get(task_id)
+        if task.snapshot is None:
+            state = "has not ended yet" if not task.status.ended else "left no workspace snapshot"
+            raise TaskError(f"task {task_id} {state}; wait_tasks first")
+        if self.parent is None:
+            raise TaskError("no parent sandbox to copy into")
+        rel = posixpath.relpath(posixpath.normpath(posixpath.join("/workspace", path)), "/workspace")
+        if rel.startswith(".."):
+            raise TaskError(f"{path} is outside the task's /workspace (only the workspace is kept)")
+        dest_abs = self.parent.runtime.sandbox.absolute(dest or rel)
+        out = io.BytesIO()
+        found = 0
+        prefix = "workspace/" + rel if rel != "." else "workspace"
+        new_root = posixpath.basename(dest_abs)
+        with tarfile.open(task.snapshot) as src, tarfile.open(fileobj=out, mode="w") as dst:
+            for member in src:
+                if member.name != prefix and not member.name.startswith(prefix + "/"):
+                    continue
+                member.name = new_root + member.name[len(prefix):]
+                found += 1
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        if not found:
+            raise TaskError(f"{path} does not exist in task {task_id}'s workspace")
+        parent_dir = posixpath.dirname(dest_abs)
+        sandbox = self.parent.runtime.sandbox
+        if parent_dir != "/workspace":
+            sandbox.exec(f"mkdir -p {_quote(parent_dir)}", timeout=10)
+        sandbox.put_archive(parent_dir, out.getvalue())
+        return f"Copied {path} from task {task_id} to {dest_abs}"
+
+    def close(self) -> None:
+        """Cancel every task and remove every container they started."""
+        self._closed = True
+        for task in list(self.tasks.values()):
+            if task.status == TaskStatus.QUEUED:
+                with self._lock:
+                    task.status, task.reason, task.ended = TaskStatus.CANCELLED, "parent closed", time.time()
+                task.done.set()
+            elif task.status == TaskStatus.RUNNING:
+                self._stop(task, TaskStatus.CANCELLED, "parent closed")
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._snapdir:
+            import shutil
+
+            shutil.rmtree(self._snapdir, ignore_errors=True)
+
+
+def _quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
+
+
+def _last_text(history: list[dict[str, Any]]) -> str | None:
+    for m in reversed(history):
+        if m.get("role") == "assistant" and m.get("content"):
+            return str(m["content"])[:4000]
+    return None
+
+
+# ---- the tools a model uses -------------------------------------------------------------
+
+
+def _manager(rt: "Runtime") -> TaskManager:
+    if rt.tasks is None:
+        raise TaskError("this runtime has no task manager")
+    return rt.tasks
+
+
+@tools.tool(
+    name="delegate_task",
+    description="Start a background sub-agent in its own fresh container; returns its task id at once.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "description": "Instruction for the sub-agent"},
+            "files": {"type": "array", "items": {"type": "string"}, "description": "Files to copy from your sandbox into the task's"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Max seconds for the task"},
+            "step_timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Max seconds per step"},
+            "image": {"type": "string", "description": "Sandbox image for the task"},
+            "persona": {"type": "string", "description": "Persona for the sub-agent"},
+        },
+        "required": ["prompt"],
+        "additionalProperties": False,
+    },
+)
+def _delegate_task(rt: "Runtime", prompt: str, **kw: Any) -> str:
+    try:
+        task = _manager(rt).start(prompt, depth=rt.task_depth, **kw)
+    except PygentError as exc:
+        return f"error: {exc}"
+    return f"started {task.id}"
+
+
+_TASK_ID = {"type": "object", "properties": {"task_id": {"type": "string"}}, "required": ["task_id"], "additionalProperties": False}
+
+
+@tools.tool(name="task_status", description="Status of a delegated task.", parameters=_TASK_ID)
+def _task_status(rt: "Runtime", task_id: str) -> str:
+    return json.dumps(_manager(rt).status(task_id))
+
+
+@tools.tool(name="list_tasks", description="All delegated tasks and their status.", parameters={"type": "object", "properties": {}})
+def _list_tasks(rt: "Runtime") -> str:
+    return json.dumps(_manager(rt).list())
+
+
+@tools.tool(name="cancel_task", description="Cancel a delegated task and remove its container.", parameters=_TASK_ID)
+def _cancel_task(rt: "Runtime", task_id: str) -> str:
+    return json.dumps(_manager(rt).cancel(task_id))
+
+
+@tools.tool(
+    name="wait_tasks",
+    description="Block until the given tasks (default: all) end or the timeout passes; returns their status.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "task_ids": {"type": "array", "items": {"type": "string"}},
+            "timeout": {"type": "number", "minimum": 0, "description": "Seconds to wait at most (default 300)"},
+        },
+        "additionalProperties": False,
+    },
+)
+def _wait_tasks(rt: "Runtime", task_ids: list[str] | None = None, timeout: float = 300.0) -> str:
+    return json.dumps(_manager(rt).wait(task_ids, timeout))
+
+
+@tools.tool(
+    name="collect_file",
+    description="Copy a file or directory from a finished task's workspace into yours.",
+    parameters={
+        "type": "object",
+        "properties": {"task_id": {"type": "string"}, "path": {"type": "string", "minLength": 1}, "dest": {"type": "string"}},
+        "required": ["task_id", "path"],
+        "additionalProperties": False,
+    },
+)
+def _collect_file(rt: "Runtime", task_id: str, path: str, dest: str | None = None) -> str:
+    return _manager(rt).collect_file(task_id, path, dest)
