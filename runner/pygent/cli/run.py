@@ -1,0 +1,202 @@
+"""`pygent-runner run` and `pygent-runner chat`: an agent in the terminal.
+
+Each step is shown as it happens (assistant text, tool call, output, duration),
+delegated tasks in a live table; `--json` prints a machine-readable transcript
+instead. Custom models load with `--custom-model path/to/file.py:Class` (or
+`package.module:attr`), so a model needs no API key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+EXIT_STOPPED, EXIT_ERROR, EXIT_LIMIT = 0, 1, 3
+
+
+def load_custom_model(spec: str) -> Any:
+    """'file.py:Name' or 'pkg.mod:Name' -> an instance (a class is instantiated, a factory called)."""
+    from ..errors import ConfigError
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ConfigError(f"--custom-model {spec!r} must look like path/to/file.py:Class or package.module:Class")
+    try:
+        if target.endswith(".py") or "/" in target:
+            path = Path(target).resolve()
+            module_spec = importlib.util.spec_from_file_location(f"pygent_custom_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise ConfigError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        obj = getattr(module, attr)
+    except (OSError, ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load custom model {spec!r}: {exc}") from None
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "chat")):
+        obj = obj()  # a class, or a factory function
+    return obj
+
+
+def _make_agent(custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any) -> Any:
+    from .. import models
+    from ..agent import Agent
+    from ..errors import ModelError
+    from ..models import NO_MODEL_MESSAGE
+    from ..settings import DEFAULT_BASE_URL, get_settings
+
+    if custom_model:
+        chosen = load_custom_model(custom_model)
+        models.set_custom_model(chosen)  # delegated tasks use it too
+    else:
+        s = get_settings()
+        if models.get_custom_model() is None and not s.openai_api_key and s.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
+            raise ModelError(NO_MODEL_MESSAGE.replace("pass Agent(model=...)", "pass --custom-model file.py:Class"))
+        chosen = models.default_model()
+    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, on_event=on_event)
+
+
+def _agent_or_exit(*args: Any) -> Any:
+    """Configuration problems end the command with one line, never a traceback."""
+    from ..errors import PygentError
+    from .common import fail
+
+    try:
+        return _make_agent(*args)
+    except PygentError as exc:
+        fail(exc)
+
+
+class _Display:
+    """Renders agent events with rich; tasks in a live table under the scrolling log."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.live import Live
+
+        self.console = console
+        self.tasks: dict[str, dict] = {}
+        self.live = Live(self._table(), console=console, transient=False, auto_refresh=False)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="delegated tasks", expand=False, show_edge=False)
+        for col in ("id", "status", "steps", "elapsed", "reason"):
+            table.add_column(col)
+        for t in self.tasks.values():
+            colour = {"finished": "green", "failed": "red", "timeout": "red", "cancelled": "yellow"}.get(t["status"], "cyan")
+            table.add_row(t["task_id"], f"[{colour}]{t['status']}[/]", str(t["steps"]), f"{t['elapsed']:.1f}s", (t.get("reason") or "")[:60])
+        return table if self.tasks else ""
+
+    def __call__(self, event: Any) -> None:
+        from rich.markup import escape
+        from rich.panel import Panel
+
+        if event.kind == "assistant":
+            if event.content:
+                self.console.print(Panel(escape(event.content), title=f"assistant ({event.duration:.2f}s)", border_style="cyan", title_align="left"))
+        elif event.kind == "tool":
+            args = event.arguments if isinstance(event.arguments, str) else json.dumps(event.arguments)
+            self.console.print(f"[bold magenta]▶ {escape(event.tool or '')}[/] {escape(args[:500])}")
+            style = "red" if event.content.startswith("error:") or not event.content.startswith("exit code: 0") and event.tool == "bash" else "green"
+            self.console.print(Panel(escape(event.content[:4000]), title=f"{escape(event.tool or '')} ({event.duration * 1000:.0f} ms)", border_style=style, title_align="left"))
+        elif event.kind == "task":
+            self.tasks[event.data["task_id"]] = event.data
+        self.live.update(self._table(), refresh=True)
+
+
+def _transcript(task: str, result: Any, agent: Any, started: float) -> dict[str, Any]:
+    return {
+        "task": task,
+        "reason": result.reason,
+        "steps": result.steps,
+        "error": result.error,
+        "duration": round(time.monotonic() - started, 3),
+        "tasks": agent.tasks.wait(timeout=0),
+        "history": agent.history,
+    }
+
+
+def _exit_code(reason: str) -> int:
+    return {"stop": EXIT_STOPPED, "ask_user": EXIT_STOPPED, "error": EXIT_ERROR}.get(reason, EXIT_LIMIT)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        task: str = typer.Argument(..., help="What the agent should do."),
+        model: Optional[str] = typer.Option(None, help="Model name sent to the provider (PYGENT_MODEL)."),
+        custom_model: Optional[str] = typer.Option(None, "--custom-model", help="A Model to use: path/to/file.py:Class or package.module:Class."),
+        image: Optional[str] = typer.Option(None, help="Sandbox image (PYGENT_IMAGE; default: bundled python)."),
+        max_steps: int = typer.Option(20, "--max-steps", min=1, help="Steps before giving up."),
+        max_time: Optional[float] = typer.Option(None, "--max-time", min=0.1, help="Seconds for the whole run."),
+        workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace (explicit loosening)."),
+        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable transcript instead of the live view."),
+    ) -> None:
+        """Run an agent on TASK until it calls stop; every command runs in a sandbox.
+
+        Exit code: 0 stopped (or asked the user), 1 model/API error, 3 a limit was reached.
+        """
+        from rich.console import Console
+
+        console = Console(stderr=as_json)
+        display = None if as_json else _Display(console)
+        started = time.monotonic()
+        agent = _agent_or_exit(custom_model, model, image, workspace, display)
+        try:
+            if display is not None:
+                with display.live:
+                    result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
+                    agent.tasks.wait(timeout=max_time or 600)
+                console.print(f"\n[bold]{'done' if result.reason in ('stop', 'ask_user') else 'ended'}:[/] {result}")
+            else:
+                result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
+                agent.tasks.wait(timeout=max_time or 600)
+                sys.stdout.write(json.dumps(_transcript(task, result, agent, started), default=str) + "\n")
+        finally:
+            agent.close()
+        raise typer.Exit(_exit_code(result.reason))
+
+    @app.command()
+    def chat(
+        model: Optional[str] = typer.Option(None, help="Model name sent to the provider (PYGENT_MODEL)."),
+        custom_model: Optional[str] = typer.Option(None, "--custom-model", help="A Model to use: path/to/file.py:Class."),
+        image: Optional[str] = typer.Option(None, help="Sandbox image (PYGENT_IMAGE)."),
+        workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace."),
+    ) -> None:
+        """Interactive session: each message runs the agent until it stops. /exit quits, /tasks lists tasks."""
+        from rich.console import Console
+
+        console = Console()
+        display = _Display(console)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display)
+        console.print("[bold green]pygent[/] in a sandbox. /exit to quit, /tasks for delegated tasks.")
+        try:
+            while True:
+                try:
+                    line = console.input("[cyan]> [/]")
+                except EOFError:
+                    break
+                cmd = line.strip()
+                if cmd in ("/exit", "/quit"):
+                    break
+                if cmd == "/tasks":
+                    console.print_json(json.dumps(agent.tasks.list()))
+                    continue
+                if not cmd:
+                    continue
+                with display.live:
+                    result = agent.run_until_stop(cmd)
+                console.print(f"[dim]{result}[/]")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            agent.close()
