@@ -49,6 +49,9 @@ print(json.dumps(out), flush=True)
 """
 
 
+BRIDGE = "pygent-e2"
+
+
 class PrivateEngine:
     """A dockerd of our own on a private socket."""
 
@@ -62,13 +65,16 @@ class PrivateEngine:
         return dict(os.environ, DOCKER_HOST=self.host, PYGENT_POOL_SIZE="0")
 
     def start(self) -> None:
+        # Its own bridge: with --bridge none, dockerd deletes docker0, which the main engine uses.
+        if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
         dockerd = shutil.which("dockerd")
         if dockerd is None or os.geteuid() != 0:
             pytest.fail("engine fault tests need root and dockerd (run `make engine`)")
         runsc = shutil.which("runsc")
         cmd = [
             dockerd, "-H", self.host, "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "docker.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false",
+            "--pidfile", str(self.root / "docker.pid"), "--bridge", BRIDGE, "--iptables=false", "--ip-masq=false",
             "--ip-forward=false",
         ] + (["--add-runtime", f"runsc={runsc}"] if runsc else [])
         self.log = open(self.root / "dockerd.log", "ab")
@@ -128,6 +134,7 @@ def engine2():
         subprocess.run(["pkill", "-f", str(root)], capture_output=True)
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
 
 
 def _run(script: str, env: dict, timeout: float = 90) -> dict:
