@@ -79,8 +79,10 @@ class DockerStream:
 class Channel:
     """Runs commands through the in-container server. One command at a time per channel."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, holder: object = None) -> None:
         self.sock = sock
+        #: docker-py's SocketIO wrapper: it holds a reference that keeps the fd open until closed too.
+        self.holder = holder
         self.stream = DockerStream(sock)
         self.inbuf = bytearray()
         self.lock = threading.Lock()
@@ -207,7 +209,9 @@ class Channel:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for closable in (self.holder, self.sock):
+            try:
+                if closable is not None:
+                    closable.close()  # type: ignore[attr-defined]
+            except OSError:
+                pass

@@ -26,7 +26,7 @@ from .base import OutputCallback, Sandbox
 from .channel import GRACE, Channel, ChannelBroken, DockerStream
 from .engine import get_client, is_engine_error
 from .policy import SandboxPolicy
-from .result import TIMEOUT_EXIT_CODE, ExecResult, HeadTail
+from .result import SIGKILL_EXIT_CODE, TIMEOUT_EXIT_CODE, ExecResult, HeadTail
 
 if TYPE_CHECKING:
     import docker
@@ -34,6 +34,22 @@ if TYPE_CHECKING:
 #: Seconds a freshly started server has to say hello.
 START_TIMEOUT = 30.0
 _CWD_MARK = b"\x1ePYGENT_CWD="
+_CWD_END = b"\x1e"  # ends the path: background children may write to stderr after the trap
+#: Run (bash builtins only: nothing can be forked at the limit) before each plain-exec command:
+#: near the pids limit, kill every process an earlier command left running (a fork bomb),
+#: as the server does (server.Server.reclaim). Background jobs are otherwise left alone.
+_RECLAIM = (
+    "for _f in /sys/fs/cgroup /sys/fs/cgroup/pids; do"
+    " if read -r _c <$_f/pids.current && read -r _m <$_f/pids.max; then"
+    " if [[ $_m =~ ^[0-9]+$ ]] && (( _c * 10 >= _m * 9 )); then _k=1;"
+    " for _i in 1 2 3 4 5 6 7 8; do for _d in /proc/[0-9]*; do _p=${_d#/proc/}; (( _p == 1 || _p == $$ )) && continue;"
+    " while IFS= read -r -d '' _v; do if [[ $_v == PYGENT_CMD=* ]]; then"
+    ' [[ $_v != "PYGENT_CMD=$PYGENT_CMD" ]] && kill -9 $_p; break; fi; done <$_d/environ;'
+    " done; done; fi; break; fi; done 2>/dev/null;"
+    " [[ -n $_k ]] && builtin printf '[pygent] the sandbox was at its process limit:"
+    " killed the processes that earlier commands left running\\n' >&2;"
+    " unset _f _c _m _k _i _d _p _v; "
+)
 _runtimes: set[str] | None = None
 
 
@@ -59,6 +75,14 @@ def container_config(image: str, policy: SandboxPolicy, server: str | None, pool
         mounts.append(
             Mount("/workspace", None, type="volume", driver_config=DriverConfig("local", {"type": "tmpfs", "device": "tmpfs", "o": opts}))
         )
+    # /tmp too is a tmpfs-backed volume and not a plain --tmpfs: with a plain tmpfs,
+    # write_file('/tmp/x') failed ("rootfs is marked read-only") and read_file('/tmp/x')
+    # said "no such file" for a file the command had just written there.
+    if not any(m.target.rstrip("/") == "/tmp" for m in policy.mounts):
+        tmp_opts = f"size={policy.tmp_size},mode=1777,nosuid,nodev,noexec"
+        mounts.append(
+            Mount("/tmp", None, type="volume", driver_config=DriverConfig("local", {"type": "tmpfs", "device": "tmpfs", "o": tmp_opts}))
+        )
     for m in policy.mounts:
         mounts.append(Mount(m.target, str(m.source), type="bind", read_only=m.read_only))
     host = dict(
@@ -72,7 +96,6 @@ def container_config(image: str, policy: SandboxPolicy, server: str | None, pool
         memswap_limit=policy.memory,  # equal to memory: no extra swap
         nano_cpus=int(policy.cpus * 1e9),
         pids_limit=policy.pids,
-        tmpfs={"/tmp": f"size={policy.tmp_size},mode=1777,nosuid,nodev"},
         mounts=mounts,
         runtime=policy.runtime,
     )
@@ -135,7 +158,7 @@ class DockerSandbox(Sandbox):
             cid = api.create_container(host_config=api.create_host_config(**host), **create)["Id"]
             channel = None
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            channel = Channel(getattr(sock, "_sock", sock))
+            channel = Channel(getattr(sock, "_sock", sock), holder=sock)
             api.start(cid)
             if server:
                 channel.wait_hello(START_TIMEOUT)
@@ -177,10 +200,43 @@ class DockerSandbox(Sandbox):
         if self._plain:
             return self._exec_plain(cmd, limit, env, workdir, stdin, cap, on_stdout, on_stderr)
         spec = {"cmd": cmd, "timeout": limit, "env": env, "cwd": workdir, "max_output": cap}
+        started, wall = time.monotonic(), time.time()
         try:
             return self._channel.run(spec, stdin, on_stdout, on_stderr)  # type: ignore[union-attr]
         except ChannelBroken as exc:
+            if self._oom_since(wall):
+                return self._sandbox_oom_result(time.monotonic() - started)
             raise self._broken(exc) from None
+
+    def _oom_since(self, wall: float) -> bool:
+        """Did the engine report an OOM kill in this container since `wall` (epoch seconds)?
+
+        Why the event log: on cgroup v1 (docker 20.10) State.OOMKilled stays false
+        while the container runs, so a killed command was reported as a plain 137;
+        and under gVisor the host kills the whole sandbox, so nothing inside can tell.
+        The 'oom' event may trail the command's end by a moment: look a few times.
+        """
+        try:
+            api = get_client().api
+            for attempt in range(6):
+                events = api.events(
+                    since=f"{wall:.6f}", until=f"{time.time():.6f}", filters={"container": self.id, "event": "oom"}, decode=True
+                )
+                if any(True for _ in events):
+                    return True
+                if attempt < 5:
+                    time.sleep(0.05)
+        except Exception:
+            pass
+        return False
+
+    def _sandbox_oom_result(self, duration: float) -> ExecResult:
+        """The command used more memory than the limit and the engine killed the whole sandbox (gVisor)."""
+        note = (
+            f"[pygent] out of memory (limit {self.policy.memory}): the engine killed the whole sandbox "
+            f"{self.id[:12]}; create a new one\n"
+        ).encode()
+        return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=duration, oom_killed=True, cwd=self._cwd)
 
     def _broken(self, exc: Exception) -> SandboxError:
         """Tell an engine outage apart from a dead container, for a message that says what to do."""
@@ -207,8 +263,9 @@ class DockerSandbox(Sandbox):
         """`docker exec` fallback for images without the server. Same guarantees, from the host."""
         api = get_client().api
         marker = uuid.uuid4().hex
+        wall = time.time()
         streaming = on_stdout is not None or on_stderr is not None
-        script = cmd if streaming else "trap 'printf \"\\036PYGENT_CWD=%s\" \"$PWD\" >&2' EXIT; " + cmd
+        script = _RECLAIM + (cmd if streaming else "trap 'printf \"\\036PYGENT_CWD=%s\\036\" \"$PWD\" >&2' EXIT; " + cmd)
         env = dict(dict(self.policy.env), **env, PYGENT_CMD=marker)
         start = time.monotonic()
         try:
@@ -225,6 +282,7 @@ class DockerSandbox(Sandbox):
             data = stdin if isinstance(stdin, (bytes, bytearray)) else b"".join(stdin)
             threading.Thread(target=_send_and_close, args=(raw, bytes(data)), daemon=True).start()
         out, err = HeadTail(cap), HeadTail(cap)
+        cwd_record = _CwdRecord()
         deadline = None if timeout is None else start + timeout
         timed_out = False
         try:
@@ -241,20 +299,24 @@ class DockerSandbox(Sandbox):
                 if kind == 1:
                     on_stdout(data) if on_stdout else out.add(data)
                 else:
-                    on_stderr(data) if on_stderr else err.add(data)
+                    on_stderr(data) if on_stderr else err.add(cwd_record.feed(data))
         finally:
             raw.close()
-        code = TIMEOUT_EXIT_CODE if timed_out else (api.exec_inspect(exec_id).get("ExitCode") or 0)
-        stderr = err.value()
-        cut = stderr.rfind(_CWD_MARK)
-        if cut >= 0:
-            if not timed_out:
-                self._cwd = stderr[cut + len(_CWD_MARK) :].decode("utf-8", "replace") or self._cwd
-            stderr = stderr[:cut]
+            sock.close()  # the SocketIO wrapper holds the fd open until it is closed too
+        err.add(cwd_record.flush())
+        try:
+            code = TIMEOUT_EXIT_CODE if timed_out else (api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:  # the container itself is gone (e.g. gVisor killed on OOM)
+            if self._oom_since(wall):
+                return self._sandbox_oom_result(time.monotonic() - start)
+            raise _map_error(exc, self.image) from None
+        if cwd_record.cwd and not timed_out:
+            self._cwd = cwd_record.cwd.decode("utf-8", "replace")
         return ExecResult(
-            exit_code=code, stdout=out.value(), stderr=stderr, duration=time.monotonic() - start,
+            exit_code=code, stdout=out.value(), stderr=err.value(), duration=time.monotonic() - start,
             timed_out=timed_out, stdout_truncated=out.omitted, stderr_truncated=err.omitted,
-            oom_killed=code == 137 and not timed_out and self._oom_killed(), cwd=self._cwd,
+            oom_killed=code == SIGKILL_EXIT_CODE and not timed_out and (self._oom_since(wall) or self._oom_killed()),
+            cwd=self._cwd,
         )
 
     def _kill_marked(self, marker: str) -> None:
@@ -317,13 +379,60 @@ class DockerSandbox(Sandbox):
             if self._closed:
                 return
             self._closed = True
-        if self._channel is not None:
-            self._channel.close()
-        _force_remove(self.id)
-        lifecycle.untrack(self)
+        try:
+            # Remove first, then drop the stream: closing the stream first started the
+            # engine's auto-remove, our remove then answered "already in progress" and
+            # close() returned while the container still existed.
+            _force_remove(self.id)
+        finally:
+            if self._channel is not None:
+                self._channel.close()
+            lifecycle.untrack(self)
 
     def __repr__(self) -> str:
         return f"<DockerSandbox {self.id[:12]} image={self.image} closed={self._closed}>"
+
+
+class _CwdRecord:
+    """Takes the trap's `\\x1ePYGENT_CWD=<path>\\x1e` record out of stderr as it streams by.
+
+    Done before the head+tail cap (not on the capped value) so the truncated count
+    and the kept tail are exactly the command's own stderr.
+    """
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.cwd: bytes | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        data, self.pending = self.pending + data, b""
+        out = bytearray()
+        while data:
+            i = data.find(_CWD_MARK[:1])
+            if i < 0:
+                out += data
+                break
+            out += data[:i]
+            data = data[i:]
+            if not (data.startswith(_CWD_MARK) or _CWD_MARK.startswith(data)):
+                out += data[:1]  # a \x1e of the command's own
+                data = data[1:]
+                continue
+            end = data.find(_CWD_END, len(_CWD_MARK)) if len(data) > len(_CWD_MARK) else -1
+            if end < 0:
+                if len(data) > 8192:  # no record is that long: the command's own bytes
+                    out += data[:1]
+                    data = data[1:]
+                    continue
+                self.pending = data  # wait for the rest
+                break
+            self.cwd = data[len(_CWD_MARK) : end]
+            data = data[end + len(_CWD_END) :]
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return rest
 
 
 def _send_and_close(sock: object, data: bytes) -> None:
@@ -340,11 +449,29 @@ def _force_remove(cid: str) -> None:
         get_client().api.remove_container(cid, force=True, v=True)
     except Exception as exc:
         text = str(exc)
-        if "No such container" in text or "already in progress" in text or "404" in text:
+        if "already in progress" in text:
+            _wait_removed(cid)
+            return
+        if "No such container" in text or "404" in text:
             return
         if is_engine_error(exc):
             return  # engine down: gc reclaims it by label once the engine is back
         raise SandboxError(f"could not remove container {cid[:12]}: {text[:200]}") from None
+
+
+def _wait_removed(cid: str, timeout: float = 10.0) -> None:
+    """The engine is already removing it (auto-remove): return once it is really gone."""
+    from docker.errors import NotFound
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            get_client().api.inspect_container(cid)
+        except NotFound:
+            return
+        except Exception:
+            return  # engine trouble: gc reclaims it by label later
+        time.sleep(0.02)
 
 
 def _map_error(exc: BaseException, image: str, path: str | None = None) -> BaseException:
@@ -368,6 +495,14 @@ def _map_error(exc: BaseException, image: str, path: str | None = None) -> BaseE
     if isinstance(exc, APIError):
         text = str(exc.explanation or exc)
         if re.search(r"runtime", text, re.I):
-            return RuntimeUnavailable(text[:300])
+            hint = ""
+            if "root network namespace" in text:
+                # runsc's "am I in the root netns" probe misfires on newer kernels; gVisor then
+                # cannot start at all. Its own network is not needed: sandboxes have none by default.
+                hint = (
+                    ". gVisor cannot set up its network on this kernel: register runsc with"
+                    ' "runtimeArgs": ["--network=none"] in /etc/docker/daemon.json and reload dockerd (kill -HUP)'
+                )
+            return RuntimeUnavailable(text[:300] + hint)
         return SandboxError(text[:300])
     return exc

@@ -65,3 +65,16 @@ def is_engine_error(exc: BaseException) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def release_idle_connections() -> None:
+    """Close the HTTP connections the client keeps idle for reuse (after a burst of work).
+
+    They are not leaks (the pool is bounded and reuses them), but a long-lived
+    host process may want its descriptors back; the next call opens new ones.
+    """
+    if _client is not None:
+        try:
+            _client.api.close()
+        except Exception:
+            pass
