@@ -51,6 +51,7 @@ class OpenAIModel:
             messages=messages,
             tools=tools or None,
             tool_choice="auto" if tools else None,
+            timeout=settings.pygent_api_timeout,
         )
         return resp.choices[0].message
 
