@@ -133,6 +133,9 @@ class Agent:
         msg: str | None = user_msg
         last: Message | None = None
         for n in range(1, max_steps + 1):
+            if getattr(self.runtime, "closed", False):
+                # Closed (e.g. a cancelled task): every tool would fail; don't keep calling the model.
+                return self._end(RunResult("error", n - 1, last, error="the agent was closed"))
             if max_time is not None and time.monotonic() - start >= max_time:
                 return self._end(RunResult("max_time", n - 1, last))
             t0 = time.monotonic()

@@ -8,8 +8,11 @@ container instead, sharing only the workspace (a private host temp dir).
 
 from __future__ import annotations
 
+import io
 import os
+import posixpath
 import shutil
+import tarfile
 import tempfile
 import threading
 import time
@@ -18,10 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, open_sandbox
+from ..sandbox.base import MAX_READ_BYTES
 from .format import clean_text, format_result
 
 if TYPE_CHECKING:
     from .tasks import TaskManager
+
+#: Symlinks followed by read_file before giving up (as the kernel's ELOOP).
+_MAX_SYMLINKS = 40
 
 
 class Runtime:
@@ -76,6 +83,18 @@ class Runtime:
             return self._sandbox
 
     @property
+    def closed(self) -> bool:
+        """True once cleanup() ran: no command can run any more."""
+        return self._closed
+
+    def _limit(self, timeout: float | None) -> float | None:
+        """The command's time limit, shortened to what is left before the loop's deadline."""
+        if self.deadline is not None:
+            left = max(0.05, self.deadline - time.monotonic())
+            timeout = min(timeout or self.policy.timeout, left)
+        return timeout
+
+    @property
     def started(self) -> bool:
         return self._sandbox is not None and not self._sandbox.closed
 
@@ -84,9 +103,7 @@ class Runtime:
         if self.on_first_command is not None:
             hook, self.on_first_command = self.on_first_command, None
             hook()
-        if self.deadline is not None:
-            left = max(0.05, self.deadline - time.monotonic())
-            timeout = min(timeout or self.policy.timeout, left)
+        timeout = self._limit(timeout)
         if self.fresh_per_call:
             with open_sandbox(self.image, self.policy, pool=True) as sb:
                 return sb.exec(cmd, timeout=timeout, **kw)
@@ -95,8 +112,10 @@ class Runtime:
     # -- pygent's Runtime API -----------------------------------------------------
     def bash(self, cmd: str, timeout: float | None = None) -> str:
         """Run `cmd`; return the compact text the model reads (see format.py)."""
-        result = self.exec(cmd, timeout=timeout)
-        return format_result(result, timeout or self.policy.timeout, self.policy.memory)
+        # Report the limit that applied: the loop's deadline may have shortened it.
+        limit = self._limit(timeout) or self.policy.timeout
+        result = self.exec(cmd, timeout=limit)
+        return format_result(result, round(limit, 2), self.policy.memory)
 
     def write_file(self, path: str, content: str | bytes) -> str:
         sb = self.sandbox
@@ -106,12 +125,37 @@ class Runtime:
         return f"Wrote {size} bytes to {full}"
 
     def read_file(self, path: str, binary: bool = False) -> str:
-        data = self.sandbox.read_file(path)
+        data = self._read_bytes(path)
         if binary:
             import base64
 
             return base64.b64encode(data).decode()
         return clean_text(data)
+
+    def _read_bytes(self, path: str) -> bytes:
+        """Sandbox.read_file, but a symlink is followed inside the container.
+
+        The engine's archive API resolves every component but the last one and
+        returns a symlink itself; follow the chain here, one archive per hop,
+        each resolved by the engine in the container (never on the host).
+        """
+        sb = self.sandbox
+        full = sb.absolute(path)
+        for _ in range(_MAX_SYMLINKS):
+            raw = sb.get_archive(full, max_bytes=MAX_READ_BYTES + (64 << 10))
+            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+                member = tar.next()
+                if member is None:
+                    raise FileNotFoundError(path)
+                if member.issym():
+                    full = sb.absolute(posixpath.join(posixpath.dirname(full), member.linkname))
+                    continue
+                if not member.isfile():
+                    raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
+                if member.size > MAX_READ_BYTES:
+                    raise SandboxError(f"{path} is {member.size} bytes, over the {MAX_READ_BYTES} byte limit")
+                return tar.extractfile(member).read()  # type: ignore[union-attr]
+        raise SandboxError(f"{path}: too many levels of symbolic links")
 
     def upload_file(self, src: str | Path, dest: str | None = None) -> str:
         """Copy a host file or directory into the sandbox (the host path is the caller's choice)."""

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -98,7 +99,9 @@ class TaskManager:
         from ..settings import get_settings
 
         s = get_settings()
-        self.parent = parent
+        # Weak: the Agent's finalizer holds this manager, so a strong reference would keep
+        # a dropped Agent (and its container) alive until interpreter exit.
+        self._parent = weakref.ref(parent) if parent is not None else None
         self.max_tasks = max_tasks or s.pygent_max_tasks
         self.max_depth = s.pygent_task_depth if max_depth is None else max_depth
         self.default_timeout = s.pygent_task_timeout
@@ -108,6 +111,10 @@ class TaskManager:
         self._watchdog: threading.Thread | None = None
         self._closed = False
         self._snapdir: str | None = None
+
+    @property
+    def parent(self) -> "Agent | None":
+        return self._parent() if self._parent is not None else None
 
     # -- starting -----------------------------------------------------------
     def start(
@@ -142,6 +149,7 @@ class TaskManager:
         with self._lock:
             self.tasks[task.id] = task
             if self._executor is None:
+                _close_at_exit(self)
                 self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
                 self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
                 self._watchdog.start()
@@ -184,8 +192,9 @@ class TaskManager:
         finally:
             if agent is not None:
                 task.steps = task.steps or sum(1 for m in agent.history if m.get("role") == "assistant")
-                if agent.runtime.started:
-                    task.container = agent.runtime.sandbox.id
+                cid = _container_of(agent.runtime)
+                if cid is not None:
+                    task.container = cid
                     self._snapshot(task, agent.runtime)
                 agent.close()
                 task.agent = None
@@ -199,9 +208,9 @@ class TaskManager:
     def _copy_files(self, parent: "Runtime", child: "Runtime", files: list[str]) -> None:
         """Parent sandbox -> task sandbox, tar to tar: paths resolve inside the containers only."""
         for path in files:
-            src = parent.sandbox.absolute(path)
-            raw = parent.sandbox.get_archive(src)
+            src, raw = _archive_following_links(parent.sandbox, parent.sandbox.absolute(path))
             dest = child.sandbox.absolute(path)
+            raw = _renamed_root(raw, posixpath.basename(src), posixpath.basename(dest))
             parent_dir = posixpath.dirname(dest)
             if parent_dir != "/workspace":
                 child.sandbox.exec(f"mkdir -p {_quote(parent_dir)}", timeout=10)
@@ -237,8 +246,7 @@ class TaskManager:
             task.status, task.reason, task.ended = status, reason, time.time()
         agent = task.agent
         if agent is not None:
-            if agent.runtime.started:
-                task.container = agent.runtime.sandbox.id
+            task.container = _container_of(agent.runtime) or task.container
             agent.close()  # removes its container now: a running command ends with it
         task.done.set()
         self._event(task)
@@ -325,6 +333,73 @@ class TaskManager:
             import shutil
 
             shutil.rmtree(self._snapdir, ignore_errors=True)
+
+
+def _archive_following_links(sandbox: Any, path: str) -> tuple[str, bytes]:
+    """(resolved path, tar of it): a listed symlink is followed inside the container.
+
+    The engine's archive API resolves all but the last path component and
+    returns a symlink itself, which would dangle in the task's container (or
+    point at the task's own files); follow it, one archive per hop.
+    """
+    for _ in range(40):
+        raw = sandbox.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            first = tar.next()
+        if first is None or not first.issym():
+            return path, raw
+        path = sandbox.absolute(posixpath.join(posixpath.dirname(path), first.linkname))
+    raise TaskError(f"{path}: too many levels of symbolic links")
+
+
+def _renamed_root(raw: bytes, old: str, new: str) -> bytes:
+    """The tar with its top entry `old` (and everything under it) renamed to `new`."""
+    if old == new:
+        return raw
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src:
+            for attr in ("name", "linkname") if member.islnk() else ("name",):
+                value = getattr(member, attr)
+                if value == old or value.startswith(old + "/"):
+                    setattr(member, attr, new + value[len(old):])
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def _container_of(runtime: "Runtime") -> str | None:
+    """The runtime's container id, without starting one (and without racing its cleanup)."""
+    sandbox = runtime._sandbox
+    return sandbox.id if sandbox is not None and not sandbox.closed else None
+
+
+_open_managers: "weakref.WeakSet[TaskManager]" = weakref.WeakSet()
+_exit_hook = False
+
+
+def _close_at_exit(manager: TaskManager) -> None:
+    """Cancel running tasks when the interpreter exits.
+
+    Why a threading exit hook and not atexit: the executor's worker threads are
+    joined (waiting for every running task to end, up to its time limit) before
+    atexit handlers run, so the Agent finalizers would come too late.
+    """
+    global _exit_hook
+    _open_managers.add(manager)
+    if not _exit_hook:
+        _exit_hook = True
+        try:
+            threading._register_atexit(_close_open_managers)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):
+            pass  # interpreter already shutting down
+
+
+def _close_open_managers() -> None:
+    for manager in list(_open_managers):
+        try:
+            manager.close()
+        except Exception:
+            pass
 
 
 def _quote(path: str) -> str:

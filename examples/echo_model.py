@@ -1,0 +1,11 @@
+from pygent import Agent, openai_compat
+
+class EchoModel:
+    def chat(self, messages, model, tools):
+        last = messages[-1]["content"]
+        return openai_compat.Message(role="assistant", content=f"Echo: {last}")
+
+ag = Agent(model=EchoModel())
+ag.step("test")
+
+print(ag.history[-1])
