@@ -1,0 +1,87 @@
+"""Section 1: latency of one trivial command, from the host floor to the agent's bash tool.
+
+All methods run round-robin (one call of each per round) so background noise
+hits them alike; a few warm-up rounds are not counted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from ..context import Ctx
+from ..core import Row, Section, Target, timed
+from ..scripted import ScriptedModel, tool_call
+
+VS = {"÷ docker exec CLI": "docker_exec_cli", "÷ exec_run": "exec_run"}
+
+
+def run(ctx: Ctx, section: Section) -> None:
+    from pygent import tools
+    from pygent.agent import Agent
+    from pygent.sandbox import open_sandbox
+    from pygent.sandbox.engine import get_client
+
+    n = ctx.n(200, 20)
+    warm = ctx.n(10, 2)
+    sb_py = open_sandbox("python", pool=False)
+    sb_min = open_sandbox("minimal", pool=False)
+    agent = Agent(model=ScriptedModel(), image="python")
+    try:
+        container = get_client().containers.get(sb_py.id)
+        call = tool_call("bash", {"cmd": "echo hi"})
+        methods = [
+            ("host", "host: bash -c 'echo hi' (subprocess)",
+             lambda: subprocess.run(["bash", "-c", "echo hi"], stdout=subprocess.PIPE).stdout),
+            ("docker_exec_cli", "docker exec CONTAINER echo hi (CLI)",
+             lambda: subprocess.run(["docker", "exec", sb_py.id, "echo", "hi"], stdout=subprocess.PIPE).stdout),
+            ("exec_run", "docker-py container.exec_run(['echo','hi'])",
+             lambda: container.exec_run(["echo", "hi"]).output),
+            ("sandbox_server", "sb.exec('echo hi') — python image, server",
+             lambda: sb_py.exec("echo hi").stdout),
+            ("sandbox_plain", "sb.exec('echo hi') — minimal image, plain exec",
+             lambda: sb_min.exec("echo hi").stdout),
+            ("runtime_bash", "agent.runtime.bash('echo hi')",
+             lambda: agent.runtime.bash("echo hi")),
+            ("agent_tool", "agent path: tools.execute_tool(bash call)",
+             lambda: tools.execute_tool(call, agent.runtime)),
+        ]
+        # Warm-up (also starts the agent's sandbox) and a correctness check of every path.
+        for _ in range(warm):
+            for key, _, fn in methods:
+                out = fn()
+                text = out.decode() if isinstance(out, bytes) else str(out)
+                if "hi" not in text:
+                    raise RuntimeError(f"{key} did not print 'hi': {text[:200]!r}")
+        _settle_pool(ctx)
+        samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
+        for _ in range(n):
+            for key, _, fn in methods:
+                ms, _ = timed(fn)
+                samples[key].append(ms)
+        for key, name, _ in methods:
+            row = section.add(Row(key, name, samples[key], vs=dict(VS)))
+            if key == "agent_tool":
+                row.targets = [Target("p50", "<=", 5), Target("p95", "<=", 15)]
+        section.row("host").vs = {}
+        section.notes.append(
+            "Baselines run `echo` directly in the container; pygent runs every command through bash "
+            "(as the agent's tool does), which adds bash start-up (~1 ms) inside the container."
+        )
+        section.notes.append("CLI/exec_run baselines use the same (python-image, hardened) container as sb.exec.")
+    finally:
+        agent.close()
+        sb_py.close()
+        sb_min.close()
+
+
+def _settle_pool(ctx: Ctx) -> None:
+    """The agent's first command filled the warm pool in the background: let that finish first."""
+    from pygent.sandbox import default_policy
+    from pygent.sandbox.images import resolve_image
+    from pygent.sandbox.pool import get_pool
+
+    from ..context import wait_pool_full
+
+    pool = get_pool(resolve_image("python"), default_policy())
+    if pool is not None:
+        wait_pool_full(pool)

@@ -1,0 +1,124 @@
+"""Section 2: a sandbox's whole life (create -> first command -> removed), and the warm pool.
+
+The pool is refilled in the background after each acquire; every timed step
+waits for the pool to be full again first, so no measurement overlaps a refill
+(except 'acquire -> first command', where the refill triggered by that very
+acquire is part of what a user sees).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..context import MIN_IMAGE, PY_IMAGE, Ctx, run_cmd, wait_pool_full
+from ..core import Observer, Row, Section, Target, timed
+
+#: Engine calls timed inside our un-pooled create/close (main thread only: not the pool's refills).
+PHASES = [
+    ("create_container", "API create_container"),
+    ("attach_socket", "API attach"),
+    ("start", "API start"),
+    ("wait_hello", "server hello (after start)"),
+    ("remove_container", "API remove_container (in close)"),
+]
+
+
+def run(ctx: Ctx, section: Section) -> None:
+    from pygent.sandbox import default_policy, open_sandbox
+    from pygent.sandbox.channel import Channel
+    from pygent.sandbox.engine import get_client
+    from pygent.sandbox.images import resolve_image
+    from pygent.sandbox.pool import get_pool
+
+    with Observer() as obs:
+        api = get_client().api
+        for attr, _ in PHASES:
+            obs.wrap(Channel if attr == "wait_hello" else api, attr, attr, main_thread_only=True)
+        _run(ctx, section, obs, default_policy, open_sandbox, resolve_image, get_pool)
+
+
+def _run(ctx, section, obs, default_policy, open_sandbox, resolve_image, get_pool) -> None:
+    n = ctx.n(15, 2)
+    policy = default_policy()
+    pool = get_pool(resolve_image("python"), policy)
+    for image in (PY_IMAGE, MIN_IMAGE):  # warm the engine's image/layer caches once
+        run_cmd(["docker", "run", "--rm", "--network", "none", image, "true"])
+    for name in ("python", "minimal"):
+        with open_sandbox(name, pool=False) as sb:
+            sb.exec("true")
+
+    def settle() -> None:
+        if pool is not None:
+            wait_pool_full(pool)
+
+    cli = {PY_IMAGE: [], MIN_IMAGE: []}
+    ours: dict[str, dict[str, list[float]]] = {
+        name: {"total": [], "create": [], "first": [], "close": [], **{a: [] for a, _ in PHASES}}
+        for name in ("python", "minimal")
+    }
+    acquire, acquire_first = [], []
+
+    for _ in range(n):
+        for image in (PY_IMAGE, MIN_IMAGE):
+            settle()
+            ms, res = timed(lambda: run_cmd(["docker", "run", "--rm", "--network", "none", image, "true"]))
+            if res.returncode != 0:
+                raise RuntimeError(f"docker run {image} true failed: {res.stderr.decode()[-300:]}")
+            cli[image].append(ms)
+        for name in ("python", "minimal"):
+            settle()
+            obs.clear()
+            t0 = time.perf_counter()
+            sb = open_sandbox(name, pool=False)
+            t1 = time.perf_counter()
+            sb.exec("true")
+            t2 = time.perf_counter()
+            sb.close()
+            t3 = time.perf_counter()
+            d = ours[name]
+            d["create"].append((t1 - t0) * 1e3)
+            d["first"].append((t2 - t1) * 1e3)
+            d["close"].append((t3 - t2) * 1e3)
+            d["total"].append((t3 - t0) * 1e3)
+            for attr, _ in PHASES:
+                d[attr].extend(obs.get(attr))
+        if pool is not None:
+            settle()
+            t0 = time.perf_counter()
+            sb = open_sandbox("python", pool=True)
+            t1 = time.perf_counter()
+            sb.exec("true")
+            t2 = time.perf_counter()
+            acquire.append((t1 - t0) * 1e3)
+            acquire_first.append((t2 - t0) * 1e3)
+            sb.close()
+
+    vs_py = {"÷ docker run CLI": "cli_python"}
+    section.add(Row("cli_python", f"docker run --rm --network none {PY_IMAGE} true", cli[PY_IMAGE]))
+    section.add(Row("cli_minimal", f"docker run --rm --network none {MIN_IMAGE} true", cli[MIN_IMAGE]))
+    for name, base in (("python", "cli_python"), ("minimal", "cli_minimal")):
+        d = ours[name]
+        section.add(Row(
+            f"ours_{name}", f"open_sandbox('{name}', pool=False) → exec('true') → close()", d["total"],
+            vs={"÷ docker run CLI": base},
+        ))
+        section.add(Row(f"ours_{name}_open", "  ↳ open_sandbox(pool=False)", d["create"]))
+        for attr, label in PHASES[:4]:
+            if d[attr]:
+                section.add(Row(f"ours_{name}_{attr}", f"      ↳ {label}", d[attr]))
+        section.add(Row(f"ours_{name}_first", "  ↳ first exec('true')", d["first"]))
+        section.add(Row(f"ours_{name}_close", "  ↳ close()", d["close"]))
+        if d["remove_container"]:
+            section.add(Row(f"ours_{name}_remove", f"      ↳ {PHASES[4][1]}", d["remove_container"]))
+    if pool is None:
+        section.add(Row("pool_acquire", "open_sandbox('python', pool=True): acquire", na="pooling is off (PYGENT_POOL_SIZE=0)"))
+        return
+    section.add(Row(
+        "pool_acquire", f"open_sandbox('python', pool=True): acquire (warm pool of {pool.size})", acquire,
+        vs=vs_py, targets=[Target("p50", "<=", 25)],
+    ))
+    section.add(Row("pool_acquire_first", "pooled: acquire → first command done", acquire_first, vs=vs_py))
+    section.notes.append(
+        "↳ rows split our un-pooled row into its steps (engine calls timed in place, main thread only). "
+        "The docker CLI rows include the CLI's own start-up (Go binary + API round trips)."
+    )
