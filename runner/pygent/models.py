@@ -96,5 +96,5 @@ def call_model(model: Model, messages: list[dict], model_name: str, tools: list[
         raise ModelError(f"model {type(model).__name__} raised {type(exc).__name__}: {exc}") from exc
     try:
         return openai_compat.coerce_message(out)
-    except ModelError as exc:
-        raise ModelError(f"model {type(model).__name__} returned an unusable message: {exc}") from exc
+    except (ModelError, RecursionError, TypeError, ValueError) as exc:  # any shape we cannot read
+        raise ModelError(f"model {type(model).__name__} returned an unusable message: {type(exc).__name__}: {str(exc)[:300]}") from None

@@ -309,11 +309,27 @@ def _wait_before_retry(state: RetryCallState) -> float:
     return float(_wait(state))
 
 
+def _text(resp: httpx.Response) -> str:
+    """The body as text, whatever charset the server claims (a wrong one must not raise)."""
+    try:
+        return resp.text
+    except (UnicodeError, LookupError):
+        return resp.content.decode("utf-8", "replace")
+
+
+def _json(resp: httpx.Response) -> object:
+    """Parsed JSON; ValueError for anything unusable (not JSON, too deeply nested, bad charset)."""
+    try:
+        return resp.json()
+    except (RecursionError, UnicodeError, LookupError) as exc:
+        raise ValueError(f"unusable JSON body: {type(exc).__name__}") from None
+
+
 def _error_message(resp: httpx.Response) -> tuple[str, object]:
     """The provider's error message (from {"error": {"message": ...}} when JSON) and the body."""
-    text = resp.text
+    text = _text(resp)
     try:
-        body: object = resp.json()
+        body: object = _json(resp)
     except ValueError:
         return (text.strip() or resp.reason_phrase or "error")[:ERROR_TEXT_LIMIT], text
     msg: object = None
@@ -333,10 +349,10 @@ def _error_message(resp: httpx.Response) -> tuple[str, object]:
 def _parse_success(resp: httpx.Response, url: str) -> ChatCompletion:
     """Parse a 2xx body; anything that is not a chat completion is a (non-retried) APIError."""
     try:
-        data = resp.json()
+        data = _json(resp)
     except ValueError:
-        snippet = resp.text[:200]
-        raise APIError(f"malformed response from {url}: body is not JSON: {snippet!r}", resp.status_code, resp.text) from None
+        text = _text(resp)
+        raise APIError(f"malformed response from {url}: body is not usable JSON: {text[:200]!r}", resp.status_code, text) from None
     if isinstance(data, dict) and "choices" not in data and data.get("error"):
         msg, body = _error_message(resp)
         raise APIError(msg, resp.status_code, body)
@@ -355,6 +371,8 @@ def _send_once(url: str, headers: dict[str, str], payload: bytes, timeout: httpx
     except _TRANSIENT as exc:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise _Retryable(APIError(f"could not reach the model endpoint {url} ({detail})", None)) from exc
+    except httpx.DecodingError as exc:  # e.g. a Content-Encoding the body does not have
+        raise APIError(f"malformed response from {url}: cannot decode the body ({exc})", None) from None
     if 200 <= resp.status_code < 300:
         return _parse_success(resp, url)
     msg, body = _error_message(resp)

@@ -42,13 +42,16 @@ class DockerStream:
     def recv(self, deadline: float | None) -> tuple[int, bytes]:
         """Next chunk; raises ChannelBroken on EOF or past the deadline."""
         while True:
-            out = self._take()
-            if out:
-                return self.kind, out
+            # Checked before handing out buffered data too: a command that never stops
+            # printing (`yes`) must not keep the caller past its deadline.
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise ChannelBroken("the sandbox stopped answering (engine down or container killed)")
-            self.sock.settimeout(timeout)
+            out = self._take()
+            if out:
+                return self.kind, out
+            # Waits are chunked: a huge timeout (1e10 s) would overflow the socket's time_t.
+            self.sock.settimeout(None if timeout is None else min(timeout, 3600.0))
             try:
                 data = self.sock.recv(_RECV)
             except (socket.timeout, TimeoutError):

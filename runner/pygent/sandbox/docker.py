@@ -36,20 +36,22 @@ START_TIMEOUT = 30.0
 _CWD_MARK = b"\x1ePYGENT_CWD="
 _CWD_END = b"\x1e"  # ends the path: background children may write to stderr after the trap
 #: Run (bash builtins only: nothing can be forked at the limit) before each plain-exec command:
-#: near the pids limit, kill every process an earlier command left running (a fork bomb),
+#: at 3/4 of the pids limit, kill every process an earlier command left running (a fork bomb),
 #: as the server does (server.Server.reclaim). Background jobs are otherwise left alone.
 _RECLAIM = (
     "for _f in /sys/fs/cgroup /sys/fs/cgroup/pids; do"
     " if read -r _c <$_f/pids.current && read -r _m <$_f/pids.max; then"
-    " if [[ $_m =~ ^[0-9]+$ ]] && (( _c * 10 >= _m * 9 )); then _k=1;"
-    " for _i in 1 2 3 4 5 6 7 8; do for _d in /proc/[0-9]*; do _p=${_d#/proc/}; (( _p == 1 || _p == $$ )) && continue;"
+    " if [[ $_m =~ ^[0-9]+$ ]] && (( _c * 4 >= _m * 3 )); then _k=1;"
+    " for _i in {1..100}; do _x=; for _d in /proc/[0-9]*; do _p=${_d#/proc/}; (( _p == 1 || _p == $$ )) && continue;"
     " while IFS= read -r -d '' _v; do if [[ $_v == PYGENT_CMD=* ]]; then"
-    ' [[ $_v != "PYGENT_CMD=$PYGENT_CMD" ]] && kill -9 $_p; break; fi; done <$_d/environ;'
-    " done; done; fi; break; fi; done 2>/dev/null;"
+    ' [[ $_v != "PYGENT_CMD=$PYGENT_CMD" ]] && kill -9 $_p && _x=1; break; fi; done <$_d/environ;'
+    " done; [[ -z $_x ]] && break; done; fi; break; fi; done 2>/dev/null;"
     " [[ -n $_k ]] && builtin printf '[pygent] the sandbox was at its process limit:"
     " killed the processes that earlier commands left running\\n' >&2;"
-    " unset _f _c _m _k _i _d _p _v; "
+    " unset _f _c _m _k _i _x _d _p _v; "
 )
+#: Seconds without output after which the plain-exec path checks the container still runs.
+_PLAIN_POLL = 1.0
 _runtimes: set[str] | None = None
 
 
@@ -192,7 +194,7 @@ class DockerSandbox(Sandbox):
         if not isinstance(cmd, str) or "\0" in cmd:
             raise SandboxError("the command must be a string without NUL bytes")
         timeout = self.policy.timeout if timeout is None else float(timeout)
-        if timeout <= 0:
+        if not timeout > 0:  # also refuses NaN
             raise SandboxError("timeout must be positive (math.inf for no limit)")
         limit = None if math.isinf(timeout) else timeout
         cap = max_output or self.policy.max_output
@@ -287,15 +289,28 @@ class DockerSandbox(Sandbox):
         timed_out = False
         try:
             while True:
+                # Wake up every second without output to check the container still runs:
+                # when it dies under the command (gVisor killed on OOM), the engine may
+                # keep the exec stream open until the deadline.
+                wake = time.monotonic() + _PLAIN_POLL
+                if deadline is not None:
+                    wake = min(wake, deadline)
                 try:
-                    kind, data = stream.recv(deadline)
+                    kind, data = stream.recv(wake)
                 except ChannelBroken:
-                    if deadline is not None and time.monotonic() >= deadline and not timed_out:
+                    now = time.monotonic()
+                    if now < wake:
+                        break  # end of stream: the command is done
+                    if deadline is not None and now >= deadline:
+                        if timed_out:
+                            break  # the grace period is over too
                         timed_out = True
                         self._kill_marked(marker)
                         deadline = time.monotonic() + GRACE
                         continue
-                    break
+                    if not self._running():
+                        break
+                    continue
                 if kind == 1:
                     on_stdout(data) if on_stdout else out.add(data)
                 else:
@@ -332,6 +347,12 @@ class DockerSandbox(Sandbox):
                 api.exec_start(eid)
             except Exception:
                 return
+
+    def _running(self) -> bool:
+        try:
+            return bool(get_client().api.inspect_container(self.id)["State"].get("Running"))
+        except Exception as exc:
+            return not _is_not_found(exc)
 
     def _oom_killed(self) -> bool:
         try:
@@ -459,6 +480,12 @@ def _force_remove(cid: str) -> None:
         raise SandboxError(f"could not remove container {cid[:12]}: {text[:200]}") from None
 
 
+def _is_not_found(exc: BaseException) -> bool:
+    from docker.errors import NotFound
+
+    return isinstance(exc, NotFound)
+
+
 def _wait_removed(cid: str, timeout: float = 10.0) -> None:
     """The engine is already removing it (auto-remove): return once it is really gone."""
     from docker.errors import NotFound
@@ -484,8 +511,13 @@ def _map_error(exc: BaseException, image: str, path: str | None = None) -> BaseE
         return exc
     if isinstance(exc, ChannelBroken):
         return exc
-    if is_engine_error(exc) or (isinstance(exc, DockerException) and not isinstance(exc, APIError)):
+    if is_engine_error(exc):
         return EngineUnavailable(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    if isinstance(exc, DockerException) and not isinstance(exc, APIError):
+        # docker-py refusing a value before asking the engine (e.g. a memory size it cannot parse)
+        from ..errors import ConfigError
+
+        return ConfigError(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
     if isinstance(exc, NotFound):
         if path is not None:
             return FileNotFoundError(f"{path}: no such file or directory in the sandbox")

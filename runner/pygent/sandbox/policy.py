@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-_SIZE = re.compile(r"^\d+(\.\d+)?[kmgKMG]?[bB]?$")
+_SIZE = re.compile(r"\d+(\.\d+)?[kmgKMG]?[bB]?")  # used with fullmatch: "512m\n" is not a size
 
 
 class Mount(BaseModel):
@@ -53,7 +53,7 @@ class SandboxPolicy(BaseModel):
     cap_add: tuple[str, ...] = Field((), description="Capabilities added back (all are dropped by default).")
     read_only_root: bool = Field(True, description="Root filesystem read-only; only /workspace and /tmp are writable.")
     memory: str = Field("512m", description="Memory limit, swap included (no extra swap).")
-    cpus: float = Field(1.0, gt=0, le=64, description="CPU limit in cores.")
+    cpus: float = Field(1.0, ge=0.01, le=64, description="CPU limit in cores (Docker's minimum is 0.01; less would mean no limit).")
     pids: int = Field(256, ge=8, le=65536, description="Max processes+threads: stops fork bombs.")
     workspace_size: str = Field("256m", description="Size of the writable /workspace (tmpfs).")
     tmp_size: str = Field("64m", description="Size of the writable /tmp (tmpfs).")
@@ -66,10 +66,16 @@ class SandboxPolicy(BaseModel):
 
     @field_validator("memory", "workspace_size", "tmp_size")
     @classmethod
-    def _size(cls, v: str) -> str:
-        if not _SIZE.match(v):
+    def _size(cls, v: str, info: ValidationInfo) -> str:
+        if not _SIZE.fullmatch(v):
             raise ValueError(f"{v!r} is not a size like 512m or 1g")
-        return v.lower().rstrip("b")
+        v = v.lower().rstrip("b")
+        # A zero size is "no limit" to the engine (memory) and to tmpfs: a loosening in disguise.
+        if size_in_bytes(v) <= 0:
+            raise ValueError(f"{v!r} is zero: the engine would read it as no limit at all")
+        if info.field_name == "memory" and size_in_bytes(v) < 6 << 20:
+            raise ValueError(f"{v!r} is below the engine's 6m minimum memory limit")
+        return v
 
     @field_validator("user")
     @classmethod
