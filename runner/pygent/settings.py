@@ -59,10 +59,37 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml))
 
 
-def get_settings(**overrides: Any) -> Settings:
-    """Read settings now (not at import), so env changes after import take effect."""
+_cache: dict[tuple, Settings] = {}
+
+
+def _cache_key() -> tuple:
+    """What settings depend on: our variables, the current directory, the toml file's mtime."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(("PYGENT_", "OPENAI_"))))
+    toml = os.environ.get("PYGENT_CONFIG") or "pygent.toml"
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        mtime = os.stat(toml).st_mtime_ns
+    except OSError:
+        mtime = None
+    return env, os.getcwd(), mtime
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read settings now (not at import), so env changes after import take effect.
+
+    Cached per (environment, directory, toml mtime): building them costs ~1 ms
+    and the agent asks on hot paths (every delegated task).
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    key = _cache_key() if not overrides else None
+    if key is not None and key in _cache:
+        return _cache[key]
+    try:
+        settings = Settings(**overrides)
+        if key is not None:
+            if len(_cache) > 64:
+                _cache.clear()
+            _cache[key] = settings
+        return settings
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in exc.errors()

@@ -100,14 +100,20 @@ class Runtime:
 
     def exec(self, cmd: str, timeout: float | None = None, **kw: Any) -> ExecResult:
         """Run a command and get the full result object."""
-        if self.on_first_command is not None:
-            hook, self.on_first_command = self.on_first_command, None
-            hook()
         timeout = self._limit(timeout)
         if self.fresh_per_call:
             with open_sandbox(self.image, self.policy, pool=True) as sb:
+                self._first_command()
                 return sb.exec(cmd, timeout=timeout, **kw)
-        return self.sandbox.exec(cmd, timeout=timeout, **kw)
+        sandbox = self.sandbox
+        self._first_command()
+        return sandbox.exec(cmd, timeout=timeout, **kw)
+
+    def _first_command(self) -> None:
+        """Fire the hook once, when the sandbox is ready and the first command is about to run."""
+        if self.on_first_command is not None:
+            hook, self.on_first_command = self.on_first_command, None
+            hook()
 
     # -- pygent's Runtime API -----------------------------------------------------
     def bash(self, cmd: str, timeout: float | None = None) -> str:
@@ -163,13 +169,17 @@ class Runtime:
         self.sandbox.upload(src, dest)
         return f"Uploaded {src} to {self.sandbox.absolute(dest)}"
 
-    def cleanup(self) -> None:
-        """Remove the sandbox (and a temporary shared workspace). Idempotent."""
+    def cleanup(self, wait: bool = True) -> None:
+        """Remove the sandbox (and a temporary shared workspace). Idempotent.
+
+        wait=False returns before the engine has removed the container (a background
+        thread finishes it): for delegated tasks, whose results are already saved.
+        """
         with self._lock:
             self._closed = True
             sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
-            sandbox.close()
+            sandbox.close(wait=wait)
         if self._tmp_workspace:
             shutil.rmtree(self._tmp_workspace, ignore_errors=True)  # does not follow symlinks
             self._tmp_workspace = None

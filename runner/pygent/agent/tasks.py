@@ -196,6 +196,8 @@ class TaskManager:
                 if cid is not None:
                     task.container = cid
                     self._snapshot(task, agent.runtime)
+                # The results are saved: the engine removes the container in the background.
+                agent.runtime.cleanup(wait=False)
                 agent.close()
                 task.agent = None
         with self._lock:
@@ -218,7 +220,7 @@ class TaskManager:
 
     def _snapshot(self, task: Task, runtime: "Runtime") -> None:
         try:
-            raw = runtime.sandbox.get_archive("/workspace", max_bytes=MAX_SNAPSHOT_BYTES)
+            raw = runtime.sandbox.export_tree("/workspace", max_bytes=MAX_SNAPSHOT_BYTES)
         except Exception as exc:
             task.reason = (task.reason + "; " if task.reason else "") + f"no workspace snapshot: {str(exc)[:200]}"
             return

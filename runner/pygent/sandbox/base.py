@@ -52,8 +52,12 @@ class Sandbox(abc.ABC):
         """A tar of `path` (file or directory) as the container sees it."""
 
     @abc.abstractmethod
-    def close(self) -> None:
-        """Remove the container. Idempotent."""
+    def close(self, wait: bool = True) -> None:
+        """Remove the container. Idempotent. wait=False may finish the removal in the background."""
+
+    def export_tree(self, path: str, max_bytes: int = 256 << 20) -> bytes:
+        """A tar of a directory tree, by the fastest way the backend has (default: get_archive)."""
+        return self.get_archive(path, max_bytes)
 
     @property
     @abc.abstractmethod
@@ -71,15 +75,24 @@ class Sandbox(abc.ABC):
 
     def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
         """Read one regular file from the sandbox (symlinks resolve inside the container)."""
-        raw = self.get_archive(self.absolute(path), max_bytes=max_bytes + (64 << 10))
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            for member in tar:
-                if member.isfile():
-                    if member.size > max_bytes:
-                        raise PathOutsideSandbox(f"{path} is {member.size} bytes, over the {max_bytes} byte limit")
-                    return tar.extractfile(member).read()  # type: ignore[union-attr]
-                raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
-        raise FileNotFoundError(path)
+        target = self.absolute(path)
+        # The engine's archive of a symlink is the link itself: follow it here, each hop
+        # again through the archive API, so resolution stays inside the container.
+        for _ in range(40):
+            raw = self.get_archive(target, max_bytes=max_bytes + (64 << 10))
+            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+                member = tar.next()
+                if member is None:
+                    raise FileNotFoundError(path)
+                if member.issym():
+                    target = self.absolute(posixpath.join(posixpath.dirname(target), member.linkname))
+                    continue
+                if not member.isfile():
+                    raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
+                if member.size > max_bytes:
+                    raise PathOutsideSandbox(f"{path} is {member.size} bytes, over the {max_bytes} byte limit")
+                return tar.extractfile(member).read()  # type: ignore[union-attr]
+        raise PathOutsideSandbox(f"{path}: too many levels of symbolic links")
 
     def upload(self, host_path: str | Path, dest: str) -> None:
         """Copy a host file or directory to `dest` inside the sandbox."""
@@ -107,7 +120,10 @@ class Sandbox(abc.ABC):
         host_dest.mkdir(parents=True, exist_ok=True)
         raw = self.get_archive(self.absolute(path))
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            tar.extractall(host_dest, filter="data")
+            try:
+                tar.extractall(host_dest, filter="data")
+            except tarfile.FilterError as exc:  # a PygentError, like every refusal of a path
+                raise PathOutsideSandbox(f"refused to copy {path} out of the sandbox: {exc}") from None
         return host_dest / posixpath.basename(self.absolute(path).rstrip("/"))
 
     def absolute(self, path: str) -> str:

@@ -8,6 +8,9 @@ same guarantees enforced from the host (slower: ~50 ms a call).
 from __future__ import annotations
 
 import math
+import posixpath
+import queue
+import shlex
 import re
 import threading
 import time
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
 
 #: Seconds a freshly started server has to say hello.
 START_TIMEOUT = 30.0
+class _TooLarge(Exception):
+    pass
+
+
 _CWD_MARK = b"\x1ePYGENT_CWD="
 _CWD_END = b"\x1e"  # ends the path: background children may write to stderr after the trap
 #: Run (bash builtins only: nothing can be forked at the limit) before each plain-exec command:
@@ -383,6 +390,28 @@ class DockerSandbox(Sandbox):
         except Exception as exc:
             raise _map_error(exc, self.image, path=path) from None
 
+    def export_tree(self, path: str, max_bytes: int = 256 << 20) -> bytes:
+        """A tar of `path`, made by `tar` inside the container and sent over the command
+        stream (~5 ms) rather than the engine's archive API (~70 ms under load)."""
+        if self._plain:
+            return self.get_archive(path, max_bytes)
+        parent, name = posixpath.split(self.absolute(path).rstrip("/") or "/")
+        buf = bytearray()
+
+        def take(chunk: bytes) -> None:
+            buf.extend(chunk)
+            if len(buf) > max_bytes:
+                raise _TooLarge
+
+        try:
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=120,
+                          on_stdout=take, on_stderr=lambda _: None)
+        except _TooLarge:
+            raise SandboxError(f"{path} is larger than {max_bytes} bytes") from None
+        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
+            return self.get_archive(path, max_bytes)
+        return bytes(buf)
+
     def _owner(self) -> tuple[int, int]:
         return (self.policy.uid, self.policy.gid)
 
@@ -395,11 +424,18 @@ class DockerSandbox(Sandbox):
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Remove the container. wait=False returns at once: the stream is closed (the
+        server exits, the engine auto-removes) and a background thread makes sure."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+        if not wait:
+            if self._channel is not None:
+                self._channel.close()
+            _remove_later(self)
+            return
         try:
             # Remove first, then drop the stream: closing the stream first started the
             # engine's auto-remove, our remove then answered "already in progress" and
@@ -454,6 +490,31 @@ class _CwdRecord:
     def flush(self) -> bytes:
         rest, self.pending = self.pending, b""
         return rest
+
+
+_reaper: "queue.Queue[DockerSandbox] | None" = None
+_reaper_lock = threading.Lock()
+
+
+def _remove_later(sandbox: "DockerSandbox") -> None:
+    """Queue a closed sandbox's removal on one background thread (it stays tracked until done)."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None:
+            _reaper = queue.Queue()
+            threading.Thread(target=_reap_forever, args=(_reaper,), name="pygent-reaper", daemon=True).start()
+    _reaper.put(sandbox)
+
+
+def _reap_forever(q: "queue.Queue[DockerSandbox]") -> None:
+    while True:
+        sandbox = q.get()
+        try:
+            _force_remove(sandbox.id)
+        except Exception:
+            pass  # gc reclaims it by label
+        finally:
+            lifecycle.untrack(sandbox)
 
 
 def _send_and_close(sock: object, data: bytes) -> None:
