@@ -1,0 +1,5 @@
+"""`python -m pygent.cli ...` is `pygent-runner ...`."""
+
+from . import main
+
+main()
