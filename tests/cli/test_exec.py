@@ -252,15 +252,9 @@ def test_sigterm_while_the_sandbox_starts_leaves_nothing():
     assert wait_gone(proc.pid, timeout=10) == []
 
 
-# --------------------------------------------------------------------------- sandbox bugs (not the CLI's)
+# --------------------------------------------------------------------------- an open stdin never blocks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sandbox bug: DockerSandbox._exec_plain joins an iterable stdin (b''.join) before reading any "
-    "output, so with an image without the command server a stdin that stays open blocks forever and "
-    "the command's timeout never applies (and stdin is never streamed live)",
-)
 def test_plain_exec_image_with_open_stdin_still_times_out():
     proc = popen("exec", "--image", "minimal", "--timeout", "2", "--", "echo hi", stdin=subprocess.PIPE)
     try:  # stdin stays open: we never write to it or close it (communicate() would close it)

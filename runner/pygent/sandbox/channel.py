@@ -183,7 +183,8 @@ class Channel:
                 raise
             finally:
                 if feeder is not None:
-                    feeder.join(timeout=1)
+                    # An iterable (host stdin) may never end: the command has, so don't wait on it.
+                    feeder.join(timeout=0.05)
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

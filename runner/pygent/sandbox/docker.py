@@ -162,18 +162,25 @@ class DockerSandbox(Sandbox):
         server = image_has_server(tag)
         create, host = container_config(tag, policy, server, pooled)
         api = client.api
+        # Named by us, so an interruption (Ctrl-C, SIGTERM) between the engine creating it and
+        # its answer reaching us still knows what to remove.
+        name = f"pygent-{create['hostname'].removeprefix('sandbox-')}-{uuid.uuid4().hex[:8]}"
         cid = None
+        channel = None
         try:
-            cid = api.create_container(host_config=api.create_host_config(**host), **create)["Id"]
-            channel = None
+            cid = api.create_container(host_config=api.create_host_config(**host), name=name, **create)["Id"]
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             channel = Channel(getattr(sock, "_sock", sock), holder=sock)
             api.start(cid)
             if server:
                 channel.wait_hello(START_TIMEOUT)
         except BaseException as exc:
-            if cid is not None:
-                _force_remove(cid)
+            if channel is not None:
+                channel.close()
+            try:
+                _force_remove(cid or name)
+            except Exception:
+                pass  # the original error is the one to report; gc reclaims by label
             raise _map_error(exc, tag) from None
         sandbox = cls(cid, tag, policy, channel, create["hostname"])
         if not server:
@@ -287,9 +294,8 @@ class DockerSandbox(Sandbox):
             raise _map_error(exc, self.image) from None
         raw = getattr(sock, "_sock", sock)
         stream = DockerStream(raw)
-        if stdin is not None:
-            data = stdin if isinstance(stdin, (bytes, bytearray)) else b"".join(stdin)
-            threading.Thread(target=_send_and_close, args=(raw, bytes(data)), daemon=True).start()
+        if stdin is not None:  # streamed chunk by chunk: an open host stdin must not block the timeout
+            threading.Thread(target=_send_and_close, args=(raw, stdin), daemon=True).start()
         out, err = HeadTail(cap), HeadTail(cap)
         cwd_record = _CwdRecord()
         deadline = None if timeout is None else start + timeout
@@ -312,7 +318,10 @@ class DockerSandbox(Sandbox):
                         if timed_out:
                             break  # the grace period is over too
                         timed_out = True
-                        self._kill_marked(marker)
+                        # In a thread: this loop must keep draining the stream meanwhile, or
+                        # the engine (blocked writing a flood like `yes` to us) never finishes
+                        # the kill exec and both sides wait on each other.
+                        threading.Thread(target=self._kill_marked, args=(marker,), daemon=True).start()
                         deadline = time.monotonic() + GRACE
                         continue
                     if not self._running():
@@ -517,11 +526,13 @@ def _reap_forever(q: "queue.Queue[DockerSandbox]") -> None:
             lifecycle.untrack(sandbox)
 
 
-def _send_and_close(sock: object, data: bytes) -> None:
+def _send_and_close(sock: object, stdin: bytes | Iterable[bytes]) -> None:
     try:
-        sock.sendall(data)  # type: ignore[attr-defined]
+        chunks = [stdin] if isinstance(stdin, (bytes, bytearray, memoryview)) else stdin
+        for chunk in chunks:
+            sock.sendall(chunk)  # type: ignore[attr-defined]
         sock.shutdown(1)  # type: ignore[attr-defined]
-    except OSError:
+    except (OSError, ValueError):
         pass
 
 
