@@ -105,6 +105,38 @@ def oom_kills():
     return None
 
 
+def pids_usage():
+    """(current, max) of this container's pids cgroup (v2 or v1); max is None when unlimited."""
+    for base in ("/sys/fs/cgroup/", "/sys/fs/cgroup/pids/"):
+        try:
+            with open(base + "pids.current") as f:
+                current = int(f.read())
+            with open(base + "pids.max") as f:
+                limit = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        return current, (int(limit) if limit.isdigit() else None)
+    return None
+
+
+def pids_limit_hits():
+    """How many forks failed at this container's pids limit so far (pids.events), or None."""
+    for path in ("/sys/fs/cgroup/pids.events", "/sys/fs/cgroup/pids/pids.events"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("max "):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def near_pids_limit():
+    usage = pids_usage()
+    return usage is not None and usage[1] is not None and usage[0] * 10 >= usage[1] * 9
+
+
 def proc_stat(pid):
     """(pgrp, session) of a process, or None if it is gone."""
     try:
@@ -210,6 +242,7 @@ class Server:
         self.inbuf = bytearray()
         self.cwd = os.getcwd()
         self.drains = set()  # pipes a finished command's background children still hold
+        self.pids_hits = pids_limit_hits()
         r, w = os.pipe()
         os.set_blocking(r, False)
         os.set_blocking(w, False)
@@ -272,15 +305,64 @@ class Server:
             kill_tree(cmd.proc.pid, cmd.marker)
 
     def start(self, cid, spec):
+        note = b""
+        hits = pids_limit_hits()
+        if near_pids_limit() or (hits or 0) > (self.pids_hits or 0):
+            # The limit was hit since the last command started (a fork bomb, even one
+            # that is between bursts right now) or is about to be.
+            note = self.reclaim()
+            hits = pids_limit_hits()
+        self.pids_hits = hits
         try:
-            cmd = Command(cid, spec, self.cwd)
+            try:
+                cmd = Command(cid, spec, self.cwd)
+            except BlockingIOError:  # fork failed (EAGAIN): the process limit is reached
+                note = self.reclaim()
+                self.pids_hits = pids_limit_hits()
+                cmd = Command(cid, spec, self.cwd)
         except Exception as exc:  # bad cwd, bash missing: report, do not die
             self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
             return
         self.cmds[cid] = cmd
+        if note:
+            self.keep("err", cmd, note)
         self.sel.register(cmd.proc.stdout, selectors.EVENT_READ, ("out", cmd))
         self.sel.register(cmd.proc.stderr, selectors.EVENT_READ, ("err", cmd))
         self.sel.register(cmd.cwd_r, selectors.EVENT_READ, ("cwd", cmd))
+
+    def reclaim(self):
+        """Near the pids limit (a fork bomb, runaway background jobs): kill every process
+        that earlier, finished commands left running, so the sandbox stays usable.
+        Background jobs are otherwise left alone. Returns a note for the next command."""
+        me = os.getpid()
+        running = [(c.proc.pid, c.marker) for c in self.cmds.values()]
+        killed = set()
+        for _ in range(50):
+            found = False
+            for name in os.listdir("/proc"):
+                if not name.isdigit():
+                    continue
+                pid = int(name)
+                if pid in (me, 1) or pid in killed:
+                    continue
+                st = proc_stat(pid)
+                if st is None or any(leader in st or has_marker(pid, marker) for leader, marker in running):
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                    found = True
+                except OSError:
+                    pass
+            if not found:
+                break
+            time.sleep(0.002)
+        if not killed:
+            return b""
+        return (
+            "[pygent] the sandbox was at its process limit: killed %d processes that earlier commands left running\n"
+            % len(killed)
+        ).encode()
 
     def want_stdin(self, cmd):
         pipe = cmd.proc.stdin
