@@ -25,14 +25,21 @@ if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" iptables >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" iptables iproute2 >/dev/null
 fi
 
 # Register gVisor as an extra runtime for the engine we manage ourselves.
+# --network=none: Debian's runsc (2022) believes it runs in the host's network
+# namespace on recent kernels and refuses to start with networking; sandboxes
+# have no network by default anyway (pygent refuses network=True on this runtime).
 conf=/etc/docker/daemon.json
-if command -v runsc >/dev/null 2>&1 && ! grep -q runsc "$conf" 2>/dev/null; then
-  $SUDO mkdir -p /etc/docker
-  echo "{\"runtimes\": {\"runsc\": {\"path\": \"$(command -v runsc)\"}}}" | $SUDO tee "$conf" >/dev/null
+if command -v runsc >/dev/null 2>&1 && ! grep -q -- '--network=none' "$conf" 2>/dev/null; then
+  if [ -s "$conf" ] && ! grep -q runsc "$conf"; then
+    log "$conf exists without runsc; leaving it alone (add runsc yourself to use gVisor)"
+  else
+    $SUDO mkdir -p /etc/docker
+    echo "{\"runtimes\": {\"runsc\": {\"path\": \"$(command -v runsc)\", \"runtimeArgs\": [\"--network=none\"]}}}" | $SUDO tee "$conf" >/dev/null
+  fi
 fi
 
 log "starting dockerd in the background (log: /tmp/pygent-dockerd.log)"

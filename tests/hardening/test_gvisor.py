@@ -1,6 +1,7 @@
 """gVisor end to end: the agent's sandbox and its delegated tasks run under runsc."""
 
 import json
+import time
 
 import pytest
 
@@ -62,7 +63,11 @@ def test_agent_and_its_delegated_tasks_run_under_runsc(monkeypatch, docker_clien
             ag.tasks.wait([tid], timeout=120)
             t = ag.tasks.get(tid)
             assert t.status.value == "finished", t.to_dict()
-            assert t.container and docker_client.api.containers(all=True, filters={"id": t.container}) == []
+            assert t.container
+            deadline = time.monotonic() + 15  # a finished task's container is removed in the background
+            while docker_client.api.containers(all=True, filters={"id": t.container}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert docker_client.api.containers(all=True, filters={"id": t.container}) == []
     finally:
         set_custom_model(None)
 
@@ -78,3 +83,14 @@ def test_runsc_sandbox_enforces_the_same_limits(docker_client):
         assert "sleep" not in sb.exec("ps -eo comm").text
         net = sb.exec("ls /sys/class/net 2>/dev/null; cat /proc/net/dev | tail -n +3 | cut -d: -f1").text.split()
         assert set(net) <= {"lo"}, net
+
+
+def test_network_on_a_no_network_runsc_registration_is_refused_clearly(docker_client):
+    from pygent.errors import ConfigError
+    from pygent.sandbox import SandboxPolicy, open_sandbox
+
+    args = (docker_client.info()["Runtimes"]["runsc"].get("runtimeArgs") or [])
+    if "--network=none" not in args:
+        pytest.fail("make engine registers runsc with --network=none; this engine does not")
+    with pytest.raises(ConfigError, match="network"):
+        open_sandbox("python", SandboxPolicy(runtime="runsc", network=True), pool=False)

@@ -59,13 +59,14 @@ _RECLAIM = (
 )
 #: Seconds without output after which the plain-exec path checks the container still runs.
 _PLAIN_POLL = 1.0
-_runtimes: set[str] | None = None
+_runtimes: dict[str, dict] | None = None
 
 
-def _engine_runtimes(client: "docker.DockerClient") -> set[str]:
+def _engine_runtimes(client: "docker.DockerClient") -> dict[str, dict]:
+    """Runtime name -> its registration (path, runtimeArgs), asked once per process."""
     global _runtimes
     if _runtimes is None:
-        _runtimes = set((client.info().get("Runtimes") or {}).keys())
+        _runtimes = dict(client.info().get("Runtimes") or {})
     return _runtimes
 
 
@@ -157,6 +158,13 @@ class DockerSandbox(Sandbox):
                 f"runtime {policy.runtime!r} is not registered with the engine "
                 f"(has: {', '.join(sorted(_engine_runtimes(client)))}). Install it (e.g. Debian's runsc) "
                 "and add it to /etc/docker/daemon.json, or `make engine` on an engine we manage."
+            )
+        if policy.runtime and policy.network and "--network=none" in (_engine_runtimes(client)[policy.runtime].get("runtimeArgs") or []):
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"network=True cannot be honoured: the engine registers {policy.runtime!r} with --network=none "
+                "(Debian's runsc cannot start with networking on this kernel). Use the default runtime for networked sandboxes."
             )
         tag = resolve_image(image or get_settings().pygent_image)
         server = image_has_server(tag)
