@@ -5,7 +5,6 @@ Real engine, real loopback HTTP server; models are plain objects with chat().
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -14,35 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from pygent import Agent, openai_compat, reset_tools, set_custom_model
+from pygent import Agent, openai_compat
 from pygent.agent import tools as tool_registry
 from pygent.errors import SandboxError
 from pygent.models import OpenAIModel
 from pygent.sandbox import lifecycle
 from support.fake_openai import FakeOpenAI
+from support.scripted import Script, call, say
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def call(name: str, args: dict | str | None = None, id: str = "c1") -> openai_compat.ToolCall:  # noqa: A002
-    raw = args if isinstance(args, str) else json.dumps(args or {})
-    return openai_compat.ToolCall(id=id, type="function", function=openai_compat.ToolCallFunction(name=name, arguments=raw))
-
-
-def say(*calls: openai_compat.ToolCall, content: str | None = None) -> openai_compat.Message:
-    return openai_compat.Message(role="assistant", content=content, tool_calls=list(calls) or None)
-
-
-class Script:
-    """Answers with the given replies in order (the last one repeats); records what it was sent."""
-
-    def __init__(self, *replies: openai_compat.Message) -> None:
-        self.replies = list(replies)
-        self.seen: list[list[dict]] = []
-
-    def chat(self, messages, model, tools):
-        self.seen.append(copy.deepcopy(messages))
-        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
 class Echo:
@@ -75,13 +54,6 @@ def wait_gone(api, cid: str, within: float = 5.0) -> bool:
 @pytest.fixture
 def api(docker_client):
     return docker_client.api
-
-
-@pytest.fixture(autouse=True)
-def _clean_globals() -> Iterator[None]:
-    yield
-    set_custom_model(None)
-    reset_tools()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pygent import Agent, reset_tools, set_custom_model
+from pygent import Agent, set_custom_model
 from pygent.agent import TaskStatus
 from pygent.models import get_custom_model
 from pygent.sandbox import lifecycle
@@ -25,13 +25,6 @@ SEED = Path("/work/shared/seeds/custom-models.md")
 
 def seed_blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", SEED.read_text(), re.S | re.M)
-
-
-@pytest.fixture(autouse=True)
-def _clean_globals() -> Iterator[None]:
-    yield
-    set_custom_model(None)
-    reset_tools()
 
 
 @pytest.fixture

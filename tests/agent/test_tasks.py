@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pygent import Agent, openai_compat, reset_tools, set_custom_model
+from pygent import Agent, openai_compat, set_custom_model
 from pygent.agent import TaskStatus, execute_tool
 from pygent.sandbox import gc as sandbox_gc
 from pygent.sandbox import lifecycle
@@ -141,13 +141,6 @@ def stdout_of(answer: str | None) -> str:
 @pytest.fixture
 def api(docker_client):
     return docker_client.api
-
-
-@pytest.fixture(autouse=True)
-def _clean_globals() -> Iterator[None]:
-    yield
-    set_custom_model(None)
-    reset_tools()
 
 
 @pytest.fixture

@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from pygent import Agent, Runtime, openai_compat, register_tool, remove_tool, reset_tools, set_custom_model, tool
+from pygent import Agent, Runtime, register_tool, remove_tool, reset_tools, tool
 from pygent.agent import tools as registry
 from pygent.errors import SandboxError, ToolError
 from pygent.sandbox import default_policy
+from support.scripted import Script, call, say
 
 BUILTINS = {"bash", "write_file", "read_file", "stop", "ask_user", "delegate_task", "task_status",
             "list_tasks", "cancel_task", "wait_tasks", "collect_file"}
-
-
-def call(name: str, args: dict | str | None = None, id: str = "c1") -> openai_compat.ToolCall:  # noqa: A002
-    raw = args if isinstance(args, str) else json.dumps(args or {})
-    return openai_compat.ToolCall(id=id, type="function", function=openai_compat.ToolCallFunction(name=name, arguments=raw))
-
-
-def say(*calls: openai_compat.ToolCall, content: str | None = None) -> openai_compat.Message:
-    return openai_compat.Message(role="assistant", content=content, tool_calls=list(calls) or None)
-
-
-class Script:
-    """Answers with the given replies in order (the last one repeats); records what it was sent."""
-
-    def __init__(self, *replies: openai_compat.Message) -> None:
-        self.replies = list(replies)
-        self.seen: list[list[dict]] = []
-
-    def chat(self, messages, model, tools):
-        self.seen.append(copy.deepcopy(messages))
-        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-
-
-@pytest.fixture(autouse=True)
-def _clean_globals() -> Iterator[None]:
-    yield
-    set_custom_model(None)
-    reset_tools()
 
 
 @pytest.fixture

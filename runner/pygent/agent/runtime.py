@@ -8,11 +8,8 @@ container instead, sharing only the workspace (a private host temp dir).
 
 from __future__ import annotations
 
-import io
 import os
-import posixpath
 import shutil
-import tarfile
 import tempfile
 import threading
 import time
@@ -21,14 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, open_sandbox
-from ..sandbox.base import MAX_READ_BYTES
 from .format import clean_text, format_result
 
 if TYPE_CHECKING:
     from .tasks import TaskManager
-
-#: Symlinks followed by read_file before giving up (as the kernel's ELOOP).
-_MAX_SYMLINKS = 40
 
 
 class Runtime:
@@ -131,37 +124,12 @@ class Runtime:
         return f"Wrote {size} bytes to {full}"
 
     def read_file(self, path: str, binary: bool = False) -> str:
-        data = self._read_bytes(path)
+        data = self.sandbox.read_file(path)  # symlinks are followed inside the container
         if binary:
             import base64
 
             return base64.b64encode(data).decode()
         return clean_text(data)
-
-    def _read_bytes(self, path: str) -> bytes:
-        """Sandbox.read_file, but a symlink is followed inside the container.
-
-        The engine's archive API resolves every component but the last one and
-        returns a symlink itself; follow the chain here, one archive per hop,
-        each resolved by the engine in the container (never on the host).
-        """
-        sb = self.sandbox
-        full = sb.absolute(path)
-        for _ in range(_MAX_SYMLINKS):
-            raw = sb.get_archive(full, max_bytes=MAX_READ_BYTES + (64 << 10))
-            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-                member = tar.next()
-                if member is None:
-                    raise FileNotFoundError(path)
-                if member.issym():
-                    full = sb.absolute(posixpath.join(posixpath.dirname(full), member.linkname))
-                    continue
-                if not member.isfile():
-                    raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
-                if member.size > MAX_READ_BYTES:
-                    raise SandboxError(f"{path} is {member.size} bytes, over the {MAX_READ_BYTES} byte limit")
-                return tar.extractfile(member).read()  # type: ignore[union-attr]
-        raise SandboxError(f"{path}: too many levels of symbolic links")
 
     def upload_file(self, src: str | Path, dest: str | None = None) -> str:
         """Copy a host file or directory into the sandbox (the host path is the caller's choice)."""

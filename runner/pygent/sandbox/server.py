@@ -390,18 +390,24 @@ class Server:
                 pipe.close()
 
     # -- command output -----------------------------------------------------
-    def on_output(self, which, cmd, pipe):
+    def read_pipe(self, pipe):
+        """One chunk from a pipe; None if nothing is ready; b"" at EOF (then it is closed)."""
         try:
             data = os.read(pipe.fileno(), CHUNK)
         except BlockingIOError:
-            return
+            return None
         except OSError:
             data = b""
         if not data:
             self.sel.unregister(pipe)
             pipe.close()
-            return
-        self.keep(which, cmd, data)
+            self.drains.discard(pipe)
+        return data
+
+    def on_output(self, which, cmd, pipe):
+        data = self.read_pipe(pipe)
+        if data:
+            self.keep(which, cmd, data)
 
     def keep(self, which, cmd, data):
         if cmd.stream:
@@ -490,16 +496,7 @@ class Server:
         )
 
     def on_drain(self, pipe):
-        try:
-            data = os.read(pipe.fileno(), CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.sel.unregister(pipe)
-            pipe.close()
-            self.drains.discard(pipe)
+        self.read_pipe(pipe)  # a background child's output after its command ended: discarded
 
     def check_deadlines(self):
         now = time.monotonic()
