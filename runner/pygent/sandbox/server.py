@@ -156,36 +156,50 @@ def has_marker(pid, marker):
         return False
 
 
-def kill_tree(leader, marker):
-    """SIGKILL everything the command started: its session, its group, its marker.
+def freeze_and_kill(match):
+    """SIGKILL every process `match(pid, (pgrp, session))` selects, fork bombs included.
 
-    Repeated because a fork bomb forks while we kill; the pids limit bounds it.
+    Processes are stopped first (SIGSTOP) until a scan finds no new one: a
+    stopped process cannot fork, so the set stops growing; then all are killed.
+    Killing directly races a bomb that forks faster than we scan. Returns the
+    number of processes killed.
     """
     me = os.getpid()
-    for _ in range(20):
-        found = False
+    stopped = set()
+    for _ in range(200):
+        new = False
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             pid = int(name)
-            if pid in (me, 1):
+            if pid in (me, 1) or pid in stopped:
                 continue
             st = proc_stat(pid)
-            if st is None:
+            if st is None or not match(pid, st):
                 continue
-            if leader in st or has_marker(pid, marker):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    found = True
-                except OSError:
-                    pass
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.add(pid)
+                new = True
+            except OSError:
+                pass
+        if not new:
+            break
+    for pid in stopped:
         try:
-            os.killpg(leader, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-        if not found:
-            return
-        time.sleep(0.002)
+    return len(stopped)
+
+
+def kill_tree(leader, marker):
+    """SIGKILL everything the command started: its session, its group, its marker."""
+    freeze_and_kill(lambda pid, st: leader in st or has_marker(pid, marker))
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 class Command:
@@ -334,34 +348,15 @@ class Server:
         """Near the pids limit (a fork bomb, runaway background jobs): kill every process
         that earlier, finished commands left running, so the sandbox stays usable.
         Background jobs are otherwise left alone. Returns a note for the next command."""
-        me = os.getpid()
         running = [(c.proc.pid, c.marker) for c in self.cmds.values()]
-        killed = set()
-        for _ in range(50):
-            found = False
-            for name in os.listdir("/proc"):
-                if not name.isdigit():
-                    continue
-                pid = int(name)
-                if pid in (me, 1) or pid in killed:
-                    continue
-                st = proc_stat(pid)
-                if st is None or any(leader in st or has_marker(pid, marker) for leader, marker in running):
-                    continue
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.add(pid)
-                    found = True
-                except OSError:
-                    pass
-            if not found:
-                break
-            time.sleep(0.002)
+        killed = freeze_and_kill(
+            lambda pid, st: not any(leader in st or has_marker(pid, marker) for leader, marker in running)
+        )
         if not killed:
             return b""
         return (
             "[pygent] the sandbox was at its process limit: killed %d processes that earlier commands left running\n"
-            % len(killed)
+            % killed
         ).encode()
 
     def want_stdin(self, cmd):
