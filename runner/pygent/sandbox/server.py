@@ -190,6 +190,13 @@ def freeze_and_kill(match):
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+    # Until init has reaped them they still hold pids (the limit counts zombies): wait, briefly.
+    deadline = time.monotonic() + 2.0
+    left = set(stopped)
+    while left and time.monotonic() < deadline:
+        left = {pid for pid in left if os.path.exists("/proc/%d" % pid)}
+        if left:
+            time.sleep(0.005)
     return len(stopped)
 
 
