@@ -191,13 +191,24 @@ def freeze_and_kill(match):
         except OSError:
             pass
     # Until init has reaped them they still hold pids (the limit counts zombies): wait, briefly.
+    # Our own children are reaped by us right after, so their zombies count as gone.
     deadline = time.monotonic() + 2.0
     left = set(stopped)
     while left and time.monotonic() < deadline:
-        left = {pid for pid in left if os.path.exists("/proc/%d" % pid)}
+        left = {pid for pid in left if not _gone_or_ours_to_reap(pid, me)}
         if left:
             time.sleep(0.005)
     return len(stopped)
+
+
+def _gone_or_ours_to_reap(pid, me):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[0] == b"Z" and int(fields[1]) == me
 
 
 def kill_tree(leader, marker):
