@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from support.fake_openai import FakeOpenAI
+from support.seed import SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SEED = Path("/work/shared/seeds/custom-models.md")
 SEED_EXAMPLES = ["echo_model.py", "http_model.py", "bash_model.py", "global_custom_model.py", "delegate_model.py"]
 
 EXPECTED = {

@@ -1,16 +1,14 @@
 """The seed document's snippets (custom models), executed in-process exactly as written.
 
-Every ```python block of /work/shared/seeds/custom-models.md runs, in order, in one
+Every ```python block of the seed (docs/custom-models.md) runs, in order, in one
 namespace (the global-model snippet uses the echo snippet's EchoModel). The HTTP
 snippet talks to the loopback fake server through OPENAI_BASE_URL.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +18,7 @@ from pygent.models import get_custom_model
 from pygent.sandbox import lifecycle
 from support.fake_openai import FakeOpenAI
 
-SEED = Path("/work/shared/seeds/custom-models.md")
-
-
-def seed_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", SEED.read_text(), re.S | re.M)
+from support.seed import SEED, SHARED_SEED, seed_blocks
 
 
 @pytest.fixture
@@ -113,3 +107,11 @@ def test_a_global_custom_model_drives_delegated_tasks(run_seed):
         assert isinstance(plain.model, OpenAIModel)
     finally:
         plain.close()
+
+
+def test_the_docs_copy_is_the_seed_users_code_against():
+    """docs/custom-models.md is the seed; where the shared seed is beside the repo, they match."""
+    blocks = seed_blocks()
+    assert len(blocks) == 5 and "class DelegateModel" in blocks[-1]
+    if SHARED_SEED.exists():
+        assert SEED.read_text() == SHARED_SEED.read_text()

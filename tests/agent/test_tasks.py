@@ -24,6 +24,7 @@ from pygent import Agent, openai_compat, set_custom_model
 from pygent.agent import TaskStatus, execute_tool
 from pygent.sandbox import gc as sandbox_gc
 from pygent.sandbox import lifecycle
+from support.seed import seed_class
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_PASSWD = Path("/etc/passwd").read_text()
@@ -77,35 +78,8 @@ class Script:
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
-# The seed's delegation model, verbatim.
-class DelegateModel:
-    def __init__(self):
-        self.first = True
-
-    def chat(self, messages, model, tools):
-        if self.first:
-            self.first = False
-            return openai_compat.Message(
-                role="assistant",
-                content=None,
-                tool_calls=[
-                    openai_compat.ToolCall(
-                        id="1",
-                        type="function",
-                        function=openai_compat.ToolCallFunction(
-                            name="delegate_task",
-                            arguments=json.dumps({"prompt": "noop"}),
-                        ),
-                    )
-                ],
-            )
-        return openai_compat.Message(role="assistant", content=None, tool_calls=[
-            openai_compat.ToolCall(
-                id="2",
-                type="function",
-                function=openai_compat.ToolCallFunction(name="stop", arguments="{}"),
-            )
-        ])
+# The seed's delegation model, verbatim (read from the seed document itself).
+DelegateModel = seed_class("DelegateModel")
 
 
 def exists(api, cid: str) -> bool:

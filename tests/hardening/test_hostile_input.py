@@ -41,7 +41,6 @@ from pygent.agent import tools as tools_mod
 from pygent.errors import APIError, ModelError
 from pygent.sandbox import default_policy, lifecycle
 from support.fake_openai import FakeOpenAI
-from support.fixtures import fast_retries  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -9,9 +9,7 @@ tests leave it as they found it (cwd back to /workspace).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import time
 import tracemalloc
 import uuid
@@ -23,22 +21,9 @@ from pygent.errors import PathOutsideSandbox, SandboxClosed
 from pygent.sandbox import SandboxPolicy, open_sandbox
 from pygent.sandbox.result import cut_marker
 
-from sbhelpers import COMBO_IDS, COMBOS, container_exists, kill_processes, processes, volume_exists, volume_names
+from sbhelpers import container_exists, kill_processes, processes, volume_exists, volume_names
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module", params=COMBOS, ids=COMBO_IDS)
-def combo(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def sb(combo, docker_client):
-    image, runtime = combo
-    sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
-    yield sandbox
-    sandbox.close()
 
 
 # -- commands ------------------------------------------------------------------------

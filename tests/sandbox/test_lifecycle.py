@@ -15,7 +15,7 @@ import uuid
 import pydantic
 import pytest
 
-from pygent.errors import ConfigError, EngineUnavailable, ImageNotFound, RuntimeUnavailable
+from pygent.errors import ConfigError, ImageNotFound, RuntimeUnavailable
 from pygent.sandbox import SandboxPolicy, lifecycle, open_sandbox
 from pygent.sandbox.policy import Mount
 

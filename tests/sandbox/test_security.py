@@ -18,22 +18,9 @@ import pytest
 from pygent.errors import SandboxError
 from pygent.sandbox import SandboxPolicy, open_sandbox
 
-from sbhelpers import COMBO_IDS, COMBOS, RUNTIMES, container_exists
+from sbhelpers import RUNTIMES, container_exists
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module", params=COMBOS, ids=COMBO_IDS)
-def combo(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def sb(combo, docker_client):
-    image, runtime = combo
-    sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
-    yield sandbox
-    sandbox.close()
 
 
 def _status(sb) -> dict[str, str]:
