@@ -14,3 +14,17 @@ def _clean_globals():
 
     set_custom_model(None)
     reset_tools()
+
+
+@pytest.fixture
+def api(docker_client):
+    return docker_client.api
+
+
+@pytest.fixture
+def agents():
+    """Agents appended here are closed after the test."""
+    made = []
+    yield made
+    for ag in made:
+        ag.close()

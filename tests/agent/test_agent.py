@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +19,7 @@ from pygent.models import OpenAIModel
 from pygent.sandbox import lifecycle
 from support.fake_openai import FakeOpenAI
 from support.scripted import Script, call, say
+from support.engine import container_exists as exists, wait_gone
 
 # ---- helpers ---------------------------------------------------------------------------
 
@@ -36,33 +36,6 @@ def bash(cmd: str) -> Script:
 
 def session_containers(api) -> dict[str, dict]:
     return {c["Id"]: c for c in api.containers(all=True, filters={"label": f"{lifecycle.LABEL_SESSION}={lifecycle.SESSION_ID}"})}
-
-
-def exists(api, cid: str) -> bool:
-    return bool(api.containers(all=True, filters={"id": cid}))
-
-
-def wait_gone(api, cid: str, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while exists(api, cid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-@pytest.fixture
-def api(docker_client):
-    return docker_client.api
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    """Agents appended here are closed after the test."""
-    made: list[Agent] = []
-    yield made
-    for ag in made:
-        ag.close()
 
 
 @pytest.fixture

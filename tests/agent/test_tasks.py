@@ -25,6 +25,7 @@ from pygent.agent import TaskStatus, execute_tool
 from pygent.sandbox import gc as sandbox_gc
 from pygent.sandbox import lifecycle
 from support.seed import seed_class
+from support.engine import wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_PASSWD = Path("/etc/passwd").read_text()
@@ -82,19 +83,6 @@ class Script:
 DelegateModel = seed_class("DelegateModel")
 
 
-def exists(api, cid: str) -> bool:
-    return bool(api.containers(all=True, filters={"id": cid}))
-
-
-def wait_gone(api, cid: str, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while exists(api, cid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def wait_running_in_container(task, within: float = 30.0) -> str:
     """Wait until the task's sub-agent has a started container; return its id."""
     deadline = time.monotonic() + within
@@ -110,11 +98,6 @@ def wait_running_in_container(task, within: float = 30.0) -> str:
 def stdout_of(answer: str | None) -> str:
     assert answer and "stdout:\n" in answer, answer
     return answer.split("stdout:\n", 1)[1]
-
-
-@pytest.fixture
-def api(docker_client):
-    return docker_client.api
 
 
 @pytest.fixture

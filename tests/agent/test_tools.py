@@ -18,14 +18,6 @@ BUILTINS = {"bash", "write_file", "read_file", "stop", "ask_user", "delegate_tas
             "list_tasks", "cancel_task", "wait_tasks", "collect_file"}
 
 
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for ag in made:
-        ag.close()
-
-
 @pytest.fixture(scope="module")
 def rt() -> Iterator[Runtime]:
     """One runtime (one sandbox) for the output-format tests."""

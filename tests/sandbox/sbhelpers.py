@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+from support.engine import container_exists, wait_gone  # noqa: F401  (re-exported for the sandbox tests)
 
 IMAGES = ("python", "minimal")
 RUNTIMES = ("runc", "runsc")
@@ -15,26 +15,6 @@ COMBO_IDS = [f"{image}-{runtime}" for image, runtime in COMBOS]
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-
-
-def container_exists(api, cid: str) -> bool:
-    from docker.errors import NotFound
-
-    try:
-        api.inspect_container(cid)
-        return True
-    except NotFound:
-        return False
-
-
-def wait_gone(api, cid: str, timeout: float = 10.0) -> bool:
-    """True once the engine no longer knows the container (polls)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not container_exists(api, cid):
-            return True
-        time.sleep(0.1)
-    return not container_exists(api, cid)
 
 
 def volume_names(api, cid: str) -> list[str]:
