@@ -9,7 +9,7 @@ from pathlib import Path
 from support.engine import container_exists, wait_gone  # noqa: F401  (re-exported for the sandbox tests)
 
 IMAGES = ("python", "minimal")
-RUNTIMES = ("runc", "runsc")
+RUNTIMES = ("crun", "runc", "runsc")  # crun: our default where the engine has it
 COMBOS = [(image, runtime) for image in IMAGES for runtime in RUNTIMES]
 COMBO_IDS = [f"{image}-{runtime}" for image, runtime in COMBOS]
 

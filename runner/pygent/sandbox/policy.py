@@ -59,7 +59,7 @@ class SandboxPolicy(BaseModel):
     tmp_size: str = Field("64m", description="Size of the writable /tmp (tmpfs).")
     timeout: float = Field(60.0, gt=0, le=86400, description="Default wall clock per command, seconds.")
     max_output: int = Field(64_000, ge=1024, le=1 << 30, description="Bytes kept per stream (head+tail).")
-    runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' (gVisor). None = engine default.")
+    runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' (gVisor). None: crun when the engine has it, else the engine default.")
     mounts: tuple[Mount, ...] = Field((), description="Host directories mounted in (explicit loosening).")
     workspace: Path | None = Field(None, description="Host directory mounted read-write as /workspace.")
     env: tuple[tuple[str, str], ...] = Field((), description="Environment set for every command.")
