@@ -210,7 +210,10 @@ def test_python_image(client, python_image):
     assert run(client, python_image, "sh", "-c", "ls -A /var/lib/apt/lists | wc -l") == "0"
     doc_kb = int(run(client, python_image, "du", "-sk", "/usr/share/doc").split()[0])
     assert doc_kb < 256, f"/usr/share/doc holds {doc_kb} kB"
-    assert images.image_has_server(python_image) == "/opt/pygent/server.py"
+    # The server starts from its bytecode (no compile at every sandbox start), built from the same source.
+    assert images.image_has_server(python_image) == "/opt/pygent/server.pyc"
+    assert run(client, python_image, "python3", "-I", "-S", "-c",
+               "import importlib.util as u; print(open('/opt/pygent/server.pyc','rb').read(4) == u.MAGIC_NUMBER)") == "True"
     labels = client.images.get(python_image).labels
     assert labels["io.pygent.image"] == "python"
     assert images.resolve_image("python") == python_image

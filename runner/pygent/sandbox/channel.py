@@ -9,6 +9,7 @@ command, so a sandbox costs no thread and almost no memory while idle.
 from __future__ import annotations
 
 import json
+import marshal
 import socket
 import struct
 import threading
@@ -128,6 +129,11 @@ class Channel:
         if kind != proto.HELLO:
             raise ChannelBroken(f"unexpected first frame {kind!r} from the sandbox server")
         self.hello = json.loads(payload)
+        if not isinstance(self.hello, dict) or self.hello.get("protocol") != proto.PROTOCOL:
+            raise ChannelBroken(
+                f"the image's command server speaks protocol {self.hello.get('protocol') if isinstance(self.hello, dict) else '?'}, "
+                f"this pygent speaks {proto.PROTOCOL}: rebuild the image (pygent-runner images build)"
+            )
         return self.hello
 
     # -- commands -----------------------------------------------------------
@@ -144,7 +150,7 @@ class Channel:
             cid = self.next_id
             self.next_id += 1
             spec = dict(spec, stdin=stdin is not None, stream=on_stdout is not None or on_stderr is not None)
-            self.send(proto.RUN, cid, json.dumps(spec).encode())
+            self.send(proto.RUN, cid, marshal.dumps(spec, 4))
             feeder = self._feed_stdin(cid, stdin) if stdin is not None else None
             timeout = spec.get("timeout")
             deadline = None if timeout is None else time.monotonic() + float(timeout) + GRACE
