@@ -72,10 +72,18 @@ class PrivateEngine:
         if dockerd is None or os.geteuid() != 0:
             pytest.fail("engine fault tests need root and dockerd (run `make engine`)")
         runsc = shutil.which("runsc")
+        # A crun the engine registers but cannot run (as on a hybrid cgroup layout crun
+        # refuses): sandboxes must fall back to the engine's default runtime.
+        broken_crun = self.root / "broken-crun"
+        broken_crun.write_text("#!/bin/sh\necho 'crun: cannot run containers here' >&2\nexit 1\n")
+        broken_crun.chmod(0o755)
+        config = self.root / "daemon.json"  # not the main engine's /etc/docker/daemon.json
+        config.write_text("{}")
         cmd = [
             dockerd, "-H", self.host, "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "docker.pid"), "--bridge", BRIDGE, "--iptables=false", "--ip-masq=false",
             "--ip-forward=false",
+            "--config-file", str(config), "--add-runtime", f"crun={broken_crun}",
         ] + (["--add-runtime", f"runsc={runsc}"] if runsc else [])
         self.log = open(self.root / "dockerd.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True)
@@ -173,6 +181,33 @@ def test_engine_killed_while_a_command_runs_then_back_and_gc_leaves_nothing(engi
     deadline = time.monotonic() + 20
     while engine2.containers() and time.monotonic() < deadline:
         time.sleep(0.5)
+    assert engine2.containers() == []
+
+
+SCRIPT_RUNTIME = """
+import json, docker
+from pygent.sandbox import open_sandbox
+from pygent.sandbox import docker as backend
+api = docker.from_env().api
+runtimes, outs = [], []
+for _ in range(2):
+    with open_sandbox("python", pool=False) as sb:
+        outs.append(sb.exec("echo hi").stdout.decode().strip())
+        runtimes.append(api.inspect_container(sb.id)["HostConfig"]["Runtime"])
+print(json.dumps({"runtimes": runtimes, "outs": outs, "crun_given_up": backend._preferred_broken}))
+"""
+
+
+def test_a_registered_crun_that_cannot_run_falls_back_to_the_default_runtime(engine2):
+    if engine2.proc is None or engine2.proc.poll() is not None:
+        engine2.start()
+    result = _run(SCRIPT_RUNTIME, engine2.env())
+    assert result["outs"] == ["hi", "hi"], result
+    assert result["runtimes"] == ["runc", "runc"], result
+    assert result["crun_given_up"] is True, result  # the second sandbox did not try crun again
+    deadline = time.monotonic() + 15
+    while engine2.containers() and time.monotonic() < deadline:
+        time.sleep(0.3)
     assert engine2.containers() == []
 
 

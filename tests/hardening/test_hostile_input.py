@@ -987,3 +987,32 @@ def test_exec_tiny_cpus_never_means_unlimited(cpus):
         assert quota not in (b"-1", b"max"), f"--cpus {cpus} ran with NO cpu limit (quota {quota!r})"
     else:
         assert code == 125, (code, err)
+
+
+# The in-container server writes its reports with its own small JSON encoder (the json
+# module costs ~7 ms at every sandbox start); whatever a command leaves as its working
+# directory (any text, lone surrogates included) must reach the host intact.
+_ANY_TEXT = st.text(st.characters(blacklist_categories=[]))  # surrogates too
+_REPORT_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), _ANY_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_REPORT_VALUES)
+def test_server_reports_are_json_the_host_reads_back_exactly(value):
+    from pygent.sandbox import server
+
+    text = server.to_json(value)
+    assert text.isascii()
+    assert json.loads(text) == value
+
+
+def test_server_reports_refuse_values_json_cannot_carry():
+    from pygent.sandbox import server
+
+    assert json.loads(server.to_json({"d": float("inf"), "n": float("nan")})) == {"d": None, "n": None}
+    with pytest.raises(TypeError):
+        server.to_json({"x": object()})
