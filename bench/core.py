@@ -368,7 +368,12 @@ def docker_info() -> dict[str, Any]:
             ncpu=info.get("NCPU"),
             mem_total_mb=(info.get("MemTotal") or 0) // (1 << 20),
             containers_running_at_start=info.get("ContainersRunning"),
+            data_root=info.get("DockerRootDir"),
         )
+        from pygent.sandbox import default_policy
+        from pygent.sandbox.docker import chosen_runtime
+
+        out["sandbox_runtime"] = chosen_runtime(default_policy(), client) or info.get("DefaultRuntime")
     except Exception as exc:  # the sections will report the engine problem themselves
         out["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return out

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.print(
             f"docker engine {d['server_version']} (API {d['api_version']}, CLI {d['cli_version']}), "
-            f"{d['storage_driver']}, cgroup v{d['cgroup_version']}, runtime {d['default_runtime']}; "
+            f"{d['storage_driver']}, cgroup v{d['cgroup_version']}, engine default runtime {d['default_runtime']}, sandboxes on {d.get('sandbox_runtime')}, root {d.get('data_root')}; "
             f"settings {report['settings']}"
         )
     preflight = _preflight(console)
