@@ -77,8 +77,9 @@ def chosen_runtime(policy: SandboxPolicy, client: "docker.DockerClient") -> str 
     """The policy's runtime; without one, crun when the engine has it, else the engine's default.
 
     Why crun: a container start costs the engine ~25% less CPU with crun than with
-    runc here (`make bench`, lifecycle section), which is what bounds how many
-    sandboxes a second a 2-core machine can start. Same OCI spec, same hardening.
+    runc here (create/start/remove, 8 threads: 16 -> 20 a second; `make bench`'s
+    tasks section runs docker run with and without it), and engine CPU is what
+    bounds sandboxes a second on a 2-core machine. Same OCI spec, same hardening.
     """
     if policy.runtime:
         return policy.runtime
@@ -590,7 +591,7 @@ def _force_remove(cid: str) -> None:
     except Exception as exc:
         text = str(exc)
         if "already in progress" in text:
-            _wait_removed(cid)
+            _removed_within(cid, 10.0)  # still there after that: gc reclaims it by label later
             return
         if "No such container" in text or "404" in text:
             return
@@ -616,11 +617,6 @@ def _removed_within(cid: str, timeout: float) -> bool:
         return True
     except Exception:
         return False
-
-
-def _wait_removed(cid: str, timeout: float = 10.0) -> None:
-    """The engine is already removing it (auto-remove): return once it is really gone."""
-    _removed_within(cid, timeout)  # still there after that: gc reclaims it by label later
 
 
 def _map_error(exc: BaseException, image: str, path: str | None = None) -> BaseException:
