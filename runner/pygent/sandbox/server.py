@@ -279,20 +279,24 @@ class Command:
         cwd_r, cwd_w = os.pipe()
         self.cwd_r = cwd_r
         ours = [cwd_w]  # the child's ends, closed here once it runs
+        mine = []  # our ends, closed again if the command cannot start
         try:
+            stdin = None
             if spec.get("stdin"):
                 in_r, in_w = os.pipe()
                 ours.append(in_r)
                 stdin = Pipe(in_w)
+                mine.append(stdin)
             else:
                 in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 ours.append(in_r)
-                stdin = None
             out_r, out_w = os.pipe()
             ours.append(out_w)
+            mine.append(Pipe(out_r))
             err_r, err_w = os.pipe()
             ours.append(err_w)
-            self.proc = Proc(stdin, Pipe(out_r), Pipe(err_r))
+            mine.append(Pipe(err_r))
+            self.proc = Proc(stdin, mine[-2], mine[-1])
             self.proc.pid = spawn(
                 ["/bin/bash", "-c", shell_prefix(CWD_FD) + spec["cmd"]],
                 env,
@@ -301,7 +305,7 @@ class Command:
             )
         except BaseException:
             os.close(cwd_r)
-            for pipe in getattr(self, "proc", Proc(None, None, None)).pipes():
+            for pipe in mine:
                 pipe.close()
             raise
         finally:
