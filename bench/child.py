@@ -18,14 +18,9 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any, Callable
 
-
-def status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+from .core import proc_status as status
 
 
 def reset_peak() -> bool:
@@ -48,6 +43,28 @@ def _cmd(nbytes: int) -> str:
     return f"head -c {nbytes} /dev/zero"
 
 
+def _measure(run: Callable[[], Any], summarize: Callable[[Any], dict], repeats: int) -> dict:
+    """Time `run` `repeats` times in an RSS window; what `summarize` takes from the last result.
+
+    Results are dropped before the next run and before RSS is read again, so the
+    figures show what the way of running keeps, not what this loop holds.
+    """
+    gc.collect()
+    before = status("VmRSS")
+    peak_ok = reset_peak()
+    times, summary = [], {}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = run()
+        times.append((time.perf_counter() - t) * 1e3)
+        summary = summarize(result)
+        del result
+    return {
+        "times_ms": times, "rss_before_kb": before, "rss_after_kb": status("VmRSS"),
+        "peak_kb": status("VmHWM") if peak_ok else None, **summary,
+    }
+
+
 def output(image: str, nbytes: int, repeats: int) -> dict:
     from pygent.sandbox import open_sandbox
     from pygent.sandbox.result import cut_marker
@@ -56,26 +73,15 @@ def output(image: str, nbytes: int, repeats: int) -> dict:
     try:
         sb.exec("true")
         sb.exec(_cmd(1 << 20))  # warm every buffer once
-        gc.collect()
-        before = status("VmRSS")
-        peak_ok = reset_peak()
-        times, results = [], []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            r = sb.exec(_cmd(nbytes))
-            times.append((time.perf_counter() - t) * 1e3)
-            results.append((r.exit_code, len(r.stdout), r.stdout_truncated, r.timed_out))
-            del r
-        after = status("VmRSS")
-        peak = status("VmHWM")
-        code, kept, cut, timed_out = results[-1]
-        return {
-            "times_ms": times, "rss_before_kb": before, "rss_after_kb": after,
-            "peak_kb": peak if peak_ok else None, "exit_code": code, "kept_bytes": kept,
-            "truncated_bytes": cut, "timed_out": timed_out,
-            "complete": kept - (len(cut_marker(cut)) if cut else 0) + cut == nbytes,
-            "max_output": sb.policy.max_output,
-        }
+
+        def summarize(r: Any) -> dict:
+            cut = r.stdout_truncated
+            return {
+                "exit_code": r.exit_code, "kept_bytes": len(r.stdout), "truncated_bytes": cut, "timed_out": r.timed_out,
+                "complete": len(r.stdout) - (len(cut_marker(cut)) if cut else 0) + cut == nbytes,
+            }
+
+        return {**_measure(lambda: sb.exec(_cmd(nbytes)), summarize, repeats), "max_output": sb.policy.max_output}
     finally:
         sb.close()
 
@@ -88,42 +94,24 @@ def exec_run(nbytes: int, repeats: int) -> dict:
     try:
         container = get_client().containers.get(sb.id)
         container.exec_run(["head", "-c", str(1 << 20), "/dev/zero"], demux=True)
-        gc.collect()
-        before = status("VmRSS")
-        peak_ok = reset_peak()
-        times = []
-        got = 0
-        for _ in range(repeats):
-            t = time.perf_counter()
-            res = container.exec_run(["head", "-c", str(nbytes), "/dev/zero"], demux=True)
-            times.append((time.perf_counter() - t) * 1e3)
-            got = len(res.output[0] or b"")
-            del res
-        return {
-            "times_ms": times, "rss_before_kb": before, "rss_after_kb": status("VmRSS"),
-            "peak_kb": status("VmHWM") if peak_ok else None, "kept_bytes": got, "complete": got == nbytes,
-        }
+        return _measure(
+            lambda: container.exec_run(["head", "-c", str(nbytes), "/dev/zero"], demux=True),
+            lambda res: _kept(len(res.output[0] or b""), nbytes), repeats,
+        )
     finally:
         sb.close()
 
 
 def host(nbytes: int, repeats: int) -> dict:
     subprocess.run(["head", "-c", str(1 << 20), "/dev/zero"], capture_output=True)
-    gc.collect()
-    before = status("VmRSS")
-    peak_ok = reset_peak()
-    times = []
-    got = 0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        res = subprocess.run(["bash", "-c", _cmd(nbytes)], capture_output=True)
-        times.append((time.perf_counter() - t) * 1e3)
-        got = len(res.stdout)
-        del res
-    return {
-        "times_ms": times, "rss_before_kb": before, "rss_after_kb": status("VmRSS"),
-        "peak_kb": status("VmHWM") if peak_ok else None, "kept_bytes": got, "complete": got == nbytes,
-    }
+    return _measure(
+        lambda: subprocess.run(["bash", "-c", _cmd(nbytes)], capture_output=True),
+        lambda res: _kept(len(res.stdout), nbytes), repeats,
+    )
+
+
+def _kept(got: int, nbytes: int) -> dict:
+    return {"kept_bytes": got, "complete": got == nbytes}
 
 
 def memory(image: str, count: int) -> dict:
