@@ -125,17 +125,23 @@ def shell_prefix(cwd_fd):
     )
 
 
-def oom_kills():
-    """OOM kills counted by this container's memory cgroup (v2 or v1), or None."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+def cgroup_counter(paths, name):
+    """The counter `name` in the first readable of these cgroup files (v2 first, then v1), or None."""
+    prefix = name + " "
+    for path in paths:
         try:
             with open(path) as f:
                 for line in f:
-                    if line.startswith("oom_kill "):
+                    if line.startswith(prefix):
                         return int(line.split()[1])
-        except OSError:
+        except (OSError, ValueError):
             continue
     return None
+
+
+def oom_kills():
+    """OOM kills counted by this container's memory cgroup, or None."""
+    return cgroup_counter(("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill")
 
 
 def pids_usage():
@@ -154,15 +160,7 @@ def pids_usage():
 
 def pids_limit_hits():
     """How many forks failed at this container's pids limit so far (pids.events), or None."""
-    for path in ("/sys/fs/cgroup/pids.events", "/sys/fs/cgroup/pids/pids.events"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith("max "):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            continue
-    return None
+    return cgroup_counter(("/sys/fs/cgroup/pids.events", "/sys/fs/cgroup/pids/pids.events"), "max")
 
 
 def near_pids_limit():
