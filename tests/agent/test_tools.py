@@ -196,17 +196,22 @@ def test_default_timeout_comes_from_settings(monkeypatch):
 # ---- file tools act inside the sandbox ----------------------------------------------------------
 
 
+def _tool_results(model, agents, steps: int) -> dict[str, str]:
+    """Run an agent on `model` for `steps` steps; each tool result by its call id."""
+    ag = Agent(model=model)
+    agents.append(ag)
+    for _ in range(steps):
+        ag.step(None)
+    return {m["tool_call_id"]: m["content"] for m in ag.history if m["role"] == "tool"}
+
+
 def test_write_file_then_cat_via_bash_and_read_file(agents):
     model = Script(
         say(call("write_file", {"path": "notes/todo.txt", "content": "line1\nline2\n"}, id="w")),
         say(call("bash", {"cmd": "cat /workspace/notes/todo.txt; stat -c %U notes/todo.txt"}, id="b")),
         say(call("read_file", {"path": "/workspace/notes/todo.txt"}, id="r")),
     )
-    ag = Agent(model=model)
-    agents.append(ag)
-    for _ in range(3):
-        ag.step(None)
-    results = {m["tool_call_id"]: m["content"] for m in ag.history if m["role"] == "tool"}
+    results = _tool_results(model, agents, steps=3)
     assert results["w"] == "Wrote 12 bytes to /workspace/notes/todo.txt"
     assert results["b"] == "exit code: 0\nstdout:\nline1\nline2\nsandbox"
     assert results["r"] == "line1\nline2\n"
@@ -220,11 +225,7 @@ def test_read_file_of_a_symlink_resolves_in_the_container(agents):
         say(call("read_file", {"path": "deep"}, id="d")),
         say(call("read_file", {"path": "../../etc/passwd"}, id="p")),
     )
-    ag = Agent(model=model)
-    agents.append(ag)
-    for _ in range(4):
-        ag.step(None)
-    results = {m["tool_call_id"]: m["content"] for m in ag.history if m["role"] == "tool"}
+    results = _tool_results(model, agents, steps=4)
     for key in ("l", "d", "p"):
         content = results[key]
         assert "sandbox:x:1000:1000" in content, content
