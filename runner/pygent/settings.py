@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ConfigError
+from .settings_key import settings_key as _cache_key
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -60,17 +61,6 @@ class Settings(BaseSettings):
 
 
 _cache: dict[tuple, Settings] = {}
-
-
-def _cache_key() -> tuple:
-    """What settings depend on: our variables, the current directory, the toml file's mtime."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(("PYGENT_", "OPENAI_"))))
-    toml = os.environ.get("PYGENT_CONFIG") or "pygent.toml"
-    try:
-        mtime = os.stat(toml).st_mtime_ns
-    except OSError:
-        mtime = None
-    return env, os.getcwd(), mtime
 
 
 def get_settings(**overrides: Any) -> Settings:

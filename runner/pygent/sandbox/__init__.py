@@ -7,11 +7,28 @@
 
 from __future__ import annotations
 
-from .base import Sandbox
-from .policy import Mount, SandboxPolicy
-from .result import ExecResult
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "open_sandbox"]
+if TYPE_CHECKING:
+    from .base import Sandbox
+    from .policy import Mount, SandboxPolicy
+    from .result import ExecResult
+
+__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "open_sandbox", "default_policy"]
+
+# Imported on first use (PEP 562): `pygent-runner exec` reaches pygent.sandbox.channel
+# and must not pay for pydantic (the policy) on its fast path.
+_LAZY = {"Sandbox": ".base", "Mount": ".policy", "SandboxPolicy": ".policy", "ExecResult": ".result"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, *, pool: bool = True) -> Sandbox:
@@ -35,6 +52,7 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
 def default_policy(**overrides: object) -> SandboxPolicy:
     """The strict policy, with the limits users set in settings (timeouts, output cap, runtime)."""
     from ..settings import get_settings
+    from .policy import SandboxPolicy
 
     s = get_settings()
     values: dict[str, object] = {"timeout": s.pygent_command_timeout, "max_output": s.pygent_max_output}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import math
 import socket
 import struct
 import threading
@@ -24,6 +25,22 @@ _DOCKER_HEADER = struct.Struct(">BxxxI")
 _RECV = 1 << 18
 #: Seconds past a command's own timeout before we decide the sandbox (or engine) is gone.
 GRACE = 15.0
+
+
+def command_spec(cmd: str, timeout: float, env: dict[str, str] | None, workdir: str | None, max_output: int) -> dict:
+    """The server's run request for one command, checked (raises SandboxError). timeout: math.inf = none."""
+    if not isinstance(cmd, str) or "\0" in cmd:
+        raise SandboxError("the command must be a string without NUL bytes")
+    timeout = float(timeout)
+    if not timeout > 0:  # also refuses NaN
+        raise SandboxError("timeout must be positive (math.inf for no limit)")
+    return {
+        "cmd": cmd,
+        "timeout": None if math.isinf(timeout) else timeout,
+        "env": {str(k): str(v) for k, v in (env or {}).items()},
+        "cwd": workdir,
+        "max_output": max_output,
+    }
 
 
 class ChannelBroken(SandboxError):

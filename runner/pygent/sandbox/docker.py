@@ -7,7 +7,6 @@ same guarantees enforced from the host (slower: ~50 ms a call).
 
 from __future__ import annotations
 
-import math
 import posixpath
 import queue
 import shlex
@@ -26,7 +25,7 @@ from ..errors import (
 )
 from . import lifecycle
 from .base import OutputCallback, Sandbox
-from .channel import GRACE, Channel, ChannelBroken, DockerStream
+from .channel import GRACE, Channel, ChannelBroken, DockerStream, command_spec
 from .engine import get_client, is_engine_error
 from .policy import SandboxPolicy
 from .result import SIGKILL_EXIT_CODE, TIMEOUT_EXIT_CODE, ExecResult, HeadTail
@@ -161,6 +160,10 @@ class DockerSandbox(Sandbox):
         self._closed = False
         self._close_lock = threading.Lock()
         self._cwd = "/workspace"
+        #: The engine's create body and API version this sandbox was started with, so
+        #: `pygent-runner exec` can start the next one without docker-py (quickstart.py).
+        self.create_config: dict | None = None
+        self.api_version: str | None = None
         lifecycle.track(self)
 
     # -- creation -----------------------------------------------------------
@@ -212,7 +215,8 @@ class DockerSandbox(Sandbox):
         cid = None
         channel = None
         try:
-            cid = api.create_container(host_config=api.create_host_config(**host), name=name, **create)["Id"]
+            config = api.create_container_config(host_config=api.create_host_config(**host), **create)
+            cid = api.create_container_from_config(config, name)["Id"]
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             channel = Channel(getattr(sock, "_sock", sock), holder=sock)
             api.start(cid)
@@ -227,6 +231,8 @@ class DockerSandbox(Sandbox):
                 pass  # the original error is the one to report; gc reclaims by label
             raise _map_error(exc, tag) from None
         sandbox = cls(cid, tag, policy, channel, create["hostname"])
+        sandbox.create_config = dict(config)
+        sandbox.api_version = api._version
         if not server:
             # Plain-exec images: the channel only holds stdin open (owner-death net); commands use exec.
             sandbox._plain = True
@@ -249,65 +255,20 @@ class DockerSandbox(Sandbox):
     ) -> ExecResult:
         if self._closed:
             raise SandboxClosed(f"sandbox {self.id[:12]} is closed; create a new one")
-        if not isinstance(cmd, str) or "\0" in cmd:
-            raise SandboxError("the command must be a string without NUL bytes")
-        timeout = self.policy.timeout if timeout is None else float(timeout)
-        if not timeout > 0:  # also refuses NaN
-            raise SandboxError("timeout must be positive (math.inf for no limit)")
-        limit = None if math.isinf(timeout) else timeout
-        cap = max_output or self.policy.max_output
-        env = {str(k): str(v) for k, v in (env or {}).items()}
+        spec = command_spec(cmd, self.policy.timeout if timeout is None else timeout, env, workdir, max_output or self.policy.max_output)
         if self._plain:
-            return self._exec_plain(cmd, limit, env, workdir, stdin, cap, on_stdout, on_stderr)
-        spec = {"cmd": cmd, "timeout": limit, "env": env, "cwd": workdir, "max_output": cap}
+            return self._exec_plain(cmd, spec["timeout"], spec["env"], workdir, stdin, spec["max_output"], on_stdout, on_stderr)
         started, wall = time.monotonic(), time.time()
         try:
             return self._channel.run(spec, stdin, on_stdout, on_stderr)  # type: ignore[union-attr]
         except ChannelBroken as exc:
-            if self._oom_since(wall):
-                return self._sandbox_oom_result(time.monotonic() - started)
-            raise self._broken(exc) from None
+            return after_broken_stream(self.id, self.policy.memory, exc, started, wall, self._cwd)
 
     def _oom_since(self, wall: float) -> bool:
-        """Did the engine report an OOM kill in this container since `wall` (epoch seconds)?
-
-        Why the event log: on cgroup v1 (docker 20.10) State.OOMKilled stays false
-        while the container runs, so a killed command was reported as a plain 137;
-        and under gVisor the host kills the whole sandbox, so nothing inside can tell.
-        The 'oom' event may trail the command's end by a moment: look a few times.
-        """
-        try:
-            api = get_client().api
-            for attempt in range(6):
-                events = api.events(
-                    since=f"{wall:.6f}", until=f"{time.time():.6f}", filters={"container": self.id, "event": "oom"}, decode=True
-                )
-                if any(True for _ in events):
-                    return True
-                if attempt < 5:
-                    time.sleep(0.05)
-        except Exception:
-            pass
-        return False
+        return oom_event_since(self.id, wall)
 
     def _sandbox_oom_result(self, duration: float) -> ExecResult:
-        """The command used more memory than the limit and the engine killed the whole sandbox (gVisor)."""
-        note = (
-            f"[pygent] out of memory (limit {self.policy.memory}): the engine killed the whole sandbox "
-            f"{self.id[:12]}; create a new one\n"
-        ).encode()
-        return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=duration, oom_killed=True, cwd=self._cwd)
-
-    def _broken(self, exc: Exception) -> SandboxError:
-        """Tell an engine outage apart from a dead container, for a message that says what to do."""
-        try:
-            get_client().api.ping()
-        except Exception:
-            from .engine import reset_client
-
-            reset_client()
-            return EngineUnavailable(f"lost the engine while using sandbox {self.id[:12]}")
-        return SandboxError(f"sandbox {self.id[:12]} is gone ({exc}); create a new one")
+        return _sandbox_oom_result(self.id, self.policy.memory, duration, self._cwd)
 
     def _exec_plain(
         self,
@@ -543,6 +504,59 @@ class _CwdRecord:
     def flush(self) -> bytes:
         rest, self.pending = self.pending, b""
         return rest
+
+
+def after_broken_stream(cid: str, memory: str, exc: Exception, started: float, wall: float, cwd: str) -> ExecResult:
+    """A command's stream broke: the whole-sandbox OOM result (gVisor), else raise what happened.
+
+    Shared with the exec fast path (quickstart.py), which has no DockerSandbox.
+    """
+    if oom_event_since(cid, wall):
+        return _sandbox_oom_result(cid, memory, time.monotonic() - started, cwd)
+    raise _broken(cid, exc) from None
+
+
+def oom_event_since(cid: str, wall: float) -> bool:
+    """Did the engine report an OOM kill in this container since `wall` (epoch seconds)?
+
+    Why the event log: on cgroup v1 (docker 20.10) State.OOMKilled stays false
+    while the container runs, so a killed command was reported as a plain 137;
+    and under gVisor the host kills the whole sandbox, so nothing inside can tell.
+    The 'oom' event may trail the command's end by a moment: look a few times.
+    """
+    try:
+        api = get_client().api
+        for attempt in range(6):
+            events = api.events(
+                since=f"{wall:.6f}", until=f"{time.time():.6f}", filters={"container": cid, "event": "oom"}, decode=True
+            )
+            if any(True for _ in events):
+                return True
+            if attempt < 5:
+                time.sleep(0.05)
+    except Exception:
+        pass
+    return False
+
+
+def _sandbox_oom_result(cid: str, memory: str, duration: float, cwd: str) -> ExecResult:
+    """The command used more memory than the limit and the engine killed the whole sandbox (gVisor)."""
+    note = (
+        f"[pygent] out of memory (limit {memory}): the engine killed the whole sandbox {cid[:12]}; create a new one\n"
+    ).encode()
+    return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=duration, oom_killed=True, cwd=cwd)
+
+
+def _broken(cid: str, exc: Exception) -> SandboxError:
+    """Tell an engine outage apart from a dead container, for a message that says what to do."""
+    try:
+        get_client().api.ping()
+    except Exception:
+        from .engine import reset_client
+
+        reset_client()
+        return EngineUnavailable(f"lost the engine while using sandbox {cid[:12]}")
+    return SandboxError(f"sandbox {cid[:12]} is gone ({exc}); create a new one")
 
 
 _reaper: "queue.Queue[DockerSandbox] | None" = None
