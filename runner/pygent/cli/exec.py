@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from .common import EXIT_OOM, EXIT_OK, EXIT_PIPE, EXIT_SANDBOX, EXIT_TIMEOUT, PROG, report
 
@@ -376,15 +376,19 @@ def run(argv: list[str]) -> int:
     return code
 
 
-def _run(opts: Options, keep: Callable[["Sandbox"], None]) -> int:
+def _run(opts: Options, keep: Callable[[Any], None]) -> int:
     from ..errors import PygentError
 
     command = opts.command[0] if len(opts.command) == 1 else _join(opts.command)
     try:
-        policy = build_policy(opts)
-        from ..sandbox import open_sandbox
+        sandbox, memory = _quick_sandbox(opts)
+        policy = None
+        if sandbox is None:
+            policy = build_policy(opts)
+            from ..sandbox import open_sandbox
 
-        sandbox = open_sandbox(opts.image, policy, pool=False)
+            sandbox = open_sandbox(opts.image, policy, pool=False)
+            memory = policy.memory
         keep(sandbox)
         result = sandbox.exec(
             command,
@@ -395,6 +399,10 @@ def _run(opts: Options, keep: Callable[["Sandbox"], None]) -> int:
             on_stdout=_writer(sys.stdout, fatal=True),
             on_stderr=_writer(sys.stderr, fatal=False),
         )
+        if policy is not None:
+            from . import exec_cache
+
+            exec_cache.store(opts, sandbox, policy, opts.image)
     except UsageError as exc:
         report(exc)
         return EXIT_SANDBOX
@@ -410,9 +418,27 @@ def _run(opts: Options, keep: Callable[["Sandbox"], None]) -> int:
     if result.timed_out:
         return EXIT_TIMEOUT
     if result.oom_killed:
-        report(f"the command was killed: out of memory (limit {policy.memory}; raise it with --memory)")
+        report(f"the command was killed: out of memory (limit {memory}; raise it with --memory)")
         return EXIT_OOM
     return result.exit_code
+
+
+def _quick_sandbox(opts: Options) -> tuple[Any, str | None]:
+    """(a sandbox started from what an earlier run remembered, its memory limit), or (None, None).
+
+    The fast path (no pydantic, no docker-py): see cli/exec_cache.py and sandbox/quickstart.py.
+    """
+    from . import exec_cache
+
+    entry = exec_cache.load(opts)
+    if entry is None:
+        return None, None
+    from ..sandbox.quickstart import QuickSandbox, QuickStartUnavailable
+
+    try:
+        return QuickSandbox.start(entry), entry["memory"]
+    except QuickStartUnavailable:
+        return None, None
 
 
 def _join(args: list[str]) -> str:
