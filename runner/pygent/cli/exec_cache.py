@@ -109,4 +109,4 @@ def _image_context(image: str | None) -> list[Path]:
     name = image or get_settings().pygent_image
     if name not in images.bundled_names():
         return []
-    return [path for _, path in images._context_files(name)]
+    return images.context_paths(name)

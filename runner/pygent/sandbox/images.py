@@ -128,6 +128,11 @@ def _context_files(name: str) -> list[tuple[str, Path]]:
     return sorted(files.items())
 
 
+def context_paths(name: str) -> list[Path]:
+    """The files NAME's build context is made of (editing one changes NAME's tag)."""
+    return [path for _, path in _context_files(name)]
+
+
 def context_hash(name: str) -> str:
     """First 12 hex chars of a sha256 over NAME's context (paths, modes, bytes)."""
     h = hashlib.sha256()
