@@ -221,17 +221,18 @@ def test_fork_bomb_is_contained(image, runtime, docker_client):
     sb = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
     try:
         start = time.monotonic()
-        r = sb.exec(":(){ :|:& };:", timeout=5)
-        assert time.monotonic() - start < 20
-        assert r.exit_code is not None
-        time.sleep(1)  # let it hit the pids limit
         try:
+            r = sb.exec(":(){ :|:& };:", timeout=5)
+            assert time.monotonic() - start < 20
+            assert r.exit_code is not None
+            time.sleep(1)  # let it hit the pids limit
             after = sb.exec("echo ok", timeout=20)
         except SandboxError as exc:
             # gVisor runs every sandboxed process on host threads of its own, so at the
             # pids limit the whole sandbox dies: that must be reported, never hang.
             assert runtime == "runsc", f"under runc the sandbox must survive a fork bomb: {exc}"
             assert "gone" in str(exc) or "container" in str(exc), exc
+            assert time.monotonic() - start < 40
         else:
             assert after.exit_code == 0 and after.stdout == b"ok\n", after
             assert b"process limit" in after.stderr or runtime == "runsc", after
