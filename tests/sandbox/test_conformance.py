@@ -318,3 +318,22 @@ def test_context_manager_closes(combo, docker_client):
     assert not container_exists(docker_client.api, sb.id)
     with pytest.raises(SandboxClosed):
         sb.exec("true")
+
+
+def test_export_tree_of_an_empty_and_a_full_directory_matches_tar():
+    """A task's workspace snapshot: an empty directory is described by the server (no
+    process started), a full one packed by tar; both read back as tar itself packs them."""
+    import io
+    import tarfile
+
+    def members(raw: bytes) -> list[tuple]:
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            return [(m.name, m.type, m.mode, m.uid, m.gid, m.size) for m in tar.getmembers()]
+
+    with open_sandbox("python", SandboxPolicy(timeout=30), pool=False) as sb:
+        sb.exec("mkdir -p /tmp/empty /tmp/full && echo data > /tmp/full/f && chmod 700 /tmp/empty")
+        for path in ("/tmp/empty", "/tmp/full"):
+            parent, name = path.rsplit("/", 1)
+            by_tar = sb.exec(f"tar -C {parent} -cf - {name}", timeout=30).stdout
+            assert members(sb.export_tree(path)) == members(by_tar), path
+        assert members(sb.export_tree("/tmp/empty"))[0][:3] == ("empty", tarfile.DIRTYPE, 0o700)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import marshal
 import math
+import os
 import socket
 import struct
 import threading
@@ -208,6 +209,20 @@ class Channel:
                 if feeder is not None:
                     # An iterable (host stdin) may never end: the command has, so don't wait on it.
                     feeder.join(timeout=0.05)
+
+    def look(self, path: str, timeout: float = 30.0) -> dict:
+        """The server's look at a directory: {"empty", "mode", "uid", "gid", "mtime"} or {"error"}."""
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.send(proto.LOOK, cid, os.fsencode(path))
+            deadline = time.monotonic() + timeout
+            while True:
+                kind, fcid, payload = self.read_frame(deadline)
+                if fcid == cid and kind == proto.LOOKED:
+                    return json.loads(payload)
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

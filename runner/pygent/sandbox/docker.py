@@ -410,6 +410,12 @@ class DockerSandbox(Sandbox):
         if self._plain:
             return self.get_archive(path, max_bytes)
         parent, name = posixpath.split(self.absolute(path).rstrip("/") or "/")
+        try:
+            seen = self._channel.look(posixpath.join(parent, name))  # type: ignore[union-attr]
+        except ChannelBroken as exc:
+            raise _broken(self.id, exc) from None
+        if seen.get("empty"):  # nothing to pack: no process started in the sandbox
+            return _empty_dir_tar(name, seen)
         buf = bytearray()
 
         def take(chunk: bytes) -> None:
@@ -504,6 +510,20 @@ class _CwdRecord:
     def flush(self) -> bytes:
         rest, self.pending = self.pending, b""
         return rest
+
+
+def _empty_dir_tar(name: str, stat: dict) -> bytes:
+    """The tar `tar -cf - NAME` makes of an empty directory NAME with this stat."""
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode, info.uid, info.gid, info.mtime = stat["mode"], stat["uid"], stat["gid"], stat["mtime"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info)
+    return buf.getvalue()
 
 
 def after_broken_stream(cid: str, memory: str, exc: Exception, started: float, wall: float, cwd: str) -> ExecResult:

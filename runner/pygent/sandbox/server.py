@@ -19,8 +19,10 @@ Stdlib only, Python >= 3.8. Imported on the host too, for `HeadTail` and the
 frame format: keep module import free of side effects.
 
 Frames, both directions: struct ">BII" (type, command id, payload length) + payload.
-  host -> server: R run (marshal spec, version 4), I stdin bytes, E stdin EOF, K kill
-  server -> host: H hello (JSON), O stdout bytes, X stderr bytes, D done (JSON), F failed to start (JSON)
+  host -> server: R run (marshal spec, version 4), I stdin bytes, E stdin EOF, K kill,
+                  L look at a directory (path bytes)
+  server -> host: H hello (JSON), O stdout bytes, X stderr bytes, D done (JSON), F failed to start (JSON),
+                  N the directory's stat and whether it is empty (JSON)
 """
 
 import _signal as signal  # the C module: `signal` imports enum (+2 ms at every start)
@@ -32,11 +34,11 @@ import sys
 import time
 
 HEADER = struct.Struct(">BII")
-RUN, STDIN, STDIN_EOF, KILL = b"R"[0], b"I"[0], b"E"[0], b"K"[0]
-HELLO, OUT, ERR, DONE, FAILED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"[0]
+RUN, STDIN, STDIN_EOF, KILL, LOOK = b"R"[0], b"I"[0], b"E"[0], b"K"[0], b"L"[0]
+HELLO, OUT, ERR, DONE, FAILED, LOOKED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"[0], b"N"[0]
 CHUNK = 65536
 MARKER_ENV = "PYGENT_CMD"
-PROTOCOL = 2  # 2: run requests are marshal, not JSON
+PROTOCOL = 3  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory)
 
 
 def cut_marker(omitted):
@@ -142,6 +144,18 @@ def cgroup_counter(paths, name):
 def oom_kills():
     """OOM kills counted by this container's memory cgroup, or None."""
     return cgroup_counter(("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill")
+
+
+def look(path):
+    """A directory's stat and whether it is empty, without starting a process: a task's
+    workspace snapshot needs no `tar` when nothing was written."""
+    try:
+        st = os.stat(path)
+        with os.scandir(path) as entries:
+            empty = next(entries, None) is None
+        return {"empty": empty, "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, "mtime": int(st.st_mtime)}
+    except OSError as exc:
+        return {"error": "%s: %s" % (type(exc).__name__, exc)}
 
 
 def pids_usage():
@@ -498,6 +512,9 @@ class Server:
             self.dispatch(kind, cid, payload)
 
     def dispatch(self, kind, cid, payload):
+        if kind == LOOK:
+            self.send_json(LOOKED, cid, look(os.fsdecode(payload)))
+            return
         if kind == RUN:
             try:
                 spec = marshal.loads(payload)
