@@ -31,6 +31,8 @@ from .result import ExecResult
 START_TIMEOUT = 30.0
 #: Seconds one engine API call may take.
 API_TIMEOUT = 60.0
+#: Seconds close() waits for the engine's auto-remove before forcing the removal.
+REMOVE_WAIT = 10.0
 
 
 class QuickStartUnavailable(Exception):
@@ -43,7 +45,9 @@ def engine_socket() -> str | None:
     return host[len("unix://"):] if host.startswith("unix://") else None
 
 
-def _request(path: str, method: str, url: str, body: Any = None, *, upgrade: bool = False) -> tuple[int, Any, bytes]:
+def _request(
+    path: str, method: str, url: str, body: Any = None, *, upgrade: bool = False, timeout: float = API_TIMEOUT
+) -> tuple[int, Any, bytes]:
     """One HTTP/1.1 request on a fresh connection: (status, socket if upgraded else None, rest).
 
     `rest` is the response body, or for an upgrade the stream bytes read past the headers.
@@ -57,7 +61,7 @@ def _request(path: str, method: str, url: str, body: Any = None, *, upgrade: boo
     )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(API_TIMEOUT)
+        sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(head.encode() + data)
         buf = b""
@@ -188,7 +192,9 @@ class QuickSandbox:
             self._channel.close()
             if wait:
                 try:
-                    status, _, _ = _request(self._path, "POST", f"/v{self._api}/containers/{self.id}/wait?condition=removed")
+                    status, _, _ = _request(
+                        self._path, "POST", f"/v{self._api}/containers/{self.id}/wait?condition=removed", timeout=REMOVE_WAIT
+                    )
                 except OSError:
                     status = 0
                 if status not in (200, 404):
