@@ -127,20 +127,15 @@ class QuickSandbox:
         config["Labels"] = lifecycle.owner_labels()
         name = f"pygent-{hostname.removeprefix('sandbox-')}-{uuid.uuid4().hex[:8]}"
         base = f"/v{entry['api']}/containers"
+        sandbox: QuickSandbox | None = None
         try:
-            status, _, body = _request(path, "POST", f"{base}/create?name={name}", config)
-        except OSError as exc:
-            raise QuickStartUnavailable(f"engine: {exc}") from None
-        except BaseException:  # interrupted: the engine may have created it; it has our name
             try:
-                _request(path, "DELETE", f"{base}/{name}?force=1&v=1")
-            except OSError:
-                pass  # gc reclaims it by label
-            raise
-        if status != 201:
-            raise QuickStartUnavailable(f"create answered {status}: {body[:200]!r}")
-        sandbox = cls(path, entry["api"], json.loads(body)["Id"], entry["memory"], entry["timeout"], entry["max_output"])
-        try:
+                status, _, body = _request(path, "POST", f"{base}/create?name={name}", config)
+            except OSError as exc:
+                raise QuickStartUnavailable(f"engine: {exc}") from None
+            if status != 201:
+                raise QuickStartUnavailable(f"create answered {status}: {body[:200]!r}")
+            sandbox = cls(path, entry["api"], json.loads(body)["Id"], entry["memory"], entry["timeout"], entry["max_output"])
             status, sock, rest = _request(path, "POST", f"{base}/{sandbox.id}/attach?stdin=1&stdout=1&stderr=1&stream=1", upgrade=True)
             if status != 101:
                 raise QuickStartUnavailable(f"attach answered {status}")
@@ -150,13 +145,20 @@ class QuickSandbox:
             if status not in (204, 304):
                 raise QuickStartUnavailable(f"start answered {status}: {body[:200]!r}")
             sandbox._channel.wait_hello(START_TIMEOUT)
-        except Exception as exc:
-            sandbox._remove()
-            raise QuickStartUnavailable(str(exc)) from None
-        except BaseException:  # interrupted: leave nothing behind, then let it through
-            sandbox._remove()
+            return sandbox
+        except BaseException as exc:
+            # Leave nothing behind, even when interrupted (Ctrl-C, SIGTERM) between the engine
+            # creating the container and its answer reaching us: it carries our name.
+            if sandbox is not None:
+                sandbox._remove()
+            else:
+                try:
+                    _request(path, "DELETE", f"{base}/{name}?force=1&v=1")
+                except OSError:
+                    pass  # gc reclaims it by label
+            if isinstance(exc, Exception) and not isinstance(exc, QuickStartUnavailable):
+                raise QuickStartUnavailable(str(exc)) from None
             raise
-        return sandbox
 
     def exec(
         self,
@@ -204,6 +206,8 @@ class QuickSandbox:
 
     def _remove(self) -> None:
         self._closed = True
+        if self._channel is not None:
+            self._channel.close()
         try:
             _request(self._path, "DELETE", f"/v{self._api}/containers/{self.id}?force=1&v=1")
         except OSError:
