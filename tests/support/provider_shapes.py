@@ -34,22 +34,28 @@ def _args(cmd: str) -> str:
     return json.dumps({"cmd": cmd})
 
 
+def _bash(cmd: str, call_id: str | None, **extra: Any) -> dict[str, Any]:
+    """A bash tool call in OpenAI's key order; ``extra`` adds the provider's own keys."""
+    return {**({"id": call_id} if call_id is not None else {}), "type": "function",
+            "function": {"name": "bash", "arguments": _args(cmd)}, **extra}
+
+
+def _usage(prompt: int, completion: int, **extra: Any) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, **extra}
+
+
+def _head(completion_id: str, model: str) -> dict[str, Any]:
+    """The top-level keys most servers put first."""
+    return {"id": completion_id, "object": "chat.completion", "created": CREATED, "model": model}
+
+
 def openai_chat(cmd: str) -> dict[str, Any]:
     """OpenAI Chat Completions API reference: the full object, with every detail field."""
     return {
-        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "gpt-4o-2024-08-06",
+        **_head("chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "gpt-4o-2024-08-06"),
         "choices": [{
             "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [{"id": "call_62136354", "type": "function", "function": {"name": "bash", "arguments": _args(cmd)}}],
-                "refusal": None,
-                "annotations": [],
-            },
+            "message": {"role": "assistant", "content": None, "tool_calls": [_bash(cmd, "call_62136354")], "refusal": None, "annotations": []},
             "logprobs": None,
             "finish_reason": "tool_calls",
         }],
@@ -78,23 +84,15 @@ def azure_openai(cmd: str) -> dict[str, Any]:
     """Azure OpenAI (REST reference): OpenAI's shape plus content-filter results per prompt and per choice."""
     filters = {k: {"filtered": False, "severity": "safe"} for k in ("hate", "self_harm", "sexual", "violence")}
     return {
-        "id": "chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "gpt-4o-2024-11-20",
+        **_head("chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn", "gpt-4o-2024-11-20"),
         "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}],
         "choices": [{
             "index": 0,
             "finish_reason": "tool_calls",
             "logprobs": None,
             "content_filter_results": {},
-            "message": {
-                "role": "assistant",
-                "content": None,
-                "refusal": None,
-                "annotations": [],
-                "tool_calls": [{"id": "call_Zc0IbgsCXsGBvNRwjVQUQGyY", "type": "function", "function": {"name": "bash", "arguments": _args(cmd)}}],
-            },
+            "message": {"role": "assistant", "content": None, "refusal": None, "annotations": [],
+                        "tool_calls": [_bash(cmd, "call_Zc0IbgsCXsGBvNRwjVQUQGyY")]},
         }],
         "usage": {"prompt_tokens": 90, "completion_tokens": 18, "total_tokens": 108,
                   "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}},
@@ -105,18 +103,14 @@ def azure_openai(cmd: str) -> dict[str, Any]:
 def vllm(cmd: str) -> dict[str, Any]:
     """vLLM's OpenAI-compatible server (--enable-auto-tool-choice): stop_reason, null reasoning, extra top-level keys."""
     return {
-        "id": "chatcmpl-5d1c6c0f8a3e4b6c9d2e1f0a7b8c9d0e",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "Qwen/Qwen2.5-7B-Instruct",
+        **_head("chatcmpl-5d1c6c0f8a3e4b6c9d2e1f0a7b8c9d0e", "Qwen/Qwen2.5-7B-Instruct"),
         "choices": [{
             "index": 0,
             "message": {
                 "role": "assistant",
                 "reasoning_content": None,
                 "content": None,
-                "tool_calls": [{"id": "chatcmpl-tool-3a25abfa70e041c8958862ab6a6550e9", "type": "function",
-                                "function": {"name": "bash", "arguments": _args(cmd)}}],
+                "tool_calls": [_bash(cmd, "chatcmpl-tool-3a25abfa70e041c8958862ab6a6550e9")],
             },
             "logprobs": None,
             "finish_reason": "tool_calls",
@@ -131,10 +125,7 @@ def vllm(cmd: str) -> dict[str, Any]:
 def vllm_reasoning(cmd: str) -> dict[str, Any]:
     """vLLM with a reasoning parser: the thinking in reasoning_content, an empty tool_calls list, finish_reason "length"."""
     return {
-        "id": "chatcmpl-9f8e7d6c5b4a39281706f5e4d3c2b1a0",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        **_head("chatcmpl-9f8e7d6c5b4a39281706f5e4d3c2b1a0", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "reasoning_content": "The user wants a greeting.", "content": "vllm says hi", "tool_calls": []},
@@ -193,52 +184,43 @@ def arguments_object(cmd: str) -> dict[str, Any]:
 def ollama(cmd: str) -> dict[str, Any]:
     """Ollama's OpenAI compatibility (/v1/chat/completions): content "", an index on each tool call, fp_ollama."""
     return {
-        "id": "chatcmpl-471",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "llama3.2",
+        **_head("chatcmpl-471", "llama3.2"),
         "system_fingerprint": "fp_ollama",
         "choices": [{
             "index": 0,
             "message": {
                 "role": "assistant",
                 "content": "",
-                "tool_calls": [{"id": "call_k3d8a2b1", "index": 0, "type": "function", "function": {"name": "bash", "arguments": _args(cmd)}}],
+                "tool_calls": [_bash(cmd, "call_k3d8a2b1", index=0)],
             },
             "finish_reason": "tool_calls",
         }],
-        "usage": {"prompt_tokens": 160, "completion_tokens": 22, "total_tokens": 182},
+        "usage": _usage(160, 22),
     }
 
 
 def ollama_thinking(cmd: str) -> dict[str, Any]:
     """Ollama with a thinking model: the thinking comes as `reasoning`."""
     return {
-        "id": "chatcmpl-872",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "qwen3:8b",
+        **_head("chatcmpl-872", "qwen3:8b"),
         "system_fingerprint": "fp_ollama",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ollama says hi", "reasoning": "Say hi."}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 30, "total_tokens": 41},
+        "usage": _usage(11, 30),
     }
 
 
 def lm_studio(cmd: str) -> dict[str, Any]:
     """LM Studio's OpenAI-compatible server: numeric-string tool call ids, `stats`, the model as fingerprint."""
     return {
-        "id": "chatcmpl-gb1t1uqzefudice8ntxd9i",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "qwen2.5-7b-instruct",
+        **_head("chatcmpl-gb1t1uqzefudice8ntxd9i", "qwen2.5-7b-instruct"),
         "choices": [{
             "index": 0,
             "logprobs": None,
             "finish_reason": "tool_calls",
             "message": {"role": "assistant", "content": "",
-                        "tool_calls": [{"id": "365174485", "type": "function", "function": {"name": "bash", "arguments": _args(cmd)}}]},
+                        "tool_calls": [_bash(cmd, "365174485")]},
         }],
-        "usage": {"prompt_tokens": 247, "completion_tokens": 26, "total_tokens": 273},
+        "usage": _usage(247, 26),
         "stats": {},
         "system_fingerprint": "qwen2.5-7b-instruct",
     }
@@ -259,8 +241,7 @@ def hosted_router(cmd: str) -> dict[str, Any]:
             "index": 0,
             "message": {
                 "role": "assistant", "content": "", "refusal": None, "reasoning": None,
-                "tool_calls": [{"index": 0, "id": "call_Vz3rCzF9nW2cK1eT0yQ8", "type": "function",
-                                "function": {"name": "bash", "arguments": _args(cmd)}}],
+                "tool_calls": [_bash(cmd, "call_Vz3rCzF9nW2cK1eT0yQ8", index=0)],
             },
         }],
         "usage": {"prompt_tokens": 95, "completion_tokens": 15, "total_tokens": 110, "cost": 0.0000233,
@@ -291,10 +272,7 @@ def cloud_compat(cmd: str) -> dict[str, Any]:
 def content_parts(cmd: str) -> dict[str, Any]:
     """A cloud vendor (Mistral's reasoning models) answering with content parts: thinking, then text parts."""
     return {
-        "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "magistral-medium-latest",
+        **_head("cmpl-e5cc70bb28c444948073e77776eb30ef", "magistral-medium-latest"),
         "choices": [{
             "index": 0,
             "finish_reason": "stop",
