@@ -8,6 +8,13 @@ are kept identical to what the official SDK sends for the same call.
 
 Settings (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) are read at call time, so
 changing the environment after import takes effect.
+
+Answers are parsed at least as leniently as the official SDK parses them
+(tool calls without id or type, arguments as objects, content parts,
+reasoning fields, any finish_reason, several choices: docs/providers.md);
+what a refusal means and whether it is retried is decided in
+``provider_errors``; each call's latency, attempts and usage go to
+``call_stats``.
 """
 
 from __future__ import annotations
