@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..sandbox import SandboxPolicy
     from ..sandbox.docker import DockerSandbox
-    from .exec import Options
+    from .exec_options import Options
 
 FORMAT = 1
 #: Files whose change may change the body: pygent's settings and sandbox code.
