@@ -14,9 +14,18 @@ from typing import Any
 
 @dataclass
 class StepEvent:
-    """What happened in a step, for displays (CLI) and transcripts."""
+    """What happened in a step, for displays (CLI) and transcripts.
 
-    kind: str  #: "assistant" | "tool" | "task"
+    Kinds: "model" (one model call: ``duration`` is its latency; ``data`` has
+    latency_s, attempts, retries, usage (token counts, None when the provider
+    reported none), error (None on success) and ``requests``, one
+    ``call_stats.CallRecord`` per HTTP chat completion the model made; a model
+    that makes no HTTP call has none), then "assistant", one "tool" per call,
+    and "task" for delegated tasks. New kinds may be added: displays should
+    ignore kinds they do not know.
+    """
+
+    kind: str  #: "model" | "assistant" | "tool" | "task"
     content: str | None = None
     tool: str | None = None
     arguments: str | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models, openai_compat
+from .. import call_stats, models, openai_compat
 from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
@@ -105,7 +105,13 @@ class Agent:
         if user_msg is not None:
             self.history.append({"role": "user", "content": user_msg})
         started = time.monotonic()
-        message = models.call_model(self.model, self.history, self.model_name, self.tools.schemas())
+        with call_stats.record_calls() as calls:
+            try:
+                message = models.call_model(self.model, self.history, self.model_name, self.tools.schemas())
+            except PygentError as exc:
+                self._emit(_model_event(time.monotonic() - started, calls, str(exc)))
+                raise
+        self._emit(_model_event(time.monotonic() - started, calls, None))
         self.history.append(message.to_dict())
         self._emit(StepEvent("assistant", content=message.content, duration=time.monotonic() - started,
                              data={"tool_calls": [c.function.name for c in message.tool_calls or []]}))
@@ -199,6 +205,19 @@ def _task_agents(registry: ToolRegistry) -> AgentFactory:
         return Agent(model=models.default_model(), runtime=runtime, persona=persona, task_depth=task_depth, tools=registry)
 
     return make
+
+
+def _model_event(latency: float, calls: list[call_stats.CallRecord], error: str | None) -> StepEvent:
+    """The "model" event of one model call: its latency, retries and token usage (when reported)."""
+    attempts = sum(c["attempts"] for c in calls)
+    return StepEvent("model", duration=latency, data={
+        "latency_s": round(latency, 6),
+        "attempts": attempts,
+        "retries": sum(c["retries"] for c in calls),
+        "usage": call_stats.sum_usage(calls),
+        "error": error[:500] if error else None,
+        "requests": list(calls),
+    })
 
 
 def _cleanup(runtime: Runtime, tasks: Any) -> None:
