@@ -3,7 +3,8 @@
 Why: building the body needs the policy and settings (pydantic) and docker-py,
 ~150 ms of imports per process. The body is a pure function of the options,
 our environment variables, the current directory's pygent.toml, pygent's own
-source and the bundled image's build context; so the first `exec` with a given
+source, its installed version (the METADATA file every install rewrites) and
+the bundled image's build context; so the first `exec` with a given
 configuration stores it, and the next ones start from it (sandbox/quickstart.py).
 
 Safe to lose: a missing, stale or unreadable entry only means the full path.
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ..sandbox.docker import DockerSandbox
     from .exec import Options
 
-FORMAT = 1
+FORMAT = 2
 #: Files whose change may change the body: pygent's settings and sandbox code.
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -80,6 +81,7 @@ def store(opts: "Options", sandbox: "DockerSandbox", policy: "SandboxPolicy", im
     try:
         deps = [p for p in _PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
         deps += _image_context(image)
+        deps += _package_metadata()
         entry = {
             "format": FORMAT,
             "api": sandbox.api_version,
@@ -110,3 +112,11 @@ def _image_context(image: str | None) -> list[Path]:
     if name not in images.bundled_names():
         return []
     return images.context_paths(name)
+
+
+def _package_metadata() -> list[Path]:
+    """The installed METADATA file: an upgrade (new version, new tags) drops the entry."""
+    from ..version import metadata_file
+
+    found = metadata_file()
+    return [Path(found)] if found else []

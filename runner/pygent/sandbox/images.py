@@ -1,14 +1,16 @@
 """The bundled sandbox images: where they come from, when they are (re)built, how refs resolve.
 
-Bundled images are the folders under ``<repo>/images`` (``PYGENT_IMAGES_DIR``
-overrides it): ``minimal`` (static busybox + bash, FROM scratch) and ``python``
+Bundled images are the folders under ``<repo>/images``, shipped in the wheel as
+``pygent/_images`` (``PYGENT_IMAGES_DIR`` overrides both; see images_dir()): ``minimal`` (static busybox + bash, FROM scratch) and ``python``
 (a debootstrapped Debian with python3 and git). No registry is ever used: the
 minimal image is made of two host files, the python image of a Debian base built
 with ``images/python/build-base.sh`` (debootstrap from the machine's apt mirror).
 
 Each build is tagged ``pygent/NAME:<context hash>`` and ``pygent/NAME:latest``;
-the hash covers the folder's files (plus ``server.py`` for the python image), so
-an image is rebuilt only when what it is made of changed.
+the hash covers pygent's version and the folder's files (plus ``server.py`` for
+the python image), so an image is rebuilt only when what it is made of changed.
+``pygent-runner images prune`` (sandbox/image_prune.py) removes the builds a
+change left behind.
 
 ``resolve_image`` sits on the sandbox-creation hot path: after the first call
 for a ref it is a dict lookup, with no engine call.
@@ -79,12 +81,30 @@ _servers: dict[str, str | None] = {}
 # --------------------------------------------------------------------------- layout
 
 
+#: Where the wheel puts the repository's images/ folder (pyproject.toml: force-include).
+PACKAGED_IMAGES = Path(__file__).resolve().parents[1] / "_images"
+#: The repository's images/ folder, seen from runner/pygent/sandbox/ in a checkout.
+CHECKOUT_IMAGES = Path(__file__).resolve().parents[3] / "images"
+
+
 def images_dir() -> Path:
-    """The folder holding one sub-folder per bundled image."""
+    """The folder holding one sub-folder per bundled image.
+
+    Why three places: ``PYGENT_IMAGES_DIR`` overrides; an installed wheel carries
+    its own copy (``pygent/_images``); an editable install or a source checkout
+    uses the repository's ``images/``. The checkout's folder is used only when it
+    sits next to a pyproject.toml, so an unrelated ``images/`` folder three levels
+    above an installed package is never mistaken for ours. Raises nothing: a
+    missing folder shows up as "no bundled images" where one is looked up.
+    """
     env = os.environ.get("PYGENT_IMAGES_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "images"
+    if PACKAGED_IMAGES.is_dir():
+        return PACKAGED_IMAGES
+    if CHECKOUT_IMAGES.is_dir() and (CHECKOUT_IMAGES.parent / "pyproject.toml").is_file():
+        return CHECKOUT_IMAGES
+    return PACKAGED_IMAGES
 
 
 def bundled_names() -> list[str]:
@@ -134,8 +154,16 @@ def context_paths(name: str) -> list[Path]:
 
 
 def context_hash(name: str) -> str:
-    """First 12 hex chars of a sha256 over NAME's context (paths, modes, bytes)."""
+    """First 12 hex chars of a sha256 over pygent's version and NAME's context (paths, modes, bytes).
+
+    The version is in so that an upgrade of the package gets its own builds even
+    where a context file happens to be unchanged (what the image must hold may
+    have changed with the code around it).
+    """
+    from ..version import package_version
+
     h = hashlib.sha256()
+    h.update(f"pygent-runner {package_version()}\0".encode())
     for rel, path in _context_files(name):
         data = path.read_bytes()
         h.update(rel.encode() + b"\0")
