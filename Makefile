@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 engine:
 	bash scripts/ensure-engine.sh
 
+# The build tools (static busybox/bash, debootstrap) are installed here, not by the CLI.
 images: venv engine
+	bash scripts/ensure-build-deps.sh
 	$(BIN)/pygent-runner images build
 
 demo: images

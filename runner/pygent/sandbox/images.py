@@ -1,8 +1,9 @@
 """The bundled sandbox images: where they come from, when they are (re)built, how refs resolve.
 
 Bundled images are the folders under ``<repo>/images``, shipped in the wheel as
-``pygent/_images`` (``PYGENT_IMAGES_DIR`` overrides both; see images_dir()): ``minimal`` (static busybox + bash, FROM scratch) and ``python``
-(a debootstrapped Debian with python3 and git). No registry is ever used: the
+``pygent/_images`` (``PYGENT_IMAGES_DIR`` overrides both; see images_dir()):
+``minimal`` (static busybox + bash, FROM scratch) and ``python`` (a
+debootstrapped Debian with python3 and git). No registry is ever used: the
 minimal image is made of two host files, the python image of a Debian base built
 with ``images/python/build-base.sh`` (debootstrap from the machine's apt mirror).
 
@@ -55,7 +56,7 @@ _REPO_EXTRAS: dict[str, dict[str, Path]] = {"python": {"server.py": SERVER_PY}}
 
 
 class _HostFile:
-    """A host binary copied into a build context (installed with apt-get when missing)."""
+    """A host binary copied into a build context (its Debian package is named when it is missing)."""
 
     def __init__(self, dest: str, source: str, package: str) -> None:
         self.dest, self.source, self.package = dest, source, package
@@ -455,29 +456,10 @@ def _is_static_elf(path: str) -> bool:
         return False
 
 
-def _apt_install(packages: list[str], progress: _Progress) -> None:
-    """apt-get install packages (updating the lists once if needed), as root or via sudo -n."""
-    if shutil.which("apt-get") is None:
-        raise ImageBuildError(
-            f"needs the Debian package(s) {', '.join(packages)} and apt-get is not available;"
-            " install them (a static busybox at /bin/busybox, static bash at /bin/bash-static)"
-        )
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            raise ImageBuildError(f"needs {', '.join(packages)}: run `sudo apt-get install {' '.join(packages)}`")
-        prefix = ["sudo", "-n"]
-    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    progress.step(f"apt-get install {' '.join(packages)}")
-    if _run_streamed(install, progress) == 0:
-        return
-    progress.step("apt-get update")
-    if _run_streamed(prefix + ["apt-get", "update", "-q"], progress) != 0 or _run_streamed(install, progress) != 0:
-        raise _failure(f"installing {', '.join(packages)}", "apt-get failed", progress)
-
-
 def _host_files(name: str, progress: _Progress) -> list[_HostFile]:
-    """Make sure the host files NAME needs are present, installing their packages if not."""
+    """The host files NAME needs; raises ImageBuildError (with the install command) when one is missing."""
+    from . import host_packages
+
     wanted = _HOST_FILES.get(name, [])
 
     def ok(hf: _HostFile) -> bool:
@@ -485,10 +467,8 @@ def _host_files(name: str, progress: _Progress) -> list[_HostFile]:
 
     missing = [hf for hf in wanted if not ok(hf)]
     if missing:
-        _apt_install(sorted({hf.package for hf in missing}), progress)
-        still = [hf.source for hf in wanted if not ok(hf)]
-        if still:
-            raise _failure(f"preparing {name}", f"no static binary at {', '.join(still)} after apt-get install", progress)
+        raise host_packages.missing([hf.package for hf in missing],
+                                    f"building {name} (static {', '.join(hf.source for hf in missing)})")
     return wanted
 
 
@@ -502,6 +482,9 @@ def _ensure_base(name: str, *, quiet: bool) -> str:
     if _inspect(client, tag) is not None:
         return tag
     script = _image_dir(name) / "build-base.sh"
+    from .host_packages import require_debootstrap
+
+    require_debootstrap(f"building the Debian base of {name} ({tag})")
     with _name_lock(tag), _process_lock(f"base:{name}"):
         if _inspect(client, tag) is not None:
             return tag
