@@ -127,6 +127,14 @@ def test_installed_package_finds_its_own_images_not_the_checkout(installed):
     from importlib.metadata import version
 
     assert info["version"] == version("pygent-runner")
+    # requires-python is honest: it admits the interpreter this suite (CI) runs on
+    from packaging.specifiers import SpecifierSet
+
+    with zipfile.ZipFile(installed.wheel) as whl:
+        meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = next(line.split(":", 1)[1].strip() for line in whl.read(meta).decode().splitlines()
+                        if line.startswith("Requires-Python:"))
+    assert SpecifierSet(requires).contains(f"{sys.version_info.major}.{sys.version_info.minor}"), requires
     r = installed.run(installed.cli, "--version")
     assert r.returncode == 0 and r.stdout.decode().strip() == f"pygent-runner {info['version']}"
 
