@@ -5,7 +5,12 @@ Why: building the body needs the policy and settings (pydantic) and docker-py,
 our environment variables, the current directory's pygent.toml, pygent's own
 source, its installed version (the METADATA file every install rewrites) and
 the bundled image's build context; so the first `exec` with a given
-configuration stores it, and the next ones start from it (sandbox/quickstart.py).
+configuration stores it (the sandbox's `recipe()`), and the next ones start
+from it through the same backend code (`Backend.start_from_recipe`).
+
+The key covers every option that is not per-command (`PER_COMMAND`): an option
+added to `Options` is part of the key without anyone remembering to add it, so
+a new option can never replay a body made without it.
 
 Safe to lose: a missing, stale or unreadable entry only means the full path.
 Entries live in $XDG_CACHE_HOME/pygent-runner/exec (mode 0700, files 0600)
@@ -24,11 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..sandbox import SandboxPolicy
-    from ..sandbox.docker import DockerSandbox
+    from ..sandbox import Sandbox
     from .exec import Options
 
 FORMAT = 2
+#: Options that change the command, not the sandbox: everything else keys the entry.
+PER_COMMAND = frozenset({"command", "help", "timeout", "env", "workdir"})
 #: Files whose change may change the body: pygent's settings and sandbox code.
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -41,9 +47,12 @@ def cache_dir() -> Path:
 def _key(opts: "Options") -> str:
     from ..settings_key import settings_key
 
-    docker_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
-    parts = (FORMAT, sys.version_info[:2], opts.image, opts.memory, opts.cpus, opts.pids, opts.network, opts.runtime,
-             settings_key(), docker_env)
+    engine_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
+    options = tuple((name, repr(getattr(opts, name, None))) for name in sorted(type(opts).__slots__) if name not in PER_COMMAND)
+    # No version lookup here (importlib.metadata is ~30 ms of imports on the fast path):
+    # the entry records the installed METADATA file instead (store), which every
+    # install or upgrade rewrites; the package's location keeps two installs apart.
+    parts = (FORMAT, sys.version_info[:2], str(_PACKAGE), options, settings_key(), engine_env)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
@@ -74,9 +83,10 @@ def load(opts: "Options") -> dict[str, Any] | None:
         return None
 
 
-def store(opts: "Options", sandbox: "DockerSandbox", policy: "SandboxPolicy", image: str | None) -> None:
-    """Remember how this sandbox was created (a server image only), for the next run."""
-    if not usable(opts) or getattr(sandbox, "_plain", True) or not sandbox.create_config:
+def store(opts: "Options", sandbox: "Sandbox", image: str | None) -> None:
+    """Remember how this sandbox was created, for the next run (when its backend can replay it)."""
+    recipe = sandbox.recipe() if usable(opts) else None
+    if recipe is None:
         return
     try:
         deps = [p for p in _PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
@@ -84,11 +94,7 @@ def store(opts: "Options", sandbox: "DockerSandbox", policy: "SandboxPolicy", im
         deps += _package_metadata()
         entry = {
             "format": FORMAT,
-            "api": sandbox.api_version,
-            "config": sandbox.create_config,
-            "memory": policy.memory,
-            "timeout": policy.timeout,
-            "max_output": policy.max_output,
+            "recipe": recipe,
             "deps": [[str(p), p.stat().st_mtime_ns, p.stat().st_size] for p in deps],
         }
         folder = cache_dir()
