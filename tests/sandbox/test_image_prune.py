@@ -138,3 +138,43 @@ def test_prune_removes_outdated_builds_and_unused_bases_and_keeps_the_rest(world
     assert float(freed.group(1)) * (1000 if freed.group(2) == "kB" else 1e6) >= 500_000
     # nothing outdated is left but the image in use; a second prune has nothing to do
     assert [s["tag"] for s in image_prune.outdated()] == [f"{repo}/minimal:dddddddddddd"]
+
+
+def test_prune_removes_other_builds_tooling_volumes_and_keeps_the_current_one(tmp_path, monkeypatch, docker_client):
+    from pygent.sandbox.docker import tooling
+
+    api = docker_client.api
+    minimal = images.build_image("minimal", quiet=True)
+    folder = tmp_path / "images"
+    shutil.copytree(images.images_dir() / "tooling", folder / "tooling")
+    repo = f"pygent-test-prune-{os.getpid()}"
+    monkeypatch.setattr(images, "REPO", repo)  # no image of the shared engine is looked at either
+    monkeypatch.setattr(images, "BASE_REPO", f"{repo}/debian-base")
+    prefix = f"pygent-test-prune-{os.getpid()}-tooling-"
+    label = f"io.pygent.test-tooling-{os.getpid()}"
+    monkeypatch.setattr(tooling, "VOLUME_PREFIX", prefix)  # only this test's volumes are seen
+    monkeypatch.setattr(tooling, "LABEL_TOOLING", label)
+    monkeypatch.setenv("PYGENT_IMAGES_DIR", str(folder))
+    images.clear_cache()
+    current = tooling.volume_name(images.image_tag("tooling"))
+    old = prefix + "0123456789ab"
+    names = [current, current + "-ready", old, old + "-ready", prefix + "bbbbbbbbbbbb"]
+    used = None
+    try:
+        for name in names:
+            api.create_volume(name, labels={label: "x", **LABEL})
+        binds = {prefix + "bbbbbbbbbbbb": {"bind": "/x", "mode": "ro"}}
+        used = api.create_container(minimal, ["true"], labels=LABEL, host_config=api.create_host_config(binds=binds))["Id"]
+        out = CliRunner().invoke(app, ["prune"], catch_exceptions=False).output
+        left = {v["Name"] for v in api.volumes(filters={"label": label}).get("Volumes") or []}
+    finally:
+        if used:
+            api.remove_container(used, force=True)
+        for name in names:
+            try:
+                api.remove_volume(name, force=True)
+            except Exception:
+                pass
+        images.clear_cache()
+    assert f"removed volume {old}" in out and f"removed volume {old}-ready" in out, out
+    assert left == {current, current + "-ready", prefix + "bbbbbbbbbbbb"}  # current, and one a container uses

@@ -100,10 +100,13 @@ def prune() -> None:
         result = image_prune.prune()
         for item in result["removed"]:
             print(f"removed {item['tag']}")
+        for volume in result["volumes"]:
+            print(f"removed volume {volume}")
         for item, why in result["kept"]:
             print(f"kept {item['tag']}: {why}", file=sys.stderr)
-        n = len(result["removed"])
-        print(f"{n} tag(s) removed, {_size(result['freed'])} freed" if n else "nothing to prune")
+        n, v = len(result["removed"]), len(result["volumes"])
+        volumes = f", {v} tooling volume(s)" if v else ""
+        print(f"{n} tag(s){volumes} removed, {_size(result['freed'])} freed" if n or v else "nothing to prune")
     except PygentError as exc:
         _fail(exc)
 

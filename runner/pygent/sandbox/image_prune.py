@@ -10,7 +10,8 @@ points at the current build. A base ``pygent/debian-base:<hash>`` is unused when
 no bundled image's build-base.sh hashes to it and no current build names it as
 its base (label io.pygent.base-image). Tags a user made (``pygent/python:mine``)
 and images of other repositories are never touched. Nothing is forced: an image
-a container still uses stays, and is reported as such.
+a container still uses stays, and is reported as such. The tooling volumes of
+other tooling builds go too (docker/tooling.py's prune: unused ones only).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PruneResult(TypedDict):
     removed: list[Stale]
     kept: list[tuple[Stale, str]]  # (tag, why it stays)
     freed: int  # bytes no remaining image uses any more
+    volumes: list[str]  # tooling volumes of other tooling builds, removed
 
 
 def _repo_images(client: "docker.DockerClient", repo: str) -> list[dict[str, Any]]:
@@ -118,7 +120,7 @@ def prune() -> PruneResult:
     client = get_client()
     stale = sorted(outdated(), key=lambda s: s["name"] == "base")
     unique = _unique_sizes(client)
-    result = PruneResult(removed=[], kept=[], freed=0)
+    result = PruneResult(removed=[], kept=[], freed=0, volumes=_prune_tooling_volumes())
     for item in stale:
         try:
             with images._engine_errors():
@@ -135,3 +137,18 @@ def prune() -> PruneResult:
             result["freed"] += unique.get(item["id"], 0)
     images.clear_cache()
     return result
+
+
+def _prune_tooling_volumes() -> list[str]:
+    """Tooling volumes (and ready markers) of other tooling builds that no container uses.
+
+    Only when this install bundles the tooling context: without one there is no
+    current build to keep. Raises: EngineUnavailable.
+    """
+    if images.TOOLING not in images.bundled_names():
+        return []
+    from .docker import tooling
+    from .docker.client import EngineClient
+
+    with images._engine_errors():
+        return tooling.prune(EngineClient(), images.image_tag(images.TOOLING))
