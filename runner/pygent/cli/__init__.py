@@ -89,12 +89,9 @@ def _register_run(app: "typer.Typer") -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from ..version import package_version
 
-        return f"pygent-runner {version('pygent-runner')}"
-    except Exception:
-        return "pygent-runner (version unknown)"
+    return f"pygent-runner {package_version()}"
 
 
 def main(argv: list[str] | None = None) -> None:
