@@ -114,10 +114,19 @@ def parse_arguments(name: str, raw: Any) -> dict[str, Any]:
             raise ToolError(f"arguments of {name} are not valid JSON ({exc}); send a JSON object") from None
     else:
         raise ToolError(f"arguments of {name} must be a JSON object")
-    if not isinstance(args, dict):
-        raise ToolError(f"arguments of {name} must be a JSON object, got {type(args).__name__}")
     with _lock:
         validator = _validator(name)
+    return check_arguments(name, args, validator)
+
+
+def check_arguments(name: str, args: Any, validator: Any) -> dict[str, Any]:
+    """Already-parsed arguments against a tool's schema validator (also used by `pygent-runner mcp`).
+
+    Raises:
+        ToolError: not an object, or not valid for the schema (at most 5 problems, for the model).
+    """
+    if not isinstance(args, dict):
+        raise ToolError(f"arguments of {name} must be a JSON object, got {type(args).__name__}")
     errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
     if errors:
         detail = "; ".join(f"{'/'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors[:5])
