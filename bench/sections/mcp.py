@@ -1,0 +1,89 @@
+"""Section 7: one `bash` round trip over MCP (stdio, the SDK's own client) vs exec_run and the agent path.
+
+Why these baselines: docker-py `exec_run` on the MCP session's own container is
+what a hand-rolled MCP server would do per call; `tools.execute_tool` is our
+agent calling the same tool in-process. The difference between the MCP row and
+the agent row is what JSON-RPC framing over a pipe, the SDK's dispatch and the
+worker-thread hop add. Round-robin, one call of each per round.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..context import Ctx
+from ..core import Row, Section, Target, timed
+from ..scripted import ScriptedModel, tool_call
+
+VS = {"÷ exec_run": "exec_run", "÷ agent path": "agent_tool"}
+
+
+def run(ctx: Ctx, section: Section) -> None:
+    from anyio.from_thread import start_blocking_portal
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    from pygent import tools
+    from pygent.agent import Agent
+    from pygent.sandbox import lifecycle
+    from pygent.sandbox.engine import get_client
+
+    n = ctx.n(200, 20)
+    warm = ctx.n(10, 2)
+    agent = Agent(model=ScriptedModel(), image="python")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "pygent.cli", "mcp"])
+    # The SDK client is async: an event loop in a thread (anyio's portal) runs it; the
+    # hop to that thread and back is part of the MCP row (~0.1 ms).
+    with start_blocking_portal() as portal:
+        streams = portal.wrap_async_context_manager(stdio_client(params))
+        read, write = streams.__enter__()
+        try:
+            session_cm = portal.wrap_async_context_manager(ClientSession(read, write))
+            session = session_cm.__enter__()
+            try:
+                portal.call(session.initialize)
+
+                def mcp_bash() -> str:
+                    result = portal.call(session.call_tool, "bash", {"cmd": "echo hi"})
+                    return result.structured_content["stdout"]
+
+                host = portal.call(session.call_tool, "bash", {"cmd": "hostname"}).structured_content["stdout"].strip()
+                api = get_client().api
+                found = api.containers(filters={"name": f"pygent-{host.removeprefix('sandbox-')}-"})
+                if not found:
+                    raise RuntimeError(f"the MCP session's sandbox {host} is not on the engine")
+                ctx.popen_pid(int(found[0]["Labels"][lifecycle.LABEL_OWNER_PID]))
+                container = get_client().containers.get(found[0]["Id"])
+                call = tool_call("bash", {"cmd": "echo hi"})
+                methods = [
+                    ("exec_run", "docker-py exec_run(['bash','-c','echo hi']) on the MCP session's container",
+                     lambda: container.exec_run(["bash", "-c", "echo hi"], user="1000").output),
+                    ("agent_tool", "agent path: tools.execute_tool(bash call), in-process",
+                     lambda: tools.execute_tool(call, agent.runtime)),
+                    ("mcp_stdio", "MCP: ClientSession.call_tool('bash') over stdio (SDK client)", mcp_bash),
+                ]
+                for _ in range(warm):
+                    for key, _, fn in methods:
+                        out = fn()
+                        text = out.decode() if isinstance(out, bytes) else str(out)
+                        if "hi" not in text:
+                            raise RuntimeError(f"{key} did not print 'hi': {text[:200]!r}")
+                samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
+                framing: list[float] = []
+                for _ in range(n):
+                    for key, _, fn in methods:
+                        ms, _ = timed(fn)
+                        samples[key].append(ms)
+                    framing.append(samples["mcp_stdio"][-1] - samples["agent_tool"][-1])
+                for key, name, _ in methods:
+                    section.add(Row(key, name, samples[key], vs={k: v for k, v in VS.items() if v != key}))
+                row = section.add(Row("mcp_framing", "MCP cost over the agent path (same round, mcp − agent)", framing))
+                row.targets = [Target("p50", "<=", 3)]
+                section.notes.append(
+                    "exec_run and MCP use the same container (the MCP session's sandbox); the agent path uses its "
+                    "own sandbox with the same image and policy."
+                )
+            finally:
+                session_cm.__exit__(None, None, None)
+        finally:
+            streams.__exit__(None, None, None)
+    agent.close()
