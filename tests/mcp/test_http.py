@@ -50,8 +50,12 @@ async def test_a_missing_or_wrong_token_is_refused_with_401():
             for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": "t0ken-given-by-the-user"}):
                 r = await raw.post(srv.url, json=INIT, headers={**HEADERS, **headers})
                 assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-            ok = await raw.post(srv.url, json=INIT, headers={**HEADERS, "Authorization": "Bearer t0ken-given-by-the-user"})
+            good = {**HEADERS, "Authorization": "Bearer t0ken-given-by-the-user"}
+            ok = await raw.post(srv.url, json=INIT, headers=good)
             assert ok.status_code == 200
+            # a web page reaching loopback through a name it controls (DNS rebinding) is refused too
+            assert (await raw.post(srv.url, json=INIT, headers={**good, "Host": "evil.example:80"})).status_code == 421
+            assert (await raw.post(srv.url, json=INIT, headers={**good, "Origin": "http://evil.example"})).status_code == 403
         with pytest.raises(Exception):
             async with http_session(srv.url, "wrong-token-wrong-token"):
                 pass
