@@ -137,3 +137,6 @@ def gone_within(cid: str, timeout: float) -> bool:
     from pygent.sandbox.engine import get_client
 
     return wait_gone(get_client().api, cid, timeout)
+
+#: How a result of a session-less (2026-07-28 over HTTP) call starts.
+STATELESS = "note: this client speaks the stateless MCP revision"

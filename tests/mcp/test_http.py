@@ -72,3 +72,26 @@ def test_a_generated_token_is_printed_and_non_loopback_needs_an_explicit_flag():
     refused = subprocess.run([*SERVER, "--http", "0.0.0.0:0"], capture_output=True, text=True, env=server_env(), cwd=REPO, timeout=60)
     assert refused.returncode == 2
     assert "not a loopback address" in refused.stderr and "--allow-remote" in refused.stderr
+
+
+@pytest.mark.anyio
+async def test_the_sdk_client_gets_a_session_over_http_and_a_stateless_one_is_told():
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcphelpers import STATELESS
+
+    with http_server() as srv:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {srv.token}"}, timeout=60) as hc:
+            async with Client(streamable_http_client(srv.url, http_client=hc)) as client:  # mode "auto"
+                assert client.protocol_version != "2026-07-28"  # discover refused: it fell back to a session
+                host = (await client.call_tool("bash", {"cmd": "cd /tmp && hostname"})).structured_content["stdout"]
+                again = await client.call_tool("bash", {"cmd": "pwd; hostname"})
+                assert again.structured_content["stdout"].split() == ["/tmp", host.strip()]
+                container_of(host)
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {srv.token}"}, timeout=60) as hc:
+            async with Client(streamable_http_client(srv.url, http_client=hc), mode="2026-07-28") as client:
+                r = await client.call_tool("bash", {"cmd": "hostname"})
+                assert text_of(r).startswith(STATELESS) and not r.is_error
+                container = container_of(r.structured_content["stdout"])
+                assert container is None or gone_within(container["Id"], 20)  # that call's sandbox is already gone

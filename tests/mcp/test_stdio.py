@@ -118,3 +118,18 @@ async def test_idle_timeout_removes_the_sandbox_and_the_next_call_gets_a_fresh_o
         second = container_of(r.structured_content["stdout"].split()[0])
         assert second is not None and second["Id"] != first["Id"]
         assert "keep.txt" not in r.structured_content["stdout"]
+
+
+async def test_a_client_of_the_stateless_2026_revision_keeps_its_sandbox_over_stdio():
+    from mcp import Client, StdioServerParameters
+
+    from mcphelpers import REPO, SERVER, server_env
+
+    params = StdioServerParameters(command=SERVER[0], args=SERVER[1:], env=server_env(), cwd=str(REPO))
+    async with Client(params) as client:  # mode "auto": discovers and speaks 2026-07-28 here
+        assert client.protocol_version == "2026-07-28"
+        first = await client.call_tool("bash", {"cmd": "cd /tmp && echo x > f && hostname"})
+        again = await client.call_tool("bash", {"cmd": "pwd; ls; hostname"})
+        assert again.structured_content["stdout"].split() == ["/tmp", "f", first.structured_content["stdout"].strip()]
+        container = container_of(first.structured_content["stdout"])
+    assert gone_within(container["Id"], 20)

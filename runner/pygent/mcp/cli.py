@@ -146,13 +146,11 @@ def run(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=f"{PROG}: mcp: %(levelname)s: %(message)s")
-    from .server import build_server
     from .transports import bind, new_token, serve_http, serve_stdio
 
-    server = build_server(config)
     try:
         if opts.http is None:
-            anyio.run(serve_stdio, server)
+            anyio.run(serve_stdio, config)
             return EXIT_OK
         token = opts.token or _settings_token()
         generated = token is None
@@ -167,7 +165,7 @@ def run(argv: list[str]) -> int:
         _say(f"serving Streamable HTTP at http://{shown}:{port}/mcp (Authorization: Bearer required)")
         if generated:
             _say(f"bearer token: {token}")
-        anyio.run(serve_http, server, sock, token, opts.idle_timeout or None)
+        anyio.run(serve_http, config, sock, token)
         return EXIT_OK
     except KeyboardInterrupt:
         return 130

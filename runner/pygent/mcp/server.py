@@ -4,12 +4,17 @@ Built on the SDK's low-level `Server` (not MCPServer's decorators) because
 the tools are a table with hand-written JSON schemas and model-facing
 descriptions, and their results carry both text and structured content.
 
-A session is the SDK's connection: one stdio connection, or one Streamable
-HTTP session (`Mcp-Session-Id`). Its sandbox is kept in the connection's
-`state` and removed by the connection's `exit_stack`, which the SDK unwinds
-however the session ends (client DELETE, disconnect, the SDK's own idle
-reaping, server shutdown). Every failure of a call becomes an MCP tool error
-(`isError`): the server never crashes or hangs on what a client sends.
+What a session is depends on the transport. Over stdio the process serves
+one client, so it has one SessionSandbox (made by transports.serve_stdio,
+whatever protocol era the client speaks). Over Streamable HTTP a session is
+the SDK's connection (`Mcp-Session-Id`, the initialize handshake): its sandbox
+is kept in the connection's `state` and removed by the connection's
+`exit_stack`, which the SDK unwinds however the session ends (client DELETE,
+disconnect, the SDK's idle reaping, server shutdown). A client of the
+stateless 2026-07-28 revision over HTTP has no session: `server/discover` is
+refused there so that probing clients fall back to the handshake, and a client
+that insists gets a fresh sandbox per call, with a note saying so. Every failure of a call becomes an MCP
+tool error (`isError`): the server never crashes or hangs on what a client sends.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import mcp_types as types
 from mcp.server import Server
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ..errors import PygentError, ToolError
 from .sessions import SessionConfig, SessionSandbox
@@ -28,7 +34,13 @@ from .tools import TOOLS, ToolOutcome, ToolSpec, by_name, run_tool
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
 
-__all__ = ["build_server", "INSTRUCTIONS"]
+__all__ = ["build_server", "INSTRUCTIONS", "STATELESS_NOTE"]
+
+STATELESS_NOTE = (
+    "note: this client speaks the stateless MCP revision (2026-07-28) over HTTP, which has no session: "
+    "each call ran in a fresh sandbox and nothing persists between calls; connect with the initialize "
+    "handshake (a session) to keep files and cwd\n"
+)
 
 _STATE_KEY = "pygent.session_sandbox"
 
@@ -40,8 +52,9 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(config: SessionConfig) -> Server:
-    """A low-level MCP Server serving `TOOLS`, one SessionSandbox per connection."""
+def build_server(config: SessionConfig, session: SessionSandbox | None = None) -> Server:
+    """A low-level MCP Server serving `TOOLS`: every call in `session` when given (stdio),
+    else in one SessionSandbox per connection (HTTP)."""
 
     async def list_tools(ctx: "ServerRequestContext", params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[_tool(spec) for spec in TOOLS])
@@ -51,29 +64,42 @@ def build_server(config: SessionConfig) -> Server:
         if spec is None:
             known = ", ".join(s.name for s in TOOLS)
             return _error(f"error: unknown tool {str(params.name)[:100]!r}; available tools: {known}")
-        session = _session(ctx, config)
-        session.call_started()
+        current = session or _connection_session(ctx, config)
+        current.call_started()
         try:
             # A worker thread: the sandbox API blocks. Abandoned on cancel (client gone):
             # closing the session's sandbox then ends the command it is waiting for.
-            outcome = await anyio.to_thread.run_sync(partial(_run, spec, session, params.arguments), abandon_on_cancel=True)
+            outcome = await anyio.to_thread.run_sync(partial(_run, spec, current, params.arguments), abandon_on_cancel=True)
         finally:
-            session.call_ended()
+            current.call_ended()
         if isinstance(outcome, str):
             return _error(outcome)
+        note = STATELESS_NOTE if session is None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else ""
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=outcome.text)],
+            content=[types.TextContent(type="text", text=note + outcome.text)],
             structured_content=outcome.structured,
             is_error=False,
         )
 
-    return Server(
+    server = Server(
         "pygent-runner",
         version=_version(),
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    if session is None:
+        # Over HTTP a sandbox needs a session, which only the initialize handshake makes:
+        # answer the 2026-07-28 `server/discover` probe as a handshake-only server does, so
+        # clients that probe (the SDK's Client, mode "auto") fall back to initialize.
+        server.add_request_handler("server/discover", types.RequestParams, _no_discover)
+    return server
+
+
+async def _no_discover(ctx: "ServerRequestContext", params: Any) -> types.DiscoverResult:
+    from mcp.shared.exceptions import MCPError
+
+    raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found: this server keeps a sandbox per session; use initialize")
 
 
 def _run(spec: ToolSpec, session: SessionSandbox, arguments: Any) -> ToolOutcome | str:
@@ -88,7 +114,7 @@ def _run(spec: ToolSpec, session: SessionSandbox, arguments: Any) -> ToolOutcome
         return f"error: {spec.name} raised {type(exc).__name__}: {str(exc)[:2000]}"
 
 
-def _session(ctx: "ServerRequestContext", config: SessionConfig) -> SessionSandbox:
+def _connection_session(ctx: "ServerRequestContext", config: SessionConfig) -> SessionSandbox:
     """This connection's SessionSandbox, made on its first call (no await: no race between calls)."""
     connection = _connection(ctx)
     session = connection.state.get(_STATE_KEY)

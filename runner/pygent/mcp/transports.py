@@ -17,7 +17,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 if TYPE_CHECKING:
-    from mcp.server import Server
+    from .sessions import SessionConfig
 
 __all__ = ["BearerAuth", "new_token", "is_loopback", "bind", "serve_stdio", "serve_http", "MCP_PATH"]
 
@@ -87,22 +87,40 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_stdio(server: "Server") -> None:
-    """Serve one session over our stdin/stdout until the client closes stdin."""
+async def serve_stdio(config: "SessionConfig") -> None:
+    """Serve one client over our stdin/stdout until it closes stdin; its sandbox goes with it.
+
+    One process, one client: the session is the process's, whichever protocol era the
+    client opens (the 2026-07-28 revision makes a new SDK connection per request).
+    """
+    import anyio
     from mcp.server.stdio import stdio_server
 
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    from .server import build_server
+    from .sessions import SessionSandbox
+
+    session = SessionSandbox(config)
+    server = build_server(config, session)
+    try:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.close)
 
 
-async def serve_http(server: "Server", sock: socket.socket, token: str, idle_timeout: float | None) -> None:
+async def serve_http(config: "SessionConfig", sock: socket.socket, token: str) -> None:
     """Serve Streamable HTTP at MCP_PATH on an already bound socket until SIGINT/SIGTERM.
 
-    Sessions the client abandons (no request and no open stream for idle_timeout) are
-    ended by the SDK, which removes their sandboxes.
+    One sandbox per HTTP session (server.py). Sessions the client abandons (no request
+    and no open stream for the idle timeout) are ended by the SDK, removing their sandboxes.
     """
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
+
+    from .server import build_server
+
+    server = build_server(config)
 
     host = sock.getsockname()[0]
     if is_loopback(host):
@@ -119,7 +137,7 @@ async def serve_http(server: "Server", sock: socket.socket, token: str, idle_tim
         streamable_http_path=MCP_PATH,
         transport_security=security,
         host=host,
-        session_idle_timeout=idle_timeout or None,
+        session_idle_timeout=config.idle_timeout or None,
     )
-    config = uvicorn.Config(BearerAuth(app, token), log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    settings = uvicorn.Config(BearerAuth(app, token), log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    await uvicorn.Server(settings).serve(sockets=[sock])
