@@ -1,4 +1,4 @@
-"""Section 7: one `bash` round trip over MCP (stdio, the SDK's own client) vs exec_run and the agent path.
+"""Section 8: one `bash` round trip over MCP (stdio, the SDK's own client) vs exec_run and the agent path.
 
 Why these baselines: docker-py `exec_run` on the MCP session's own container is
 what a hand-rolled MCP server would do per call; `tools.execute_tool` is our
