@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..context import Ctx
-from ..core import Row, Section, Target, timed
+from ..core import Row, Section, Target, round_robin
 from ..scripted import ScriptedModel, tool_call
 
 VS = {"÷ exec_run": "exec_run", "÷ agent path": "agent_tool"}
@@ -61,19 +61,8 @@ def run(ctx: Ctx, section: Section) -> None:
                      lambda: tools.execute_tool(call, agent.runtime)),
                     ("mcp_stdio", "MCP: ClientSession.call_tool('bash') over stdio (SDK client)", mcp_bash),
                 ]
-                for _ in range(warm):
-                    for key, _, fn in methods:
-                        out = fn()
-                        text = out.decode() if isinstance(out, bytes) else str(out)
-                        if "hi" not in text:
-                            raise RuntimeError(f"{key} did not print 'hi': {text[:200]!r}")
-                samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
-                framing: list[float] = []
-                for _ in range(n):
-                    for key, _, fn in methods:
-                        ms, _ = timed(fn)
-                        samples[key].append(ms)
-                    framing.append(samples["mcp_stdio"][-1] - samples["agent_tool"][-1])
+                samples = round_robin(methods, n, warm)
+                framing = [m - a for m, a in zip(samples["mcp_stdio"], samples["agent_tool"])]  # same round
                 for key, name, _ in methods:
                     section.add(Row(key, name, samples[key], vs={k: v for k, v in VS.items() if v != key}))
                 row = section.add(Row("mcp_framing", "MCP cost over the agent path (same round, mcp − agent)", framing))

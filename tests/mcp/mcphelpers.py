@@ -14,15 +14,15 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+from support.engine import OWNER_PID
 from typing import Any, AsyncIterator, Iterator
 
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = [sys.executable, "-m", "pygent.cli", "mcp"]
-OWNER_PID = "io.pygent.owner-pid"
 
 #: Owner pids of every sandbox a test looked up (conftest's leak check reads it).
 owner_pids: set[int] = set()

@@ -56,7 +56,7 @@ def build_app() -> "typer.Typer":
 
     @app.command(
         "exec",
-        help=EXEC_HELP.split("\n\n", 2)[1].strip() + f"\n\nOptions: see `pygent-runner exec --help`.",
+        help=EXEC_HELP.split("\n\n", 2)[1].strip() + "\n\nOptions: see `pygent-runner exec --help`.",
         short_help="Run one command in a fresh sandbox (exit status passes through).",
         add_help_option=False,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},

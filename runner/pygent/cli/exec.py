@@ -360,17 +360,28 @@ class _Signals:
 # --------------------------------------------------------------------------- running
 
 
-def run(argv: list[str]) -> int:
-    """Run `exec` with argv (what follows the word exec); return the exit status."""
+def options_or_status(parse: Callable[[list[str]], Options], argv: list[str], help_text: str, bad: int) -> Options | int:
+    """The parsed options, or the exit status when they were bad (`bad`, reported) or --help (printed).
+
+    Shared with `mcp`, which parses exec's options too.
+    """
     try:
-        opts = parse_args(argv)
+        opts = parse(argv)
     except UsageError as exc:
         report(exc)
-        return EXIT_SANDBOX
+        return bad
     if opts.help:
-        sys.stdout.write(HELP)
+        sys.stdout.write(help_text)
         sys.stdout.flush()
         return EXIT_OK
+    return opts
+
+
+def run(argv: list[str]) -> int:
+    """Run `exec` with argv (what follows the word exec); return the exit status."""
+    opts = options_or_status(parse_args, argv, HELP, EXIT_SANDBOX)
+    if isinstance(opts, int):
+        return opts
     signals = _Signals()
     signals.install()
     opened: list["Sandbox"] = []

@@ -13,7 +13,7 @@ import sys
 
 from ..cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PROG, report
 from ..cli.exec import _OPTIONS as EXEC_OPTIONS
-from ..cli.exec import Options, UsageError, build_policy, parse_args
+from ..cli.exec import Options, UsageError, build_policy, options_or_status, parse_args
 
 __all__ = ["HELP", "McpOptions", "parse", "run", "main"]
 
@@ -124,15 +124,10 @@ def parse(argv: list[str]) -> McpOptions:
 
 def run(argv: list[str]) -> int:
     """Serve until the client leaves (stdio) or a signal (HTTP); return the exit status."""
-    try:
-        opts = parse(argv)
-    except UsageError as exc:
-        report(exc)
-        return EXIT_USAGE
-    if opts.help:
-        sys.stdout.write(HELP)
-        sys.stdout.flush()
-        return EXIT_OK
+    opts = options_or_status(parse, argv, HELP, EXIT_USAGE)
+    if isinstance(opts, int):
+        return opts
+    assert isinstance(opts, McpOptions)
     try:
         config = _config(opts)
     except UsageError as exc:
