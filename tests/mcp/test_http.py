@@ -95,3 +95,20 @@ async def test_the_sdk_client_gets_a_session_over_http_and_a_stateless_one_is_to
                 assert text_of(r).startswith(STATELESS) and not r.is_error
                 container = container_of(r.structured_content["stdout"])
                 assert container is None or gone_within(container["Id"], 20)  # that call's sandbox is already gone
+
+
+@pytest.mark.anyio
+async def test_a_client_that_disconnects_without_ending_its_session_loses_its_sandbox_after_the_idle_timeout():
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    with http_server("--idle-timeout", "2") as srv:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {srv.token}"}, timeout=60) as hc:
+            async with streamable_http_client(srv.url, http_client=hc, terminate_on_close=False) as (r, w, *_):
+                async with ClientSession(r, w) as s:  # no DELETE when this closes: the client just goes
+                    await s.initialize()
+                    host = (await s.call_tool("bash", {"cmd": "hostname"})).structured_content["stdout"]
+        container = container_of(host)
+        assert container is not None
+        assert gone_within(container["Id"], 30), "an abandoned session kept its sandbox"

@@ -133,3 +133,11 @@ async def test_a_client_of_the_stateless_2026_revision_keeps_its_sandbox_over_st
         assert again.structured_content["stdout"].split() == ["/tmp", "f", first.structured_content["stdout"].strip()]
         container = container_of(first.structured_content["stdout"])
     assert gone_within(container["Id"], 20)
+
+
+async def test_a_sandbox_that_cannot_start_is_a_tool_error_and_the_server_stays_up():
+    async with stdio_session("--image", "pygent-no-such-image:never") as s:
+        for _ in range(2):  # the failure is not cached into a crash: each call says what is wrong
+            r = await s.call_tool("bash", {"cmd": "true"})
+            assert r.is_error and text_of(r).startswith("error: bash failed: ") and "pygent-no-such-image" in text_of(r)
+        assert {t.name for t in (await s.list_tools()).tools} >= {"bash"}

@@ -10,10 +10,14 @@ app, like `exec`.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from ..cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PROG, report
 from ..cli.exec import _OPTIONS as EXEC_OPTIONS
 from ..cli.exec import Options, UsageError, build_policy, options_or_status, parse_args
+
+if TYPE_CHECKING:
+    from .sessions import SessionConfig
 
 __all__ = ["HELP", "McpOptions", "parse", "run", "main"]
 
@@ -166,7 +170,8 @@ def run(argv: list[str]) -> int:
         return 130
 
 
-def _config(opts: McpOptions):  # -> SessionConfig
+def _config(opts: McpOptions) -> "SessionConfig":
+    """Raises UsageError (a bad sandbox option), ValueError/OSError (settings)."""
     from .sessions import SessionConfig
 
     policy = build_policy(opts)
