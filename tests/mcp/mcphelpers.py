@@ -123,12 +123,21 @@ def container_of(hostname: str) -> dict | None:
     return found[0] if found else None
 
 
-def exists(cid: str) -> bool:
-    from support.engine import container_exists
+def wait_for_file(cid: str, path: str, timeout: float = 30.0) -> None:
+    """Block until `path` exists in the container (seen through the engine, not through MCP)."""
+    import time
 
     from pygent.sandbox.engine import get_client
 
-    return container_exists(get_client().api, cid)
+    api = get_client().api
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = api.exec_create(cid, ["test", "-e", path], user="1000")
+        api.exec_start(probe["Id"])
+        if api.exec_inspect(probe["Id"])["ExitCode"] == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never appeared in {cid[:12]}")
 
 
 def gone_within(cid: str, timeout: float) -> bool:

@@ -7,11 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from mcphelpers import OWNER_PID, REPO, SERVER, container_of, gone_within, server_env, stdio_session
+from mcphelpers import OWNER_PID, REPO, SERVER, container_of, gone_within, server_env, stdio_session, wait_for_file
 
 pytestmark = [pytest.mark.docker]
 
@@ -42,17 +41,7 @@ def test_a_client_killed_mid_call_leaves_no_container():
         assert host.startswith("sandbox-"), f"client printed {host!r}"
         container = container_of(host)
         assert container is not None and container["State"] == "running"
-        # wait until the long call is really running inside the sandbox
-        from pygent.sandbox.engine import get_client
-
-        api = get_client().api
-        for _ in range(200):
-            probe = api.exec_create(container["Id"], "cat /tmp/mark", user="1000")
-            if api.exec_start(probe["Id"]).strip() == b"started":
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the long call never started")
+        wait_for_file(container["Id"], "/tmp/mark")  # the long call is really running inside the sandbox
         client.send_signal(signal.SIGKILL)
         client.wait(10)
         assert gone_within(container["Id"], 30), "the sandbox outlived its killed client"

@@ -39,6 +39,8 @@ Transport:
                          PYGENT_MCP_TOKEN, else a random one printed on stderr]
   --idle-timeout SECONDS Remove a session's sandbox after this long without a
                          call (0 = never) [default: 1800]
+  --max-sessions N       HTTP sessions open at once (each may hold a sandbox);
+                         more are refused with 503 [default: 16]
 
 Sandbox (as `{PROG} exec`):
   --image IMAGE          Bundled image (python, minimal) or any local image
@@ -65,6 +67,7 @@ _TABLE.update(
         "--allow-remote": ("allow_remote", False),
         "--token": ("token", True),
         "--idle-timeout": ("idle_timeout", True),
+        "--max-sessions": ("max_sessions", True),
     }
 )
 
@@ -72,7 +75,7 @@ _TABLE.update(
 class McpOptions(Options):
     """exec's options plus the server's own."""
 
-    __slots__ = ("http", "allow_remote", "token", "idle_timeout")
+    __slots__ = ("http", "allow_remote", "token", "idle_timeout", "max_sessions")
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +83,7 @@ class McpOptions(Options):
         self.allow_remote = False
         self.token: str | None = None
         self.idle_timeout: float = 30 * 60.0
+        self.max_sessions = 16
 
     def set_other(self, name: str, dest: str, value: str | None) -> None:
         if dest == "allow_remote":
@@ -98,6 +102,10 @@ class McpOptions(Options):
             if not seconds >= 0 or seconds == float("inf"):
                 raise UsageError(f"{name}: {value!r} is not a number of seconds >= 0 (0 = never)")
             self.idle_timeout = seconds
+        elif dest == "max_sessions" and value is not None:
+            if not value.isdigit() or not 1 <= int(value) <= 10_000:
+                raise UsageError(f"{name}: {value!r} is not a whole number from 1 to 10000")
+            self.max_sessions = int(value)
         else:  # pragma: no cover - the table and this method disagree
             super().set_other(name, dest, value)
 
@@ -164,7 +172,7 @@ def run(argv: list[str]) -> int:
         _say(f"serving Streamable HTTP at http://{shown}:{port}/mcp (Authorization: Bearer required)")
         if generated:
             _say(f"bearer token: {token}")
-        anyio.run(serve_http, config, sock, token)
+        anyio.run(serve_http, config, sock, token, opts.max_sessions)
         return EXIT_OK
     except KeyboardInterrupt:
         return 130

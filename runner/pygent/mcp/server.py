@@ -19,6 +19,7 @@ tool error (`isError`): the server never crashes or hangs on what a client sends
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,13 @@ def build_server(config: SessionConfig, session: SessionSandbox | None = None) -
         current = session or _connection_session(ctx, config)
         current.call_started()
         try:
-            # A worker thread: the sandbox API blocks. Abandoned on cancel (client gone):
-            # closing the session's sandbox then ends the command it is waiting for.
-            outcome = await anyio.to_thread.run_sync(partial(_run, spec, current, params.arguments), abandon_on_cancel=True)
+            # The sandbox runs one command at a time anyway; waiting for our turn here, not
+            # in a worker thread, keeps one session from holding every thread of the pool
+            # (and so from stalling the other sessions) with many concurrent calls.
+            async with _turn(current):
+                # A worker thread: the sandbox API blocks. Abandoned on cancel (client gone):
+                # closing the session's sandbox then ends the command it is waiting for.
+                outcome = await anyio.to_thread.run_sync(partial(_run, spec, current, params.arguments), abandon_on_cancel=True)
         finally:
             current.call_ended()
         if isinstance(outcome, str):
@@ -126,6 +131,17 @@ def _connection_session(ctx: "ServerRequestContext", config: SessionConfig) -> S
 
         connection.exit_stack.push_async_callback(close)
     return session
+
+
+_turns: "weakref.WeakKeyDictionary[SessionSandbox, anyio.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _turn(session: SessionSandbox) -> anyio.Lock:
+    """The session's call queue (created on its first call; only touched from the event loop)."""
+    lock = _turns.get(session)
+    if lock is None:
+        lock = _turns[session] = anyio.Lock()
+    return lock
 
 
 def _connection(ctx: "ServerRequestContext") -> Any:

@@ -109,7 +109,7 @@ async def serve_stdio(config: "SessionConfig") -> None:
             await anyio.to_thread.run_sync(session.close)
 
 
-async def serve_http(config: "SessionConfig", sock: socket.socket, token: str) -> None:
+async def serve_http(config: "SessionConfig", sock: socket.socket, token: str, max_sessions: int = 16) -> None:
     """Serve Streamable HTTP at MCP_PATH on an already bound socket until SIGINT/SIGTERM.
 
     One sandbox per HTTP session (server.py). Sessions the client abandons (no request
@@ -138,6 +138,7 @@ async def serve_http(config: "SessionConfig", sock: socket.socket, token: str) -
         transport_security=security,
         host=host,
         session_idle_timeout=config.idle_timeout or None,
+        max_sessions=max_sessions,  # each may hold a sandbox: beyond this, 503 until one ends
     )
     settings = uvicorn.Config(BearerAuth(app, token), log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
     await uvicorn.Server(settings).serve(sockets=[sock])
