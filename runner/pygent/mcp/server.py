@@ -68,9 +68,9 @@ def build_server(config: SessionConfig, session: SessionSandbox | None = None) -
         current = session or _connection_session(ctx, config)
         current.call_started()
         try:
-            # The sandbox runs one command at a time anyway; waiting for our turn here, not
-            # in a worker thread, keeps one session from holding every thread of the pool
-            # (and so from stalling the other sessions) with many concurrent calls.
+            # The sandbox runs one command at a time anyway; waiting for our turn here, in the
+            # event loop, means a session's queued calls hold no worker thread (the pool is
+            # shared by every session).
             async with _turn(current):
                 # A worker thread: the sandbox API blocks. Abandoned on cancel (client gone):
                 # closing the session's sandbox then ends the command it is waiting for.
