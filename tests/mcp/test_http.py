@@ -56,6 +56,8 @@ async def test_a_missing_or_wrong_token_is_refused_with_401():
             # a web page reaching loopback through a name it controls (DNS rebinding) is refused too
             assert (await raw.post(srv.url, json=INIT, headers={**good, "Host": "evil.example:80"})).status_code == 421
             assert (await raw.post(srv.url, json=INIT, headers={**good, "Origin": "http://evil.example"})).status_code == 403
+            huge = {**INIT, "params": {**INIT["params"], "padding": "x" * (5 << 20)}}
+            assert (await raw.post(srv.url, json=huge, headers=good)).status_code == 413  # bounded before parsing
         with pytest.raises(Exception):
             async with http_session(srv.url, "wrong-token-wrong-token"):
                 pass
