@@ -9,7 +9,9 @@ worker-thread hop add. Round-robin, one call of each per round.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from ..context import Ctx
 from ..core import Row, Section, Target, round_robin
@@ -53,20 +55,33 @@ def run(ctx: Ctx, section: Section) -> None:
                     raise RuntimeError(f"the MCP session's sandbox {host} is not on the engine")
                 ctx.popen_pid(int(found[0]["Labels"][lifecycle.LABEL_OWNER_PID]))
                 container = get_client().containers.get(found[0]["Id"])
+                server_pid = int(found[0]["Labels"][lifecycle.LABEL_OWNER_PID])
                 call = tool_call("bash", {"cmd": "echo hi"})
+                agent_cpu: list[float] = []
+
+                def agent_bash() -> str:
+                    t = time.thread_time()  # this thread only: the agent path runs here, whole
+                    out = tools.execute_tool(call, agent.runtime)
+                    agent_cpu.append((time.thread_time() - t) * 1000)
+                    return out
+
                 methods = [
                     ("exec_run", "docker-py exec_run(['bash','-c','echo hi']) on the MCP session's container",
                      lambda: container.exec_run(["bash", "-c", "echo hi"], user="1000").output),
-                    ("agent_tool", "agent path: tools.execute_tool(bash call), in-process",
-                     lambda: tools.execute_tool(call, agent.runtime)),
+                    ("agent_tool", "agent path: tools.execute_tool(bash call), in-process", agent_bash),
                     ("mcp_stdio", "MCP: ClientSession.call_tool('bash') over stdio (SDK client)", mcp_bash),
                 ]
+                server_cpu = _cpu_ms(server_pid)
                 samples = round_robin(methods, n, warm)
+                server_cpu = (_cpu_ms(server_pid) - server_cpu) / (n + warm)
                 framing = [m - a for m, a in zip(samples["mcp_stdio"], samples["agent_tool"])]  # same round
                 for key, name, _ in methods:
                     section.add(Row(key, name, samples[key], vs={k: v for k, v in VS.items() if v != key}))
                 row = section.add(Row("mcp_framing", "MCP cost over the agent path (same round, mcp − agent)", framing))
                 row.targets = [Target("p50", "<=", 3)]
+                # CPU, unlike wall time, hardly depends on what else the machine runs.
+                section.add(Row("agent_cpu", "  ↳ CPU of the agent path per call (its thread)", agent_cpu[-n:]))
+                section.add(Row("mcp_server_cpu", "  ↳ CPU of the MCP server process per call (mean)", [server_cpu]))
                 section.notes.append(
                     "exec_run and MCP use the same container (the MCP session's sandbox); the agent path uses its "
                     "own sandbox with the same image and policy."
@@ -76,3 +91,9 @@ def run(ctx: Ctx, section: Section) -> None:
         finally:
             streams.__exit__(None, None, None)
     agent.close()
+
+
+def _cpu_ms(pid: int) -> float:
+    """User+system CPU a process has used so far, in ms (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
