@@ -7,7 +7,8 @@ arguments); the server runs them in a worker thread and turns whatever they
 raise into an MCP tool error.
 
 What a client reads back is what pygent's own agent reads: the same argument
-checks (agent.tools.check_arguments), the same cleaning of output
+checks (the table is also an agent ToolRegistry, whose parse_arguments checks
+every call against the tool's schema), the same cleaning of output
 (agent.format.clean_text: no ANSI escapes, no NUL, invalid UTF-8 replaced) and
 the same `bash` text (agent.format.format_result).
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from ..agent.format import clean_text, format_result
-from ..agent.tools import MAX_ARGUMENT_BYTES, check_arguments
+from ..agent.registry import MAX_ARGUMENT_BYTES, ToolRegistry
 from ..errors import ToolError
 
 if TYPE_CHECKING:
@@ -62,14 +63,6 @@ class ToolSpec:
     handler: Callable[["SessionSandbox", dict[str, Any]], ToolOutcome]
     output_schema: dict[str, Any] | None = None
     read_only: bool = False
-    _validator: Any = field(default=None, compare=False, repr=False)
-
-    def validator(self) -> Any:
-        if self._validator is None:
-            from jsonschema import Draft202012Validator
-
-            object.__setattr__(self, "_validator", Draft202012Validator(self.input_schema))
-        return self._validator
 
 
 # ---- handlers ------------------------------------------------------------------------------
@@ -263,6 +256,12 @@ TOOLS: tuple[ToolSpec, ...] = (
 
 _BY_NAME = {spec.name: spec for spec in TOOLS}
 
+# The same registry type the agent uses: schemas checked at import, arguments checked (and
+# errors worded) exactly as for pygent's own tools. Its funcs are never called from here.
+_REGISTRY = ToolRegistry()
+for _spec in TOOLS:
+    _REGISTRY.register(_spec.name, _spec.description, _spec.input_schema, _spec.handler)
+
 
 def by_name(name: object) -> ToolSpec | None:
     return _BY_NAME.get(name) if isinstance(name, str) else None
@@ -276,8 +275,8 @@ def run_tool(spec: ToolSpec, session: "SessionSandbox", arguments: Any) -> ToolO
         PygentError: the sandbox could not start or broke (engine down, image missing, ...).
         OSError: a host-side failure while talking to the engine.
     """
-    args = {} if arguments is None else arguments
-    if len(json.dumps(args, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_ARGUMENT_BYTES:
+    # Over MCP arguments arrive parsed: bound their size as the agent bounds its JSON text.
+    if len(json.dumps(arguments, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")) > MAX_ARGUMENT_BYTES:
         raise ToolError(f"arguments of {spec.name} are larger than {MAX_ARGUMENT_BYTES} bytes")
-    return spec.handler(session, check_arguments(spec.name, args, spec.validator()))
+    return spec.handler(session, _REGISTRY.parse_arguments(spec.name, arguments))
 
