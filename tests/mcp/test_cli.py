@@ -12,7 +12,7 @@ from mcphelpers import REPO, SERVER, server_env
 
 def test_the_sandbox_options_mean_what_they_mean_for_exec(tmp_path):
     from pygent.cli.exec import build_policy, parse_args
-    from pygent.mcp.cli import _config, parse
+    from pygent.cli.mcp import _config, parse
 
     args = ["--image", "minimal", "-m", "1g", "--cpus", "0.5", "--pids", "64", "--network", "--timeout", "5",
             "-e", "A=B", "-v", f"{tmp_path}:/data:ro", "--idle-timeout", "7"]

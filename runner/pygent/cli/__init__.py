@@ -1,7 +1,7 @@
 """The `pygent-runner` command line.
 
     pygent-runner exec [OPTIONS] -- CMD [ARGS...]   one command in a fresh sandbox
-    pygent-runner mcp [--http HOST:PORT] [OPTIONS]  sandboxes for any agent over MCP (pygent/mcp/)
+    pygent-runner mcp [--http HOST:PORT] [OPTIONS]  sandboxes for any agent over MCP (cli/mcp.py, pygent/mcp/)
     pygent-runner gc [--max-age SECONDS] [--all]    remove orphaned sandboxes
     pygent-runner doctor                            check the engine, runtimes, images, limits
     pygent-runner images build|list                 the bundled sandbox images
@@ -78,7 +78,7 @@ def build_app() -> "typer.Typer":
     )
     def _mcp(ctx: typer.Context) -> None:
         # main() routes `mcp` before typer is imported; this runs when the app is driven directly.
-        from ..mcp.cli import run
+        from .mcp import run
 
         raise typer.Exit(run(list(ctx.args)))
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
         exec_main(args[1:])  # never returns
     if args and args[0] == "mcp":
-        from ..mcp.cli import main as mcp_main
+        from .mcp import main as mcp_main
 
         mcp_main(args[1:])  # never returns
     from ..errors import PygentError

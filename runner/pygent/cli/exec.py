@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from .common import EXIT_OOM, EXIT_OK, EXIT_PIPE, EXIT_SANDBOX, EXIT_TIMEOUT, PROG, report
-from .exec_options import Options
+from .exec_options import Options, UsageError
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox, SandboxPolicy
@@ -79,10 +79,6 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "--help": ("help", False),
     "-h": ("help", False),
 }
-
-
-class UsageError(ValueError):
-    """A bad option or value: reported in one line, exit 125."""
 
 
 def parse_args(

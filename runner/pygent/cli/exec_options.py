@@ -7,6 +7,10 @@ exec.py uses the cache, so the type lives below both (no import cycle).
 from __future__ import annotations
 
 
+class UsageError(ValueError):
+    """A bad option or value: reported in one line (exec: exit 125; mcp: exit 2)."""
+
+
 class Options:
     """What the command line asked for; None means the settings' default. Plain slots: no pydantic on the fast path."""
 
@@ -32,6 +36,4 @@ class Options:
         Raises:
             UsageError: always here; subclasses handle their own options.
         """
-        from .exec import UsageError
-
         raise UsageError(f"no such option: {name}")

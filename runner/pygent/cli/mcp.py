@@ -1,10 +1,11 @@
 """`pygent-runner mcp`: options -> session config -> serve over stdio or Streamable HTTP.
 
-The sandbox options are exec's, parsed by exec's own parser and turned into a
-policy by exec's own build_policy (cli/exec.py), so the two commands cannot
-drift: what `exec --memory 1g --network` means is what `mcp --memory 1g
---network` means. cli/__init__.py routes `mcp` here before building the typer
-app, like `exec`.
+The server itself is the package pygent.mcp (tools, sessions, server,
+transports); this is its command line. The sandbox options are exec's, parsed
+by exec's own parser and turned into a policy by exec's own build_policy
+(cli/exec.py), so the two commands cannot drift: what `exec --memory 1g
+--network` means is what `mcp --memory 1g --network` means. cli/__init__.py
+routes `mcp` here before building the typer app, like `exec`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ..cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PROG, report
-from ..cli.exec import _OPTIONS as EXEC_OPTIONS
-from ..cli.exec import Options, UsageError, build_policy, options_or_status, parse_args
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, PROG, report
+from .exec import _OPTIONS as EXEC_OPTIONS
+from .exec import UsageError, build_policy, options_or_status, parse_args
+from .exec_options import Options
 
 if TYPE_CHECKING:
-    from .sessions import SessionConfig
+    from ..mcp.sessions import SessionConfig
 
 __all__ = ["HELP", "McpOptions", "parse", "run", "main"]
 
@@ -120,7 +122,7 @@ def _host_port(name: str, value: str) -> tuple[str, int]:
 
 def parse(argv: list[str]) -> McpOptions:
     """Raises UsageError (unknown option, bad value, a non-loopback --http without --allow-remote)."""
-    from .transports import is_loopback
+    from ..mcp.transports import is_loopback
 
     opts = parse_args(argv, McpOptions(), _TABLE, command=False, cmd="mcp")
     assert isinstance(opts, McpOptions)
@@ -153,7 +155,7 @@ def run(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=f"{PROG}: mcp: %(levelname)s: %(message)s")
-    from .transports import bind, new_token, serve_http, serve_stdio
+    from ..mcp.transports import bind, new_token, serve_http, serve_stdio
 
     try:
         if opts.http is None:
@@ -180,7 +182,7 @@ def run(argv: list[str]) -> int:
 
 def _config(opts: McpOptions) -> "SessionConfig":
     """Raises UsageError (a bad sandbox option), ValueError/OSError (settings)."""
-    from .sessions import SessionConfig
+    from ..mcp.sessions import SessionConfig
 
     policy = build_policy(opts)
     return SessionConfig(image=opts.image, policy=policy, timeout=opts.timeout, env=dict(opts.env), idle_timeout=opts.idle_timeout or None)
