@@ -17,6 +17,7 @@ from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
 from . import tools
+from .format import clean_str
 from .prompt import DEFAULT_PERSONA, build_system_msg
 from .runtime import Runtime
 
@@ -111,7 +112,7 @@ class Agent:
                              data={"tool_calls": [c.function.name for c in message.tool_calls or []]}))
         for call in message.tool_calls or []:
             t0 = time.monotonic()
-            output = tools.execute_tool(call, self.runtime)
+            output = clean_str(tools.execute_tool(call, self.runtime))  # any tool's text, not only bash's
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0))

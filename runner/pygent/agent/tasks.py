@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DelegationDepthExceeded, PygentError, TaskError
+from ..errors import DelegationDepthExceeded, PygentError, SandboxGone, TaskError
 from . import tools
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ MAX_SNAPSHOT_BYTES = 64 << 20
 DEFAULT_TASK_STEPS = 30
 
 
+class _Lost(Exception):
+    """Internal: the task's runtime lost its sandbox (the message is the reason)."""
+
+
 class TaskStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -49,6 +53,7 @@ class TaskStatus(str, Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    LOST = "lost"  #: its sandbox died (removed, killed, OOM, engine restart); `reason` says how
 
     @property
     def ended(self) -> bool:
@@ -111,6 +116,9 @@ class TaskManager:
         self._watchdog: threading.Thread | None = None
         self._closed = False
         self._snapdir: str | None = None
+        from ..sandbox import demand
+
+        self._release_demand = demand.hold(self)  # warm pools stay while this manager is open
 
     @property
     def parent(self) -> "Agent | None":
@@ -173,6 +181,7 @@ class TaskManager:
         try:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
+            runtime.recover = False  # a dead sandbox ends the task (lost), it is not silently replaced
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
             agent = Agent(model=models.default_model(), runtime=runtime, persona=task.persona, task_depth=depth + 1)
             agent.tasks.max_depth = self.max_depth
@@ -184,9 +193,15 @@ class TaskManager:
             result = agent.run_until_stop(task.prompt, max_steps=DEFAULT_TASK_STEPS, step_timeout=task.step_timeout, max_time=task.timeout)
             task.steps = result.steps
             task.answer = _last_text(agent.history)
+            if runtime.lost is not None:
+                raise _Lost(runtime.lost)
             outcome, reason = (TaskStatus.FAILED, result.error or "error") if result.reason == "error" else (
                 (TaskStatus.TIMEOUT, f"no stop within {task.timeout:g}s") if result.reason == "max_time" else (TaskStatus.FINISHED, result.reason)
             )
+        except _Lost as exc:
+            outcome, reason = TaskStatus.LOST, f"its sandbox died: {exc}; its workspace is lost"[:2000]
+        except SandboxGone as exc:  # e.g. while copying the task's files in
+            outcome, reason = TaskStatus.LOST, f"its sandbox died: {exc.reason}; its workspace is lost"[:2000]
         except BaseException as exc:  # never reaches the parent
             outcome, reason = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
         finally:
@@ -322,6 +337,7 @@ class TaskManager:
     def close(self) -> None:
         """Cancel every task and remove every container they started."""
         self._closed = True
+        self._release_demand()
         for task in list(self.tasks.values()):
             if task.status == TaskStatus.QUEUED:
                 with self._lock:

@@ -63,6 +63,16 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def closed(self) -> bool: ...
 
+    def healthy(self) -> bool:
+        """Can it still run a command? Cheap enough to ask before every use (no round trip).
+
+        Why: a sandbox can die under its owner (removed or killed from outside, its
+        server killed by a command, OOM of the whole sandbox, an engine restart);
+        the pool must not hand such a one out, and an Agent must start afresh.
+        Backends override it; by default only close() makes a sandbox unhealthy.
+        """
+        return not self.closed
+
     # -- files, built on the two archive primitives --------------------------
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Create or replace one file inside the sandbox (parents are created)."""

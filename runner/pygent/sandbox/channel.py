@@ -12,6 +12,7 @@ import json
 import marshal
 import math
 import os
+import select
 import socket
 import struct
 import threading
@@ -153,6 +154,30 @@ class Channel:
                 f"this pygent speaks {proto.PROTOCOL}: rebuild the image (pygent-runner images build)"
             )
         return self.hello
+
+    def peer_closed(self) -> bool:
+        """True when the stream is known dead, or the engine closed it (an idle-socket peek, ~2 us).
+
+        Why a peek: a sandbox waiting in the pool has nobody reading its stream; when the
+        container is removed, killed or the engine restarts, the engine closes the attach
+        connection, and a non-blocking MSG_PEEK sees the EOF without consuming anything.
+        """
+        if self.broken:
+            return True
+        if self.lock.locked():
+            return False  # a command is reading the stream: it will see the end itself
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(0):
+                return False  # nothing to read: the connection is open
+            # Readable: data (a late frame) or the end. The poll said it will not block.
+            data = self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+        return not data
 
     # -- commands -----------------------------------------------------------
     def run(

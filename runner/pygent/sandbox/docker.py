@@ -22,6 +22,7 @@ from ..errors import (
     RuntimeUnavailable,
     SandboxClosed,
     SandboxError,
+    SandboxGone,
 )
 from . import lifecycle
 from .base import OutputCallback, Sandbox
@@ -466,6 +467,26 @@ class DockerSandbox(Sandbox):
                 self._channel.close()
             lifecycle.untrack(self)
 
+    def healthy(self) -> bool:
+        """Can it still run a command? Cheap (no engine call): the stream's state and the death watch.
+
+        When not, `gone_reason` says what happened (for the message an Agent reads).
+        """
+        if self._closed:
+            self.gone_reason = "it was closed"
+            return False
+        from .docker_deaths import watcher
+
+        reason = watcher().reason(self.id)
+        if reason is None and self._channel is not None and self._channel.peer_closed():
+            reason = "its stream ended"
+        if reason is None:
+            return True
+        self.gone_reason = reason
+        return False
+
+    gone_reason = ""
+
     def __repr__(self) -> str:
         return f"<DockerSandbox {self.id[:12]} image={self.image} closed={self._closed}>"
 
@@ -576,7 +597,25 @@ def _broken(cid: str, exc: Exception) -> SandboxError:
 
         reset_client()
         return EngineUnavailable(f"lost the engine while using sandbox {cid[:12]}")
-    return SandboxError(f"sandbox {cid[:12]} is gone ({exc}); create a new one")
+    return gone_error(cid, str(exc))
+
+
+def gone_error(cid: str, detail: str = "") -> SandboxGone:
+    """SandboxGone for container `cid`, saying why when the engine's events tell."""
+    from .docker_deaths import death_reason
+
+    reason = death_reason(cid) or (
+        "its container no longer exists (removed from outside, or the engine restarted)" if not _exists(cid) else detail or "its stream ended"
+    )
+    return SandboxGone(f"sandbox {cid[:12]} is gone: {reason}; create a new one", reason=reason)
+
+
+def _exists(cid: str) -> bool:
+    try:
+        get_client().api.inspect_container(cid)
+        return True
+    except Exception as exc:
+        return not _is_not_found(exc)
 
 
 _reaper: "queue.Queue[DockerSandbox] | None" = None
@@ -671,6 +710,8 @@ def _map_error(exc: BaseException, image: str, path: str | None = None) -> BaseE
 
         return ConfigError(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
     if isinstance(exc, NotFound):
+        if "no such container" in str(exc).lower():
+            return SandboxGone(f"the container is gone: {exc.explanation}", reason="its container was removed")
         if path is not None:
             return FileNotFoundError(f"{path}: no such file or directory in the sandbox")
         if "image" in str(exc).lower():
