@@ -473,19 +473,15 @@ class DockerSandbox(Sandbox):
         When not, `gone_reason` says what happened (for the message an Agent reads).
         """
         if self._closed:
-            self.gone_reason = "it was closed"
             return False
         from .docker_deaths import watcher
 
-        reason = watcher().reason(self.id)
-        if reason is None and self._channel is not None and self._channel.peer_closed():
-            reason = "its stream ended"
-        if reason is None:
-            return True
-        self.gone_reason = reason
-        return False
+        return watcher().reason(self.id) is None and not (self._channel is not None and self._channel.peer_closed())
 
-    gone_reason = ""
+    @property
+    def gone_reason(self) -> str:
+        """What happened to a sandbox that is not healthy(), in words (asks the engine: failure path only)."""
+        return "it was closed" if self._closed else gone_error(self.id).reason
 
     def __repr__(self) -> str:
         return f"<DockerSandbox {self.id[:12]} image={self.image} closed={self._closed}>"
@@ -604,18 +600,17 @@ def gone_error(cid: str, detail: str = "") -> SandboxGone:
     """SandboxGone for container `cid`, saying why when the engine's events tell."""
     from .docker_deaths import death_reason
 
-    reason = death_reason(cid) or (
-        "its container no longer exists (removed from outside, or the engine restarted)" if not _exists(cid) else detail or "its stream ended"
-    )
+    reason = death_reason(cid)
+    if reason is None:
+        try:
+            get_client().api.inspect_container(cid)
+            reason = detail or "its stream ended"
+        except Exception as exc:
+            reason = (
+                "its container no longer exists (removed from outside, or the engine restarted)"
+                if _is_not_found(exc) else "the engine stopped answering (restarted or down)"
+            )
     return SandboxGone(f"sandbox {cid[:12]} is gone: {reason}; create a new one", reason=reason)
-
-
-def _exists(cid: str) -> bool:
-    try:
-        get_client().api.inspect_container(cid)
-        return True
-    except Exception as exc:
-        return not _is_not_found(exc)
 
 
 _reaper: "queue.Queue[DockerSandbox] | None" = None

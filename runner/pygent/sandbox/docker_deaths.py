@@ -31,7 +31,8 @@ def describe(action: str, attributes: dict) -> str:
     if action == "oom":
         return "it ran out of memory and the engine killed it"
     if action == "kill":
-        return f"it was killed from outside (docker kill / docker rm -f, signal {attributes.get('signal', '?')})"
+        sig = attributes.get("signal", "?")
+        return f"it was killed from outside (signal {sig}: docker kill, docker rm -f or docker stop, or the engine shutting down)"
     if action == "die":
         code = attributes.get("exitCode", "?")
         return f"its command server exited (exit code {code}; e.g. a command killed it)"
