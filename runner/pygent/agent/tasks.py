@@ -18,11 +18,12 @@ import io
 import json
 import os
 import posixpath
+import queue
+import random
 import tarfile
 import tempfile
 import threading
 import time
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class TaskManager:
         self.tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._queue: "queue.SimpleQueue[tuple | None]" = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._closed = False
         self._snapdir: str | None = None
@@ -145,7 +148,7 @@ class TaskManager:
                 "(PYGENT_TASK_DEPTH); do this work yourself instead of delegating"
             )
         task = Task(
-            id=uuid.uuid4().hex[:8],
+            id=self._new_id(),
             prompt=prompt,
             timeout=float(timeout or self.default_timeout),
             step_timeout=step_timeout,
@@ -156,14 +159,45 @@ class TaskManager:
         parent_rt = self.parent.runtime if self.parent is not None else None
         with self._lock:
             self.tasks[task.id] = task
-            if self._executor is None:
+            if self._dispatcher is None:
                 _close_at_exit(self)
-                self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
-                self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
-                self._watchdog.start()
-            self._executor.submit(self._run, task, parent_rt, depth)
+                self._dispatcher = threading.Thread(target=self._dispatch, name="pygent-task-dispatch", daemon=True)
+                self._dispatcher.start()
+        self._queue.put((task, parent_rt, depth))
         self._event(task)
         return task
+
+    def _new_id(self) -> str:
+        """8 hex digits, unique in this manager. Why not uuid4: os.urandom releases the GIL, and
+        getting it back behind busy task threads cost the parent's delegate_task call milliseconds."""
+        while True:
+            task_id = f"{random.getrandbits(32):08x}"
+            if task_id not in self.tasks:
+                return task_id
+
+    def _dispatch(self) -> None:
+        """Hand queued tasks to the worker pool, off the caller's thread.
+
+        Why: the executor starts a worker thread on submit (up to max_tasks), and a thread
+        start waits for the new thread; done in delegate_task, that wait behind the running
+        tasks' threads was most of the call's time. Here it costs the caller nothing.
+        """
+        self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
+        self._watchdog.start()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            with self._lock:
+                if self._closed:
+                    continue  # close() marked it cancelled
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
+                executor = self._executor
+            try:
+                executor.submit(self._run, *item)
+            except RuntimeError:  # shut down by close() meanwhile
+                return
 
     # -- running ------------------------------------------------------------
     def _run(self, task: Task, parent_rt: "Runtime | None", depth: int) -> None:
@@ -345,8 +379,11 @@ class TaskManager:
                 task.done.set()
             elif task.status == TaskStatus.RUNNING:
                 self._stop(task, TaskStatus.CANCELLED, "parent closed")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._queue.put(None)
+        with self._lock:
+            executor = self._executor
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         if self._snapdir:
             import shutil
 
