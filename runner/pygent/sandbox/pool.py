@@ -10,7 +10,8 @@ Three rules keep the pool honest:
   and the refill thread drops and replaces members that died while waiting;
 - no engine work competes with callers: the pool fills only once a sandbox has
   been asked for, a caller takes a member that is being started rather than
-  starting another, and refills wait while callers are creating their own;
+  starting another, and refills wait while callers' sandboxes are being
+  created or removed;
 - warm sandboxes do not outlive demand: when no Agent, TaskManager or open
   sandbox remains (demand.py) for PYGENT_POOL_LINGER seconds, every pool drains.
 """
@@ -23,7 +24,7 @@ import threading
 import time
 
 from ..settings import get_settings
-from . import demand
+from . import demand, lifecycle
 from .base import Sandbox
 from .policy import SandboxPolicy
 
@@ -31,6 +32,8 @@ _pools: dict[tuple[str, str], "SandboxPool"] = {}
 _pools_lock = threading.Lock()
 #: Seconds between the refill thread's looks at its idle members (a poll() each).
 _PRUNE_EVERY = 1.0
+#: Seconds between looks while callers keep the engine busy (see SandboxPool._busy).
+_BUSY_LOOK = 0.1
 
 
 class SandboxPool:
@@ -104,8 +107,8 @@ class SandboxPool:
         while True:
             dead: list[Sandbox] = []
             with self._cond:
-                while self._running and (len(self._ready) + self._creating >= self.size or self._direct):
-                    self._cond.wait(timeout=_PRUNE_EVERY)
+                while self._running and (len(self._ready) + self._creating >= self.size or self._busy()):
+                    self._cond.wait(timeout=_PRUNE_EVERY if len(self._ready) >= self.size else _BUSY_LOOK)
                     dead += self._prune()
                 if not self._running:
                     return
@@ -132,6 +135,19 @@ class SandboxPool:
                 sandbox.close(wait=False)
                 return
 
+    def _busy(self) -> bool:
+        """With the lock held: are callers' sandboxes being started or removed right now?
+
+        Why wait for quiet: a refill started then competes for the engine with the very
+        callers the pool exists to speed up (16 sandboxes opened at once were slower
+        pooled than cold). Pooled sandboxes are for the next caller, not this burst.
+        """
+        if self._direct:
+            return True
+        with lifecycle._lock:
+            live = list(lifecycle._live)
+        return any(s.closed for s in live)  # closed but still tracked: its removal is in flight
+
     def _prune(self) -> list[Sandbox]:
         """With the lock held: take out the members that died while waiting."""
         dead = [sb for sb in self._ready if not sb.healthy()]
@@ -146,7 +162,10 @@ class SandboxPool:
             ready, self._ready = list(self._ready), collections.deque()
             self._cond.notify_all()
         for sandbox in ready:
-            sandbox.close(wait=False)
+            try:
+                sandbox.close()  # removed now: "nothing of ours in docker ps" must hold when this returns
+            except Exception:
+                pass  # engine gone: gc reclaims it by label
 
     drain = idle
 
