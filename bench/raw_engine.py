@@ -1,9 +1,9 @@
 """The engine's own rate, as a baseline: containers with our hardening, driven through the
-backend's own client (docker-py), without any of pygent's machinery.
+backend's own client (the Docker backend's EngineClient), without any of pygent's machinery.
 
 One run = create, attach, start, the first command (the container's own `echo hi`),
 wait, remove: what a one-container-per-run design (epicbox) does, and the least
-engine work a delegated task or a sandbox opened, used once and closed can cost.
+engine work a delegated task, or a sandbox opened, used once and closed, can cost.
 """
 
 from __future__ import annotations
@@ -13,53 +13,50 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 
-def _config(api, command: list[str]) -> dict:
+def _body(backend, command: list[str]) -> dict:
     from pygent.sandbox import default_policy
-    from pygent.sandbox.docker import chosen_runtime, container_config
-    from pygent.sandbox.engine import get_client
-    from pygent.sandbox.images import resolve_image
 
     policy = default_policy()
-    create, host = container_config(resolve_image("python"), policy, None, False, chosen_runtime(policy, get_client()))
-    host["auto_remove"] = False  # removed explicitly: the remove is part of what is timed
-    create.update(command=command, stdin_open=False)
-    return api.create_container_config(host_config=api.create_host_config(**host), **create)
+    body = backend.create_body(backend.resolve_image("python"), policy, runtime=backend.chosen_runtime(policy))
+    host = dict(body["HostConfig"], AutoRemove=False)  # removed explicitly: the remove is part of what is timed
+    return dict(body, Entrypoint=command, Cmd=None, OpenStdin=False, StdinOnce=False, AttachStdin=False, HostConfig=host)
 
 
-def run_once(api, config: dict) -> tuple[float, bool]:
+def run_once(client, body: dict) -> tuple[float, bool]:
     """(ms, the command's output was right) for one container's whole life."""
+    from pygent.sandbox.docker.config import fresh_identity
+
+    body, name = fresh_identity(body)
     t0 = time.perf_counter()
-    cid = api.create_container_from_config(config, None)["Id"]
+    cid = client.call("POST", "/containers/create", body, params={"name": name}, what="create")["Id"]
     try:
-        sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
-        raw = getattr(sock, "_sock", sock)
-        api.start(cid)
-        out = b""
+        sock, out = client.upgrade(f"/containers/{cid}/attach", params={"stdout": 1, "stderr": 1, "stream": 1})
+        client.call("POST", f"/containers/{cid}/start", what="start")
         while True:
-            chunk = raw.recv(65536)
+            chunk = sock.recv(65536)
             if not chunk:
                 break
             out += chunk
         sock.close()
-        api.wait(cid)
+        client.call("POST", f"/containers/{cid}/wait", what="wait")
     finally:
-        api.remove_container(cid, v=True, force=True)
+        client.call("DELETE", f"/containers/{cid}", params={"force": 1, "v": 1}, what="remove")
     return (time.perf_counter() - t0) * 1e3, out.endswith(b"hi\n")
 
 
 def raw_round(n: int, workers: int, command: list[str] | None = None) -> dict:
     """n container lives on `workers` threads: {"wall": s, "each": [ms], "ok": count}."""
-    from pygent.sandbox.engine import get_client
+    from pygent.sandbox.registry import get_backend
 
-    api = get_client().api
-    config = _config(api, command or ["bash", "-c", "echo hi"])
+    backend = get_backend()
+    body = _body(backend, command or ["/bin/sh", "-c", "echo hi"])
     each: list[float] = []
     ok = 0
     lock = threading.Lock()
 
     def one(_: int) -> None:
         nonlocal ok
-        ms, good = run_once(api, config)
+        ms, good = run_once(backend.client, body)
         with lock:
             each.append(ms)
             ok += good

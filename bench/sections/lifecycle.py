@@ -166,7 +166,7 @@ def _concurrent(ctx: Ctx, section: Section, open_sandbox, settle) -> None:
     wall = {k: statistics.median(r["wall"] for r in v) for k, v in rounds.items()}
     label = f"{CONCURRENT} at once:"
     section.add(Row(
-        "conc_raw", f"{label} raw create → start → echo hi → wait → remove (docker-py, same hardening)",
+        "conc_raw", f"{label} raw create → start → echo hi → wait → remove (the backend's client, same hardening)",
         [x for r in rounds["raw"] for x in r["each"]], extra={"wall s": wall["raw"]},
     ))
     for key, pool in (("pooled", True), ("cold", False)):

@@ -114,7 +114,7 @@ def _rounds(ctx: Ctx, section: Section, Agent, sizes, workers: int, pool, obs: O
             extra={"wall s": naive["wall"], "tasks/s": n / naive["wall"], "finished": f"{naive['ok']}/{n}"},
         ))
         section.add(Row(
-            f"raw_{n}", f"N={n}: the engine's raw rate: create → start → echo hi → remove, our hardening, docker-py ({workers} workers)",
+            f"raw_{n}", f"N={n}: the engine's raw rate: create → start → echo hi → remove, our hardening, the backend's client ({workers} workers)",
             raw["each"], extra={"wall s": raw["wall"], "tasks/s": n / raw["wall"], "finished": f"{raw['ok']}/{n}"},
         ))
         ctx.log(f"N={n}: {n / r['wall']:.1f} tasks/s vs naive {n / naive['wall']:.1f} tasks/s, raw engine {n / raw['wall']:.1f}/s")

@@ -27,6 +27,7 @@ from ..settings import get_settings
 from . import demand, lifecycle
 from .base import Sandbox
 from .policy import SandboxPolicy
+from .registry import get_backend
 
 _pools: dict[tuple[str, str], "SandboxPool"] = {}
 _pools_lock = threading.Lock()
@@ -53,10 +54,8 @@ class SandboxPool:
         self.last_error: BaseException | None = None
 
     def _new(self, pooled: bool) -> Sandbox:
-        """Start one sandbox (the backend seam)."""
-        from .docker import DockerSandbox
-
-        return DockerSandbox.create(self.image, self.policy, pooled=pooled)
+        """Start one sandbox on the chosen backend."""
+        return get_backend().create(self.image, self.policy, pooled=pooled)
 
     def acquire(self) -> Sandbox:
         """A started, healthy sandbox: a ready member, one being started, else one created now.
@@ -248,17 +247,16 @@ def _linger_loop() -> None:
             return
 
 
-# -- liveness (Docker: the engine's event stream) ----------------------------------------
+# -- liveness: the backend follows its sandboxes' deaths while pools are warm -------------
 def _liveness_start() -> None:
-    from .docker_deaths import watcher
-
-    watcher().start()
+    get_backend().follow_deaths(True)
 
 
 def _liveness_stop() -> None:
-    from .docker_deaths import watcher
-
-    watcher().stop()
+    try:
+        get_backend().follow_deaths(False)
+    except Exception:
+        pass  # at exit, or no backend could be made: nothing is being followed
 
 
 atexit.register(drain_all)
