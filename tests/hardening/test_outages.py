@@ -224,3 +224,20 @@ def test_warm_sandboxes_go_within_the_linger_once_the_last_agent_closes(docker_c
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_an_agent_whose_whole_sandbox_ran_out_of_memory_is_told_with_the_result(agents, docker_client):
+    from pygent.sandbox import SandboxPolicy
+
+    script = Script(
+        say(call("bash", {"cmd": "python3 -c \"b = b'x' * (2 << 30)\""})),
+        say(call("bash", {"cmd": "echo fresh"})),
+    )
+    # Under gVisor the host's OOM killer ends the whole sandbox, not just the command.
+    ag = Agent(model=script, policy=SandboxPolicy(runtime="runsc", memory="256m", timeout=60))
+    agents.append(ag)
+    ag.step("go")
+    ag.step(None)
+    oom, fresh = _tool_results(ag)
+    assert "out of memory" in oom and "died" in oom and "fresh sandbox" in oom, oom
+    assert fresh.startswith("exit code: 0") and "fresh" in fresh, fresh

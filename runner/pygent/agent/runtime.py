@@ -62,6 +62,8 @@ class Runtime:
         self.recover = True
         #: Why the sandbox died, once a runtime with recover=False has lost it.
         self.lost: str | None = None
+        #: The message of a sandbox lost together with the last command's result (see exec).
+        self.last_loss: str | None = None
         self._release_demand = demand.hold(self)  # warm pools stay while this runtime lives
         #: Absolute time.monotonic() by which commands must end (set by the agent loop's limits).
         self.deadline: float | None = None
@@ -142,7 +144,14 @@ class Runtime:
                 return sb.exec(cmd, timeout=timeout, **kw)
         sandbox = self.sandbox
         self._first_command()
-        return self._using(sandbox, lambda: sandbox.exec(cmd, timeout=timeout, **kw))
+        result = self._using(sandbox, lambda: sandbox.exec(cmd, timeout=timeout, **kw))
+        if result.oom_killed and not sandbox.healthy():
+            # The whole sandbox went with the command (gVisor's OOM): say so now, with the
+            # result, rather than on the next call.
+            with self._lock:
+                if not self._closed:
+                    self.last_loss = str(self._lose(sandbox, "it ran out of memory and the engine killed it", ran=True))
+        return result
 
     def _using(self, sandbox: Sandbox, use: Any) -> Any:
         """use() on the agent's sandbox; when the sandbox dies under it, raise _lose's SandboxGone."""
@@ -168,8 +177,10 @@ class Runtime:
         """Run `cmd`; return the compact text the model reads (see format.py)."""
         # Report the limit that applied: the loop's deadline may have shortened it.
         limit = self._limit(timeout) or self.policy.timeout
+        self.last_loss = None
         result = self.exec(cmd, timeout=limit)
-        return format_result(result, round(limit, 2), self.policy.memory)
+        text = format_result(result, round(limit, 2), self.policy.memory)
+        return text + f"\n[pygent] {self.last_loss}" if self.last_loss else text
 
     def write_file(self, path: str, content: str | bytes) -> str:
         sb = self.sandbox

@@ -42,6 +42,4 @@ def wanted(idle_ids: set[str]) -> bool:
     """True while a holder exists or a sandbox is open (other than the idle pooled ones listed)."""
     if _holders > 0:
         return True
-    with lifecycle._lock:
-        live = list(lifecycle._live)
-    return any(not s.closed and s.id not in idle_ids for s in live)
+    return any(not s.closed and s.id not in idle_ids for s in lifecycle.live())

@@ -143,9 +143,7 @@ class SandboxPool:
         """
         if self._direct:
             return True
-        with lifecycle._lock:
-            live = list(lifecycle._live)
-        return any(s.closed for s in live)  # closed but still tracked: its removal is in flight
+        return any(s.closed for s in lifecycle.live())  # closed but still tracked: its removal is in flight
 
     def _prune(self) -> list[Sandbox]:
         """With the lock held: take out the members that died while waiting."""
