@@ -1,8 +1,11 @@
 """What the model reads back from a command: compact, clean text.
 
-Why cleaned: ANSI colour codes, NUL bytes and invalid UTF-8 waste tokens and
-confuse models; the exit code and the place where output was cut must be
-unmistakable so the model does not reason over half a log as if it were whole.
+Why cleaned: terminal control sequences waste tokens, confuse models and can
+hide text from a human reviewing a transcript (`safe\\rEVIL` prints as `EVIL`;
+a bidi override reorders what is shown). So the text the model, the live view
+and the JSON transcript get carries no control character but newline and tab.
+The exit code and the place where output was cut must be unmistakable so the
+model does not reason over half a log as if it were whole.
 """
 
 from __future__ import annotations
@@ -11,12 +14,36 @@ import re
 
 from ..sandbox.result import ExecResult
 
-_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+#: Escape sequences, 7-bit (ESC ...) and 8-bit (C1 introducers), removed whole:
+#: string commands (OSC, DCS, SOS, PM, APC) up to BEL/ST (unterminated: only the introducer
+#: goes, so a stray byte cannot swallow the rest of a log),
+#: CSI with its parameters, and the short ones (ESC c, ESC ( B, ESC 7 ...).
+_ESCAPES = re.compile(
+    r"(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+#: Every control character left but \n and \t: C0, DEL, C1.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Bidi embeddings, overrides and isolates: shown, not obeyed (they reorder what a reader sees).
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_str(text: str) -> str:
+    """Text safe to show a model or a terminal: only \\n and \\t of the control characters.
+
+    CRLF becomes LF; a lone CR becomes a line break (so it cannot hide what came
+    before it); bidi controls become visible as <U+XXXX>.
+    """
+    text = _ESCAPES.sub("", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROLS.sub("", text)
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
 def clean_text(data: bytes) -> str:
-    """Strip ANSI escapes and NUL bytes; replace invalid UTF-8 with U+FFFD."""
-    return _ANSI.sub(b"", data).replace(b"\x00", b"").decode("utf-8", "replace")
+    """Command output -> clean_str of it; invalid UTF-8 becomes U+FFFD."""
+    return clean_str(data.decode("utf-8", "replace"))
 
 
 def format_result(result: ExecResult, timeout: float | None = None, memory: str | None = None) -> str:

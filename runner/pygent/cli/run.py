@@ -93,13 +93,18 @@ class _Display:
         for col in ("id", "status", "steps", "elapsed", "reason"):
             table.add_column(col)
         for t in self.tasks.values():
-            colour = {"finished": "green", "failed": "red", "timeout": "red", "cancelled": "yellow"}.get(t["status"], "cyan")
+            colour = {"finished": "green", "failed": "red", "timeout": "red", "lost": "red", "cancelled": "yellow"}.get(t["status"], "cyan")
             table.add_row(t["task_id"], f"[{colour}]{t['status']}[/]", str(t["steps"]), f"{t['elapsed']:.1f}s", (t.get("reason") or "")[:60])
         return table if self.tasks else ""
 
     def __call__(self, event: Any) -> None:
-        from rich.markup import escape
+        from rich.markup import escape as escape_markup
         from rich.panel import Panel
+
+        from ..agent.format import clean_str
+
+        def escape(text: str) -> str:  # no control character reaches the terminal, whoever wrote it
+            return escape_markup(clean_str(text))
 
         if event.kind == "model":
             d = event.data
@@ -145,8 +150,24 @@ def _transcript(task: str, result: Any, agent: Any, started: float, model_calls:
         "model_calls": model_calls.calls if model_calls is not None else [],
         "usage": model_calls.usage() if model_calls is not None else None,
         "tasks": agent.tasks.wait(timeout=0),
-        "history": agent.history,
+        "history": _clean_history(agent.history),
     }
+
+
+def _clean_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history with every string cleaned (format.clean_str): the model's own text may carry escapes."""
+    from ..agent.format import clean_str
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return clean_str(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return [clean(m) for m in history]
 
 
 def _exit_code(reason: str) -> int:

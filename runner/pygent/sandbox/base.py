@@ -64,7 +64,13 @@ class Sandbox(abc.ABC):
     def closed(self) -> bool: ...
 
     def healthy(self) -> bool:
-        """Can this sandbox still run a command? Cheap (no engine call): the pool asks it on acquire."""
+        """Can it still run a command? Cheap enough to ask before every use (no round trip).
+
+        Why: a sandbox can die under its owner (removed or killed from outside, its
+        server killed by a command, OOM of the whole sandbox, an engine restart);
+        the pool must not hand such a one out, and an Agent must start afresh.
+        Backends override it; by default only close() makes a sandbox unhealthy.
+        """
         return not self.closed
 
     @property

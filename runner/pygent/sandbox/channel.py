@@ -113,6 +113,21 @@ class Channel:
             )
         return self.hello
 
+    def peer_closed(self) -> bool:
+        """True when the stream is known dead, or its transport saw the other end close it.
+
+        Why: a sandbox waiting in the pool has nobody reading its stream; when the container
+        is removed, killed or the engine restarts, the engine closes the connection, and a
+        transport that can tell without consuming anything (Docker: a poll and MSG_PEEK,
+        ~2 us) says so. A transport without `peer_closed` is taken to be open.
+        """
+        if self.broken:
+            return True
+        if self.lock.locked():
+            return False  # a command is reading the stream: it will see the end itself
+        probe = getattr(self.stream, "peer_closed", None)
+        return bool(probe()) if probe is not None else False
+
     # -- commands -----------------------------------------------------------
     def run(
         self,

@@ -110,5 +110,10 @@ class Backend(abc.ABC):
         """OCI runtimes the engine registers (name -> registration). Raises: EngineUnavailable."""
         return {}
 
+    def follow_deaths(self, on: bool) -> None:
+        """Start (on=True) or stop following the engine's news of our sandboxes dying, so
+        `Sandbox.healthy()` knows without asking (the warm pool turns it on while warm).
+        Default: nothing to follow; healthy() relies on the sandbox's own state. Never raises."""
+
     def close(self) -> None:
         """Release what the backend holds (watchers, connections). Sandboxes are not touched."""

@@ -16,6 +16,7 @@ from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
 from . import config, tooling
 from .client import EngineClient, NotFound
+from .deaths import DeathWatch
 from .sandbox import DockerSandbox, Limits, force_remove
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class DockerBackend(Backend):
         self._preferred_broken = False
         self._tooling_ready: set[str] = set()
         self._lock = threading.Lock()
+        #: Which of our containers the engine reported dead (followed while a pool is warm).
+        self.deaths = DeathWatch(self.client)
 
     # -- engine facts -------------------------------------------------------
     @property
@@ -121,8 +124,14 @@ class DockerBackend(Backend):
     def _start(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None) -> DockerSandbox:
         body = self.create_body(image, policy, pooled=pooled, runtime=runtime)
         body, name = config.fresh_identity(body, pooled=pooled)
-        return DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
-                                   backend=self.name)
+        sandbox = DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
+                                      backend=self.name)
+        sandbox.deaths = self.deaths
+        return sandbox
+
+    def follow_deaths(self, on: bool) -> None:
+        """Follow the engine's kill/die/destroy events of this session's containers (deaths.py)."""
+        self.deaths.start() if on else self.deaths.stop()
 
     def start_from_recipe(self, recipe: dict) -> DockerSandbox:
         """Start a sandbox from a create body made earlier (the exec cache): no policy, no pydantic."""

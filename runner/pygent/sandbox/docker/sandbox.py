@@ -16,12 +16,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ...errors import EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError
+from ...errors import EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
 from ..base import OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound
+from .deaths import DeathWatch, gone_reason
 from .stream import DockerStream
 
 if TYPE_CHECKING:
@@ -139,9 +140,20 @@ class DockerSandbox(Sandbox):
         return {"backend": self._backend, "body": self.create_config, "image": self.image,
                 "limits": dataclasses.asdict(self.limits), "api": self.api_version}
 
+    #: The backend's watch of the engine's events (set by the backend that made this sandbox).
+    deaths: "DeathWatch | None" = None
+
     def healthy(self) -> bool:
-        """Can this sandbox still run a command? Cheap: the stream's own state, no engine call."""
-        return not self._closed and not self._channel.broken
+        """Can this sandbox still run a command? Cheap, no engine call: the death watch's
+        record (removed, killed, exited) and the stream's state (closed by the engine)."""
+        if self._closed or (self.deaths is not None and self.deaths.reason(self.id) is not None):
+            return False
+        return not self._channel.peer_closed()
+
+    @property
+    def gone_reason(self) -> str:
+        """What happened to a sandbox that is not healthy(), in words (asks the engine: failure path only)."""
+        return "it was closed" if self._closed else gone_reason(self.deaths or DeathWatch(self._client), self.id)
 
     def _after_broken_stream(self, exc: Exception, started: float, wall: float) -> ExecResult:
         """A command's stream broke: the whole-sandbox OOM result (gVisor), else raise what happened."""
@@ -150,7 +162,7 @@ class DockerSandbox(Sandbox):
                     f"{self.id[:12]}; create a new one\n").encode()
             return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=time.monotonic() - started,
                               oom_killed=True, cwd=self._cwd)
-        raise broken(self._client, self.id, exc) from None
+        raise broken(self._client, self.id, exc, self.deaths) from None
 
     # -- files --------------------------------------------------------------
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
@@ -182,7 +194,8 @@ class DockerSandbox(Sandbox):
         """404 on an archive call: the path, or the whole container, is missing."""
         if self._container_exists():
             return FileNotFoundError(f"{path}: no such file or directory in the sandbox")
-        return SandboxError(f"sandbox {self.id[:12]} is gone (removed from outside); create a new one")
+        return SandboxGone(f"sandbox {self.id[:12]} is gone (removed from outside); create a new one",
+                           reason="its container was removed from outside")
 
     def _container_exists(self) -> bool:
         try:
@@ -200,7 +213,7 @@ class DockerSandbox(Sandbox):
         try:
             seen = self._channel.look(posixpath.join(parent, name))
         except ChannelBroken as exc:
-            raise broken(self._client, self.id, exc) from None
+            raise broken(self._client, self.id, exc, self.deaths) from None
         if seen.get("empty"):  # nothing to pack: no process started in the sandbox
             return _empty_dir_tar(name, seen)
         buf = bytearray()
@@ -296,13 +309,18 @@ def oom_event_since(client: EngineClient, cid: str, wall: float) -> bool:
     return False
 
 
-def broken(client: EngineClient, cid: str, exc: Exception) -> SandboxError:
-    """Tell an engine outage apart from a dead container, for a message that says what to do."""
+def broken(client: EngineClient, cid: str, exc: Exception, deaths: "DeathWatch | None" = None) -> SandboxError:
+    """Tell an engine outage apart from a dead container, for a message that says what to do.
+
+    Returns EngineUnavailable when the engine does not answer, else SandboxGone saying why
+    the container died (the engine's events).
+    """
     try:
         client.ping()
     except Exception:
         return EngineUnavailable(f"lost the engine while using sandbox {cid[:12]}")
-    return SandboxError(f"sandbox {cid[:12]} is gone ({exc}); create a new one")
+    reason = gone_reason(deaths or DeathWatch(client), cid, str(exc))
+    return SandboxGone(f"sandbox {cid[:12]} is gone: {reason}; create a new one", reason=reason)
 
 
 def force_remove(client: EngineClient, cid: str) -> None:
@@ -372,7 +390,7 @@ def map_error(exc: BaseException, image: str) -> BaseException:
     if isinstance(exc, NotFound):
         if "image" in exc.message.lower():
             return ImageNotFound(f"image {image!r} not found on the engine: {exc.message}")
-        return SandboxError(f"the container is gone: {exc.message}")
+        return SandboxGone(f"the container is gone: {exc.message}", reason="its container was removed")
     if isinstance(exc, EngineAPIError):
         text = exc.message
         if "runtime" in text.lower():
