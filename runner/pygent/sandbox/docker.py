@@ -87,8 +87,13 @@ def chosen_runtime(policy: SandboxPolicy, client: "docker.DockerClient") -> str 
     return None
 
 
-def container_config(image: str, policy: SandboxPolicy, server: str | None, pooled: bool, runtime: str | None = None) -> tuple[dict, dict]:
-    """(create_container kwargs, host_config kwargs): every hardening in one place."""
+def container_config(
+    image: str, policy: SandboxPolicy, server: str | None, pooled: bool, runtime: str | None = None, proxy: str | None = None
+) -> tuple[dict, dict]:
+    """(create_container kwargs, host_config kwargs): every hardening in one place.
+
+    proxy: the egress proxy's id when the policy has an allowlist (network.network_settings).
+    """
     command = ["python3", "-I", "-S", server] if server else ["/bin/sh", "-c", "cat >/dev/null"]
     mounts = []
     from docker.types import DriverConfig, Mount
@@ -129,8 +134,6 @@ def container_config(image: str, policy: SandboxPolicy, server: str | None, pool
         # fill the engine's disk (json-file keeps all of it, unbounded, by default).
         log_config={"Type": "none", "Config": {}},
     )
-    if policy.network:
-        host["network_mode"] = "bridge"
     create = dict(
         image=image,
         command=command,
@@ -141,10 +144,14 @@ def container_config(image: str, policy: SandboxPolicy, server: str | None, pool
         detach=False,  # with stdin_open: StdinOnce, stdin closes when the owner's attach stream does
         tty=False,
         labels=lifecycle.owner_labels(pooled=pooled),
-        # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
-        network_disabled=not policy.network,
         hostname=f"sandbox-{uuid.uuid4().hex[:8]}",
     )
+    from .network import network_settings
+
+    net_create, net_host = network_settings(policy, command, proxy)
+    net_create["environment"] = {**create["environment"], **net_create.get("environment", {})}
+    create.update(net_create)
+    host.update(net_host)
     return create, host
 
 
@@ -169,7 +176,8 @@ class DockerSandbox(Sandbox):
     # -- creation -----------------------------------------------------------
     @classmethod
     def create(cls, image: str | None = None, policy: SandboxPolicy | None = None, *, pooled: bool = False) -> "DockerSandbox":
-        """Start a sandbox. Raises EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxError."""
+        """Start a sandbox. Raises EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxError,
+        ConfigError (an allowlist under a runtime without networking, or on an image without the server)."""
         from .gc import reclaim_in_background
         from .images import image_has_server, resolve_image
         from ..settings import get_settings
@@ -183,7 +191,7 @@ class DockerSandbox(Sandbox):
                 f"(has: {', '.join(sorted(_engine_runtimes(client)))}). Install it (e.g. Debian's runsc) "
                 "and add it to /etc/docker/daemon.json, or `make engine` on an engine we manage."
             )
-        if policy.runtime and policy.network and "--network=none" in (_engine_runtimes(client)[policy.runtime].get("runtimeArgs") or []):
+        if policy.runtime and policy.network is True and "--network=none" in (_engine_runtimes(client)[policy.runtime].get("runtimeArgs") or []):
             from ..errors import ConfigError
 
             raise ConfigError(
@@ -193,21 +201,30 @@ class DockerSandbox(Sandbox):
         tag = resolve_image(image or get_settings().pygent_image)
         server = image_has_server(tag)
         runtime = chosen_runtime(policy, client)
+        proxy = None
+        if policy.allow_hosts:
+            from . import egress
+
+            egress.check_supported(policy, runtime, _engine_runtimes(client), server)
+            proxy = egress.ensure_proxy(client, policy)
         try:
-            return cls._start(client, tag, policy, server, pooled, runtime)
+            return cls._start(client, tag, policy, server, pooled, runtime, proxy)
         except RuntimeUnavailable:
             if policy.runtime or runtime is None:
                 raise
             # The engine registers crun but may not run it (e.g. a hybrid cgroup layout crun
             # refuses): when the engine's default works, use it from now on.
-            sandbox = cls._start(client, tag, policy, server, pooled, None)
+            sandbox = cls._start(client, tag, policy, server, pooled, None, proxy)
             global _preferred_broken
             _preferred_broken = True
             return sandbox
 
     @classmethod
-    def _start(cls, client: "docker.DockerClient", tag: str, policy: SandboxPolicy, server: str | None, pooled: bool, runtime: str | None) -> "DockerSandbox":
-        create, host = container_config(tag, policy, server, pooled, runtime)
+    def _start(
+        cls, client: "docker.DockerClient", tag: str, policy: SandboxPolicy, server: str | None, pooled: bool,
+        runtime: str | None, proxy: str | None = None,
+    ) -> "DockerSandbox":
+        create, host = container_config(tag, policy, server, pooled, runtime, proxy)
         api = client.api
         # Named by us, so an interruption (Ctrl-C, SIGTERM) between the engine creating it and
         # its answer reaching us still knows what to remove.

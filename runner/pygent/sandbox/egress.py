@@ -1,0 +1,278 @@
+"""The shared egress proxy's lifecycle: find or start it, wire sandboxes to it, reclaim it.
+
+Why this shape (see docs/security.md): an allowlisted sandbox keeps the
+strictest network there is, none at all; its only way out is a unix socket,
+in a volume of the proxy's that it mounts read-only, reached through a relay
+on its own loopback (egress_relay.py). We tried the Docker `--internal`
+network first: on this engine (20.10) a container there still gets a default
+route through the bridge, and the host answers on the bridge's address, so
+the host, its gateway and the other sandboxes stay reachable. A socket has
+no route to anything.
+
+One proxy per (allowlist, egress network, pinned hosts, linger), named after
+that key, so every process with the same allowlist shares it: the name makes
+the start race-free across processes (the engine refuses a second container
+of that name) and the allowlist is fixed at the proxy's start (no control
+channel to attack). It runs hardened like a sandbox. Each sandbox holds a
+connection to it while it lives; with none for `linger` seconds it exits and
+the engine's auto-remove deletes it. `gc` removes one nobody uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+from ..errors import ConfigError, SandboxError
+from . import lifecycle
+
+if TYPE_CHECKING:
+    import docker
+
+    from .policy import SandboxPolicy
+
+LABEL_EGRESS = f"{lifecycle.LABEL_PREFIX}.egress"
+#: Where the proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
+SOCKET_DIR = "/run/pygent-egress"
+SOCKET = f"{SOCKET_DIR}/proxy.sock"
+#: The relay's port on the sandbox's own loopback.
+RELAY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
+#: uid:gid of the proxy: nobody, so no sandbox uid owns its files.
+PROXY_USER = "65534:65534"
+READY_TIMEOUT = 30.0
+_SOURCE_DIR = Path(__file__).resolve().parent
+
+
+class EgressSettings(TypedDict):
+    """What identifies a proxy (besides the allowlist), from settings."""
+
+    network: str
+    hosts: dict[str, str]
+    linger: float
+
+
+def egress_settings() -> EgressSettings:
+    """PYGENT_EGRESS_NETWORK / _HOSTS / _LINGER. Raises ConfigError on a bad value."""
+    from ..settings import get_settings
+
+    s = get_settings()
+    hosts: dict[str, str] = {}
+    for pair in (s.pygent_egress_hosts or "").split(","):
+        if not pair.strip():
+            continue
+        name, eq, addr = pair.strip().partition("=")
+        if not eq or not name or not addr:
+            raise ConfigError(f"PYGENT_EGRESS_HOSTS: {pair.strip()!r} is not NAME=ADDRESS")
+        hosts[name.lower()] = addr
+    return EgressSettings(network=s.pygent_egress_network, hosts=hosts, linger=s.pygent_egress_linger)
+
+
+def proxy_env() -> dict[str, str]:
+    """The variables that send a sandbox's HTTP(S) clients to its relay (both spellings: tools differ)."""
+    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
+    return {**env, **{k.lower(): v for k, v in env.items()}}
+
+
+def relay_command(command: list[str]) -> list[str]:
+    """The sandbox's command, started behind the relay (which execs it in its place)."""
+    source = (_SOURCE_DIR / "egress_relay.py").read_text()
+    return ["python3", "-I", "-S", "-c", source, json.dumps({"socket": SOCKET, "port": RELAY_PORT}), *command]
+
+
+def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict[str, dict], server: str | None) -> None:
+    """An allowlist needs a runtime that can share a unix socket, and the command server (python3).
+
+    Raises ConfigError saying what to use instead.
+    """
+    if runtime and ("--network=none" in (runtimes.get(runtime, {}).get("runtimeArgs") or []) or "runsc" in runtime):
+        raise ConfigError(
+            f"an allowlist (network={list(policy.allow_hosts)}) cannot be honoured under {runtime!r}: the engine "
+            "registers it with --network=none and gVisor cannot reach the egress proxy's socket. "
+            "Use the default runtime for allowlisted sandboxes, or network=False."
+        )
+    if server is None:
+        raise ConfigError(
+            "an allowlist needs an image with pygent's command server (python3), which runs the egress relay; "
+            "use a bundled image (python) or network=False/True"
+        )
+
+
+def proxy_key(allow: tuple[str, ...], settings: EgressSettings) -> str:
+    """Same allowlist and egress settings -> same proxy (shared); anything else -> another one."""
+    text = json.dumps([sorted(allow), settings["network"], sorted(settings["hosts"].items()), settings["linger"]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure_proxy(client: "docker.DockerClient", policy: "SandboxPolicy") -> str:
+    """The id of the running proxy for this allowlist, started now if there is none.
+
+    Raises ConfigError (bad egress settings), EngineUnavailable/SandboxError (the proxy did not start).
+    """
+    settings = egress_settings()
+    key = proxy_key(policy.allow_hosts, settings)
+    name = f"pygent-egress-{key}"
+    api = client.api
+    for _attempt in range(3):
+        found = _running(api, key)
+        if found:
+            return found
+        try:
+            return _start(client, name, key, policy.allow_hosts, settings)
+        except _NameTaken:
+            # Another process is starting it (wait for it below), or the last one is being removed.
+            from .docker import _removed_within
+
+            deadline = time.monotonic() + READY_TIMEOUT
+            while time.monotonic() < deadline and not _running(api, key):
+                if _removed_within(name, 0.5):
+                    break
+    raise SandboxError(f"could not start the egress proxy {name}; run `pygent-runner gc` and retry")
+
+
+class _NameTaken(Exception):
+    pass
+
+
+def _running(api: "docker.APIClient", key: str) -> str | None:
+    for c in api.containers(filters={"label": f"{LABEL_EGRESS}={key}", "status": "running"}):
+        return c["Id"]
+    return None
+
+
+def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> tuple[dict, dict]:
+    """(create kwargs, host_config kwargs) of the proxy: hardened as a sandbox, on the egress network."""
+    from docker.types import DriverConfig, Mount
+
+    source = (_SOURCE_DIR / "egress_proxy.py").read_text()
+    config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"]}
+    uid, gid = PROXY_USER.split(":")
+    opts = f"size=1m,uid={uid},gid={gid},mode=0755"
+    labels = {k: v for k, v in lifecycle.owner_labels().items() if k != lifecycle.LABEL_SESSION}  # shared: no one session's
+    labels[LABEL_EGRESS] = key
+    host = dict(
+        init=True,
+        auto_remove=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        read_only=True,
+        mem_limit="64m",
+        memswap_limit="64m",
+        nano_cpus=int(0.5e9),
+        pids_limit=64,
+        network_mode=settings["network"],
+        extra_hosts=settings["hosts"] or None,
+        mounts=[Mount(SOCKET_DIR, None, type="volume", driver_config=DriverConfig("local", {"type": "tmpfs", "device": "tmpfs", "o": opts}))],
+        log_config={"Type": "none", "Config": {}},
+    )
+    create = dict(
+        image=image,
+        command=["python3", "-I", "-S", "-c", source, json.dumps(config)],
+        user=PROXY_USER,
+        labels=labels,
+        hostname=name,
+        stdin_open=False,
+        tty=False,
+    )
+    return create, host
+
+
+def _start(client: "docker.DockerClient", name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> str:
+    from docker.errors import APIError, NotFound
+
+    from .docker import _force_remove, _map_error
+    from .images import resolve_image
+
+    image = resolve_image("python")
+    api = client.api
+    create, host = proxy_config(image, name, key, allow, settings)
+    cid = None
+    try:
+        config = api.create_container_config(host_config=api.create_host_config(**host), **create)
+        try:
+            cid = api.create_container_from_config(config, name)["Id"]
+        except NotFound as exc:
+            if "network" in str(exc).lower():
+                raise ConfigError(f"PYGENT_EGRESS_NETWORK: no network {settings['network']!r} on the engine") from None
+            raise
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise _NameTaken() from None
+            raise
+        sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            api.start(cid)
+            _wait_ready(raw, name)
+        finally:
+            raw.close()
+            sock.close()
+        return cid
+    except BaseException as exc:
+        if cid is not None:
+            try:
+                _force_remove(cid)
+            except Exception:
+                pass
+        if isinstance(exc, (_NameTaken, ConfigError)):
+            raise
+        raise _map_error(exc, image) from None
+
+
+def _wait_ready(raw: socket.socket, name: str) -> None:
+    """Read the attach stream until the proxy says `ready` (it listens then). Raises SandboxError."""
+    raw.settimeout(READY_TIMEOUT)
+    seen = b""
+    try:
+        while b"ready" not in seen:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    if b"ready" not in seen:
+        tail = seen.decode("utf-8", "replace")[-300:]
+        raise SandboxError(f"the egress proxy {name} did not start: {tail or 'no output'}")
+
+
+def collect_unused(api: "docker.APIClient", everything: bool = False) -> list[tuple[str, str, float]]:
+    """Remove egress proxies no container uses (older than their linger): [(id, reason, age)].
+
+    Why not by owner: a proxy is shared by every process with the same
+    allowlist, so its starter's death says nothing; a sandbox using it does.
+    """
+    now = time.time()
+    removed = []
+    for c in api.containers(all=True, filters={"label": LABEL_EGRESS}):
+        labels = c.get("Labels") or {}
+        try:
+            age = now - float(labels.get(lifecycle.LABEL_CREATED, "0"))
+        except ValueError:
+            age = now
+        users = _users(api, c)
+        if any(u.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID for u in users):
+            continue  # this process's own sandboxes use it
+        if not everything and c.get("State") == "running" and (age < 120 or users):
+            continue
+        try:
+            api.remove_container(c["Id"], force=True, v=True)
+        except Exception:
+            continue
+        removed.append((c["Id"], "asked to remove all" if everything else "egress proxy no sandbox uses", age))
+    return removed
+
+
+def _users(api: "docker.APIClient", proxy: dict) -> list[dict[str, str]]:
+    """The labels of every other container that mounts the proxy's socket volume."""
+    volumes = [m.get("Name") for m in proxy.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
+    return [
+        u.get("Labels") or {}
+        for volume in volumes
+        for u in api.containers(all=True, filters={"volume": volume})
+        if u["Id"] != proxy["Id"]
+    ]
