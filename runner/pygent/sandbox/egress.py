@@ -152,8 +152,9 @@ def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settin
     config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"]}
     uid, gid = PROXY_USER.split(":")
     opts = f"size=1m,uid={uid},gid={gid},mode=0755"
-    labels = {k: v for k, v in lifecycle.owner_labels().items() if k != lifecycle.LABEL_SESSION}  # shared: no one session's
-    labels[LABEL_EGRESS] = key
+    # Shared by every process with this allowlist: no owner pid, session or `managed` label, so
+    # gc's per-owner rules (which would remove it when its starter exits) never apply; collect_unused does.
+    labels = {LABEL_EGRESS: key, lifecycle.LABEL_OWNER_HOST: lifecycle.HOSTNAME, lifecycle.LABEL_CREATED: f"{time.time():.3f}"}
     host = dict(
         init=True,
         auto_remove=True,

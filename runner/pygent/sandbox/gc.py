@@ -57,8 +57,6 @@ def collect(max_age: float | None = None, *, everything: bool = False) -> list[R
     removed: list[Removed] = []
     for c in api.containers(all=True, filters={"label": f"{lifecycle.LABEL_MANAGED}=1"}):
         labels = c.get("Labels") or {}
-        if egress.LABEL_EGRESS in labels:
-            continue  # shared by processes: reclaimed when no sandbox uses it, below
         if labels.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID:
             continue  # ours: closed by us
         try:
@@ -81,6 +79,7 @@ def collect(max_age: float | None = None, *, everything: bool = False) -> list[R
                 continue
         pid = labels.get(lifecycle.LABEL_OWNER_PID)
         removed.append(Removed(c["Id"], reason, int(pid) if pid and pid.isdigit() else None, age))
+    # Egress proxies are shared by processes: reclaimed when no sandbox uses them, not by owner.
     removed += [Removed(cid, reason, None, age) for cid, reason, age in egress.collect_unused(api, everything)]
     return removed
 
