@@ -153,20 +153,25 @@ def parse_allow_entry(entry: str) -> str:
         except ValueError:
             raise ValueError(f"allowed range {entry!r} is not ADDR/PREFIX, e.g. 10.0.0.0/8") from None
     host, port = text, ""
-    if text.count(":") == 1:
+    if text.startswith("[") and "]" in text:  # [v6] or [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
         host, port = text.split(":")
+        port = port or "none"  # 'host:' is a typo, not 'any port'
+    if port:
         if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"allowed host {entry!r}: port {port!r} is not 1-65535")
+            raise ValueError(f"allowed host {entry.strip()!r}: port {port!r} is not 1-65535")
         port = f":{int(port)}"
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(host)
     except ValueError:
         pass
     else:
         raise ValueError(
-            f"allowed host {entry!r} is an IP address: name the host instead "
+            f"allowed host {entry.strip()!r} is an IP address: name the host instead "
             "(raw addresses are always refused; ADDR/PREFIX lets allowed names resolve into a private range)"
         )
     if host in ("*", "") or not _HOST.fullmatch(host):
-        raise ValueError(f"allowed host {entry!r} is not a host name, '*.suffix' or HOST:PORT (use network=True for everything)")
+        raise ValueError(f"allowed host {entry.strip()!r} is not a host name, '*.suffix' or HOST:PORT (use network=True for everything)")
     return host + port
