@@ -3,7 +3,7 @@
 Why this shape (see docs/security.md): an allowlisted sandbox keeps the
 strictest network there is, none at all; its only way out is a unix socket,
 in a volume of the proxy's that it mounts read-only, reached through a relay
-on its own loopback (egress_relay.py). We tried the Docker `--internal`
+on its own loopback (egress_proxy.relay). We tried the Docker `--internal`
 network first: on this engine (20.10) a container there still gets a default
 route through the bridge, and the host answers on the bridge's address, so
 the host, its gateway and the other sandboxes stay reachable. A socket has
@@ -80,8 +80,12 @@ def proxy_env() -> dict[str, str]:
 
 def relay_command(command: list[str]) -> list[str]:
     """The sandbox's command, started behind the relay (which execs it in its place)."""
-    source = (_SOURCE_DIR / "egress_relay.py").read_text()
-    return ["python3", "-I", "-S", "-c", source, json.dumps({"socket": SOCKET, "port": RELAY_PORT}), *command]
+    return ["python3", "-I", "-S", "-c", _source(), "relay", json.dumps({"socket": SOCKET, "port": RELAY_PORT}), *command]
+
+
+def _source() -> str:
+    """egress_proxy.py's text: both the proxy and the relay run it with `python3 -c` (nothing to install)."""
+    return (_SOURCE_DIR / "egress_proxy.py").read_text()
 
 
 def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict[str, dict], server: str | None) -> None:
@@ -148,7 +152,6 @@ def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settin
     """(create kwargs, host_config kwargs) of the proxy: hardened as a sandbox, on the egress network."""
     from docker.types import DriverConfig, Mount
 
-    source = (_SOURCE_DIR / "egress_proxy.py").read_text()
     config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"]}
     uid, gid = PROXY_USER.split(":")
     opts = f"size=1m,uid={uid},gid={gid},mode=0755"
@@ -172,7 +175,7 @@ def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settin
     )
     create = dict(
         image=image,
-        command=["python3", "-I", "-S", "-c", source, json.dumps(config)],
+        command=["python3", "-I", "-S", "-c", _source(), "serve", json.dumps(config)],
         user=PROXY_USER,
         labels=labels,
         hostname=name,

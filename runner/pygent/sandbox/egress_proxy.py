@@ -1,10 +1,19 @@
-"""The egress proxy: HTTP and HTTPS (CONNECT) to allowed host names only.
+"""Both ends of the egress path: the proxy (HTTP, and HTTPS by CONNECT, to allowed names only)
+and the relay inside each allowlisted sandbox that leads to it. One file because
+both run as `python3 -I -S -c <this file> ...` in containers (stdlib only: the
+image has nothing else) and share the byte pumps.
 
-Runs inside the bundled python image as `python3 -I -S -c <this file> CONFIG`
-(stdlib only: the image has nothing else), hardened like a sandbox, listening
-on a unix socket in a volume the sandboxes mount read-only. Sandboxes have no
-network stack at all; their in-sandbox relay (egress_relay.py) is their only
-way to this socket, and this process is the only one that resolves names.
+The proxy (`serve CONFIG`) runs in the bundled python image, hardened like a
+sandbox, listening on a unix socket in a volume the sandboxes mount read-only.
+Sandboxes have no network stack at all: their relay is their only way to this
+socket, and the proxy is the only one that resolves names.
+
+The relay (`relay CONFIG CMD...`) is a sandbox's command: why a relay? The
+sandbox has nothing but loopback (no route, no gateway, no resolver, no other
+container), yet HTTP_PROXY must be a TCP address: the relay listens on
+127.0.0.1:PORT and forwards each connection to the proxy's socket. It binds the
+port first (so it listens before the command server says hello), forks itself
+into the background and execs CMD (the command server) in its own place.
 
 Why a check after resolution: an allowed name may point at a private,
 loopback, link-local or metadata address (DNS rebinding, or a name an attacker
@@ -17,7 +26,8 @@ the sandbox lives; with no holder and no request for `linger` seconds the
 proxy exits, and the engine's auto-remove deletes the container. We do not
 intercept TLS: after CONNECT the bytes pass through untouched.
 
-CONFIG is JSON: {"socket": path, "allow": [entries], "linger": seconds}.
+CONFIG is JSON: {"socket": path, "allow": [entries], "linger": seconds} for
+the proxy, {"socket": path, "port": n} for the relay.
 """
 
 from __future__ import annotations
@@ -208,7 +218,7 @@ async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Pygent-Egress: denied\r\n\r\n".encode() + body
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Pygent-Egress: refused\r\n\r\n".encode() + body
     )
     await writer.drain()
 
@@ -249,5 +259,65 @@ async def serve(config: dict) -> None:
     await proxy.reap_when_idle(server)
 
 
+# --------------------------------------------------------------------------- the relay (in the sandbox)
+
+
+async def _relay_one(path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        up_reader, up_writer = await asyncio.open_unix_connection(path)
+    except OSError:
+        await _answer(writer, 502, "pygent egress relay: the egress proxy is not reachable (it stopped?); start a new sandbox")
+        writer.close()
+        return
+    try:
+        await _pipe(reader, writer, up_reader, up_writer)
+    finally:
+        writer.close()
+
+
+async def _hold(path: str) -> None:
+    """Keep one connection open to the proxy while we live (it lingers, then exits, without any)."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"PYGENT-HOLD\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+        except OSError:
+            pass
+        await asyncio.sleep(0.5)
+
+
+async def _relay(listener: socket.socket, path: str) -> None:
+    server = await asyncio.start_server(lambda r, w: _relay_one(path, r, w), sock=listener)
+    async with server:
+        await asyncio.gather(_hold(path), server.serve_forever())
+
+
+def relay(config: dict, command: list[str]) -> None:
+    """Listen, fork the relay off (reparented to init), exec `command` here. Never returns."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", int(config["port"])))
+    listener.listen(64)
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:  # the command server never sees it as its child
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                asyncio.run(_relay(listener, config["socket"]))
+            finally:
+                os._exit(0)
+        os._exit(0)
+    os.wait()
+    listener.close()
+    os.execvp(command[0], command)
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(json.loads(sys.argv[1])))
+    if sys.argv[1] == "relay":
+        relay(json.loads(sys.argv[2]), sys.argv[3:])
+    else:
+        asyncio.run(serve(json.loads(sys.argv[2])))
