@@ -19,7 +19,7 @@ import pytest
 from pygent import Agent
 from pygent.errors import ConfigError
 from pygent.models import set_custom_model
-from pygent.sandbox import SandboxPolicy, egress, open_sandbox
+from pygent.sandbox import SandboxPolicy, egress, lifecycle, open_sandbox
 from pygent.sandbox.images import resolve_image
 from support import egress_hosts
 from support.egress_hosts import CONNECT, DIRECT, FETCH, sandbox_json
@@ -190,3 +190,19 @@ def test_an_allowlist_under_runsc_or_without_the_server_is_a_config_error(hosts)
         open_sandbox("python", SandboxPolicy(network=["a.test"], runtime="runsc"), pool=False)
     with pytest.raises(ConfigError, match="command server"):
         open_sandbox("minimal", SandboxPolicy(network=["a.test"]), pool=False)
+
+
+def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_client):
+    api = docker_client.api
+    settings = egress.egress_settings()
+    allow = (f"stale-{uuid.uuid4().hex[:6]}.test",)
+    key = egress.proxy_key(allow, settings)
+    create, host = egress.proxy_config(resolve_image("python"), f"pygent-egress-{key}", key, allow, dict(settings, linger=600.0))
+    create["labels"][lifecycle.LABEL_CREATED] = "1000.0"  # started long ago, and never exited by itself (stuck)
+    config = api.create_container_config(host_config=api.create_host_config(**host), **create)
+    stale = api.create_container_from_config(config, f"pygent-egress-{key}")["Id"]
+    api.start(stale)
+    in_use = egress.ensure_proxy(docker_client, sb.policy)  # the module's sandbox holds this one
+    removed = [cid for cid, _, _ in egress.collect_unused(api)]
+    assert stale in removed and in_use not in removed
+    assert api.containers(all=True, filters={"id": stale}) == [] and api.containers(filters={"id": in_use})

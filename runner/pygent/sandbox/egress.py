@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .policy import SandboxPolicy
 
 LABEL_EGRESS = f"{lifecycle.LABEL_PREFIX}.egress"
+LABEL_LINGER = f"{lifecycle.LABEL_PREFIX}.egress-linger"
+#: Seconds past its linger after which gc takes an unused proxy as stuck (it should have exited itself).
+GC_GRACE = 60.0
 #: Where the proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
 SOCKET_DIR = "/run/pygent-egress"
 SOCKET = f"{SOCKET_DIR}/proxy.sock"
@@ -157,7 +160,10 @@ def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settin
     opts = f"size=1m,uid={uid},gid={gid},mode=0755"
     # Shared by every process with this allowlist: no owner pid, session or `managed` label, so
     # gc's per-owner rules (which would remove it when its starter exits) never apply; collect_unused does.
-    labels = {LABEL_EGRESS: key, lifecycle.LABEL_OWNER_HOST: lifecycle.HOSTNAME, lifecycle.LABEL_CREATED: f"{time.time():.3f}"}
+    labels = {
+        LABEL_EGRESS: key, LABEL_LINGER: f"{settings['linger']:g}",
+        lifecycle.LABEL_OWNER_HOST: lifecycle.HOSTNAME, lifecycle.LABEL_CREATED: f"{time.time():.3f}",
+    }
     host = dict(
         init=True,
         auto_remove=True,
@@ -245,7 +251,7 @@ def _wait_ready(raw: socket.socket, name: str) -> None:
 
 
 def collect_unused(api: "docker.APIClient", everything: bool = False) -> list[tuple[str, str, float]]:
-    """Remove egress proxies no container uses (older than their linger): [(id, reason, age)].
+    """Remove egress proxies no container uses (and older than their linger + GC_GRACE): [(id, reason, age)].
 
     Why not by owner: a proxy is shared by every process with the same
     allowlist, so its starter's death says nothing; a sandbox using it does.
@@ -256,12 +262,13 @@ def collect_unused(api: "docker.APIClient", everything: bool = False) -> list[tu
         labels = c.get("Labels") or {}
         try:
             age = now - float(labels.get(lifecycle.LABEL_CREATED, "0"))
+            linger = float(labels.get(LABEL_LINGER, "30"))
         except ValueError:
-            age = now
+            age, linger = now, 0.0
         users = _users(api, c)
         if any(u.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID for u in users):
             continue  # this process's own sandboxes use it
-        if not everything and c.get("State") == "running" and (age < 120 or users):
+        if not everything and c.get("State") == "running" and (age < linger + GC_GRACE or users):
             continue
         try:
             api.remove_container(c["Id"], force=True, v=True)
