@@ -19,7 +19,7 @@ import time
 from typing import Callable, Iterable
 
 from ..errors import SandboxError
-from . import server as proto
+from . import protocol as proto
 from .result import ExecResult
 
 _DOCKER_HEADER = struct.Struct(">BxxxI")

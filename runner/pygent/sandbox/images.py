@@ -49,7 +49,8 @@ LABEL_BASE = "io.pygent.base-image"
 
 #: The in-container command server, copied into images whose name is listed here.
 SERVER_PY = Path(__file__).resolve().with_name("server.py")
-_REPO_EXTRAS: dict[str, dict[str, Path]] = {"python": {"server.py": SERVER_PY}}
+PROTOCOL_PY = SERVER_PY.with_name("protocol.py")
+_REPO_EXTRAS: dict[str, dict[str, Path]] = {"python": {"server.py": SERVER_PY, "protocol.py": PROTOCOL_PY}}
 
 
 class _HostFile:

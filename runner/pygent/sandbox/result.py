@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .server import HeadTail, cut_marker  # one implementation, shared with the in-container server
+from .protocol import HeadTail, cut_marker  # one implementation, shared with the in-container server
 
 __all__ = ["ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
 

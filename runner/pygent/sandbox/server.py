@@ -18,102 +18,21 @@ so the container (auto-remove) disappears with its owner.
 Stdlib only, Python >= 3.8. Imported on the host too, for `HeadTail` and the
 frame format: keep module import free of side effects.
 
-Frames, both directions: struct ">BII" (type, command id, payload length) + payload.
-  host -> server: R run (marshal spec, version 4), I stdin bytes, E stdin EOF, K kill,
-                  L look at a directory (path bytes)
-  server -> host: H hello (JSON), O stdout bytes, X stderr bytes, D done (JSON), F failed to start (JSON),
-                  N the directory's stat and whether it is empty (JSON)
+The frames it speaks are defined in protocol.py (beside it in the tooling volume).
 """
 
 import _signal as signal  # the C module: `signal` imports enum (+2 ms at every start)
 import marshal
 import os
 import select
-import struct
 import sys
 import time
 
-HEADER = struct.Struct(">BII")
-RUN, STDIN, STDIN_EOF, KILL, LOOK = b"R"[0], b"I"[0], b"E"[0], b"K"[0], b"L"[0]
-HELLO, OUT, ERR, DONE, FAILED, LOOKED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"[0], b"N"[0]
-CHUNK = 65536
-MARKER_ENV = "PYGENT_CMD"
-PROTOCOL = 3  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory)
-
-
-def cut_marker(omitted):
-    return ("\n[... %d bytes truncated ...]\n" % omitted).encode()
-
-
-class HeadTail:
-    """Keeps the first and last `cap // 2` bytes of a stream; memory never exceeds cap."""
-
-    def __init__(self, cap):
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def add(self, data):
-        self.total += len(data)
-        half = self.cap // 2
-        room = half - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data[-half:] if len(data) >= half else data
-            if len(self.tail) > half:
-                del self.tail[: len(self.tail) - half]
-
-    @property
-    def omitted(self):
-        return self.total - len(self.head) - len(self.tail)
-
-    def value(self):
-        """The kept bytes, with a visible marker where the middle was cut."""
-        if self.omitted:
-            return bytes(self.head) + cut_marker(self.omitted) + bytes(self.tail)
-        return bytes(self.head) + bytes(self.tail)
-
-
-def frame(kind, cid, payload=b""):
-    return HEADER.pack(kind, cid, len(payload)) + payload
-
-
-_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\"}
-
-
-def to_json(obj):
-    """JSON text of None/bool/int/float/str/list/dict, for the server's reports.
-
-    Why not the json module: importing it (and re, enum) costs ~7 ms of CPU at
-    every sandbox start, which is what bounds sandboxes per second. The host
-    parses this with json.loads; the host -> server direction uses marshal.
-    Everything outside printable ASCII is a \\u escape (lone surrogates too).
-    """
-    if obj is None or obj is True or obj is False:
-        return "null" if obj is None else ("true" if obj else "false")
-    if isinstance(obj, int):
-        return str(int(obj))
-    if isinstance(obj, float):
-        return repr(obj) if obj - obj == 0 else "null"  # inf and nan are not JSON
-    if isinstance(obj, str):
-        return '"' + "".join(_JSON_ESCAPES.get(c) or (c if " " <= c < "\x7f" else _json_unicode(c)) for c in obj) + '"'
-    if isinstance(obj, dict):
-        return "{" + ",".join(to_json(str(k)) + ":" + to_json(v) for k, v in obj.items()) + "}"
-    if isinstance(obj, (list, tuple)):
-        return "[" + ",".join(to_json(v) for v in obj) + "]"
-    raise TypeError("cannot report a %s" % type(obj).__name__)
-
-
-def _json_unicode(c):
-    n = ord(c)
-    if n < 0x10000:
-        return "\\u%04x" % n
-    n -= 0x10000
-    return "\\u%04x\\u%04x" % (0xD800 + (n >> 10), 0xDC00 + (n & 0x3FF))
-
+if __package__:  # imported on the host (tests)
+    from .protocol import *  # noqa: F401,F403
+else:  # the container's main process: protocol.pyc sits beside server.pyc (isolated mode adds no path)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from protocol import *  # noqa: F401,F403
 
 def shell_prefix(cwd_fd):
     """Bash prepended on the same line as the command (line numbers stay right).
