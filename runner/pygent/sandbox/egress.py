@@ -83,7 +83,7 @@ def proxy_env() -> dict[str, str]:
 
 def relay_command(command: list[str]) -> list[str]:
     """The sandbox's command, started behind the relay (which execs it in its place)."""
-    return ["python3", "-I", "-S", "-c", _source(), "relay", json.dumps({"socket": SOCKET, "port": RELAY_PORT}), *command]
+    return ["python3", "-I", "-S", "-c", _source(), "relay", str(RELAY_PORT), SOCKET, *command]
 
 
 def _source() -> str:
