@@ -206,3 +206,31 @@ def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_c
     removed = [cid for cid, _, _ in egress.collect_unused(api)]
     assert stale in removed and in_use not in removed
     assert api.containers(all=True, filters={"id": stale}) == [] and api.containers(filters={"id": in_use})
+
+
+RUN_MODEL = '''
+import json, sys
+from pygent import openai_compat
+
+class Fetch:
+    """Fetches the URL in argv-free form (from the task text), then stops with what it saw."""
+    def chat(self, messages, model, tools):
+        last = messages[-1]
+        if last["role"] == "tool":
+            return openai_compat.Message(role="assistant", content=last["content"], tool_calls=[openai_compat.ToolCall(
+                id="s", type="function", function=openai_compat.ToolCallFunction(name="stop", arguments="{}"))])
+        url = messages[1]["content"]
+        cmd = "python3 - " + url + " <<'EOF'\\n" + FETCH + "\\nEOF"
+        return openai_compat.Message(role="assistant", content=None, tool_calls=[openai_compat.ToolCall(
+            id="t", type="function", function=openai_compat.ToolCallFunction(name="bash", arguments=json.dumps({"cmd": cmd})))])
+'''
+
+
+def test_run_allow_host_option(hosts, tmp_path):
+    model = tmp_path / "fetch_model.py"
+    model.write_text(f"FETCH = {FETCH!r}\n" + RUN_MODEL)
+    argv = [sys.executable, "-m", "pygent.cli", "run", "--custom-model", f"{model}:Fetch", "--json", "--max-steps", "2",
+            "--allow-host", f"{hosts.web}:8080", "--allow-host", hosts.subnet]
+    out = subprocess.run([*argv, f"http://{hosts.web}:8080/run"], capture_output=True, timeout=90)
+    history = json.loads(out.stdout)["history"]
+    assert any(f"hello from {hosts.web} /run" in (m.get("content") or "") for m in history if m["role"] == "tool"), out.stderr[-2000:]
