@@ -19,8 +19,10 @@ import pytest
 from pygent import Agent
 from pygent.errors import ConfigError
 from pygent.models import set_custom_model
-from pygent.sandbox import SandboxPolicy, egress, lifecycle, open_sandbox
+from pygent.sandbox import SandboxPolicy, lifecycle, open_sandbox
+from pygent.sandbox.docker import egress
 from pygent.sandbox.images import resolve_image
+from pygent.sandbox.registry import get_backend
 from support import egress_hosts
 from support.egress_hosts import CONNECT, DIRECT, FETCH, sandbox_json
 from support.scripted import call, say
@@ -185,11 +187,12 @@ def test_exec_allow_host_option(hosts):
     assert "403 Forbidden" in json.loads(denied.stdout or b"{}").get("error", ""), (denied.stdout, denied.stderr)
 
 
-def test_an_allowlist_under_runsc_or_without_the_server_is_a_config_error(hosts):
+def test_an_allowlist_under_runsc_is_a_config_error_and_any_image_works(hosts):
     with pytest.raises(ConfigError, match="--network=none"):
         open_sandbox("python", SandboxPolicy(network=["a.test"], runtime="runsc"), pool=False)
-    with pytest.raises(ConfigError, match="command server"):
-        open_sandbox("minimal", SandboxPolicy(network=["a.test"]), pool=False)
+    # The relay runs on the tooling volume's interpreter: an image without python (busybox) gets it too.
+    with open_sandbox("minimal", SandboxPolicy(network=allowlist(hosts)), pool=False) as sb:
+        assert "hello from" in sb.exec(f"wget -q -O - http://{hosts.web}:8080/minimal").text
 
 
 def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_client):
@@ -197,13 +200,13 @@ def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_c
     settings = egress.egress_settings()
     allow = (f"stale-{uuid.uuid4().hex[:6]}.test",)
     key = egress.proxy_key(allow, settings)
-    create, host = egress.proxy_config(resolve_image("python"), f"pygent-egress-{key}", key, allow, dict(settings, linger=600.0))
-    create["labels"][lifecycle.LABEL_CREATED] = "1000.0"  # started long ago, and never exited by itself (stuck)
-    config = api.create_container_config(host_config=api.create_host_config(**host), **create)
-    stale = api.create_container_from_config(config, f"pygent-egress-{key}")["Id"]
-    api.start(stale)
-    in_use = egress.ensure_proxy(docker_client, sb.policy)  # the module's sandbox holds this one
-    removed = [cid for cid, _, _ in egress.collect_unused(api)]
+    body = egress.proxy_body(resolve_image("python"), f"pygent-egress-{key}", key, allow, dict(settings, linger=600.0))
+    body["Labels"][lifecycle.LABEL_CREATED] = "1000.0"  # started long ago, and never exited by itself (stuck)
+    engine = get_backend()
+    stale = engine.client.call("POST", "/containers/create", body, params={"name": f"pygent-egress-{key}"})["Id"]
+    engine.client.call("POST", f"/containers/{stale}/start")
+    in_use = egress.ensure_proxy(engine.client, engine.resolve_image, sb.policy)  # the module's sandbox holds this one
+    removed = [cid for cid, _, _ in engine.reclaim_shared()]
     assert stale in removed and in_use not in removed
     assert api.containers(all=True, filters={"id": stale}) == [] and api.containers(filters={"id": in_use})
 

@@ -229,7 +229,7 @@ class Command:
             mine.append(Pipe(err_r))
             self.proc = Proc(stdin, mine[-2], mine[-1])
             self.proc.pid = spawn(
-                ["/bin/bash", "-c", shell_prefix(CWD_FD) + spec["cmd"]],
+                [BASH, "-c", shell_prefix(CWD_FD) + spec["cmd"]],
                 env,
                 spec.get("cwd") or default_cwd,
                 (in_r, out_w, err_w, cwd_w),
@@ -249,6 +249,18 @@ class Command:
 
 #: The fd the command's shell reports its final working directory on.
 CWD_FD = 3
+
+
+def find_bash():
+    """The image's own bash when it has one (users' tools expect it), else pygent's static
+    bash from the tooling volume beside this file: commands run under bash in every image."""
+    for path in ("/bin/bash", "/usr/bin/bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "bash")):
+        if os.access(path, os.X_OK):
+            return path
+    return "/bin/bash"
+
+
+BASH = find_bash()
 
 
 def spawn(argv, env, cwd, fds):

@@ -25,15 +25,15 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
-from ..errors import ConfigError, SandboxError
-from . import lifecycle
+from ...errors import ConfigError, EngineUnavailable, SandboxError
+from .. import lifecycle
+from .client import Conflict, EngineClient, NotFound
+from .config import SERVER_COMMAND
 
 if TYPE_CHECKING:
-    import docker
-
-    from .policy import SandboxPolicy
+    from ..policy import SandboxPolicy
 
 LABEL_EGRESS = f"{lifecycle.LABEL_PREFIX}.egress"
 LABEL_LINGER = f"{lifecycle.LABEL_PREFIX}.egress-linger"
@@ -48,7 +48,7 @@ PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
 #: uid:gid of the proxy: nobody, so no sandbox uid owns its files.
 PROXY_USER = "65534:65534"
 READY_TIMEOUT = 30.0
-_SOURCE_DIR = Path(__file__).resolve().parent
+_SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
 class EgressSettings(TypedDict):
@@ -61,7 +61,7 @@ class EgressSettings(TypedDict):
 
 def egress_settings() -> EgressSettings:
     """PYGENT_EGRESS_NETWORK / _HOSTS / _LINGER. Raises ConfigError on a bad value."""
-    from ..settings import get_settings
+    from ...settings import get_settings
 
     s = get_settings()
     hosts: dict[str, str] = {}
@@ -82,8 +82,12 @@ def proxy_env() -> dict[str, str]:
 
 
 def relay_command(command: list[str]) -> list[str]:
-    """The sandbox's command, started behind the relay (which execs it in its place)."""
-    return ["python3", "-I", "-S", "-c", _source(), "relay", str(RELAY_PORT), SOCKET, *command]
+    """The sandbox's command, started behind the relay (which execs it in its place).
+
+    The relay runs on the tooling volume's interpreter, as the command server does: any image works.
+    """
+    python = SERVER_COMMAND[: SERVER_COMMAND.index("-I")]  # loader, --library-path, lib, python3
+    return [*python, "-I", "-S", "-c", _source(), "relay", str(RELAY_PORT), SOCKET, *command]
 
 
 def _source() -> str:
@@ -91,8 +95,8 @@ def _source() -> str:
     return (_SOURCE_DIR / "egress_proxy.py").read_text()
 
 
-def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict[str, dict], server: str | None) -> None:
-    """An allowlist needs a runtime that can share a unix socket, and the command server (python3).
+def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict[str, Any]) -> None:
+    """An allowlist needs a runtime that can reach a unix socket on a shared volume (not gVisor's).
 
     Raises ConfigError saying what to use instead.
     """
@@ -102,11 +106,6 @@ def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict
             "registers it with --network=none and gVisor cannot reach the egress proxy's socket. "
             "Use the default runtime for allowlisted sandboxes, or network=False."
         )
-    if server is None:
-        raise ConfigError(
-            "an allowlist needs an image with pygent's command server (python3), which runs the egress relay; "
-            "use a bundled image (python) or network=False/True"
-        )
 
 
 def proxy_key(allow: tuple[str, ...], settings: EgressSettings) -> str:
@@ -115,28 +114,28 @@ def proxy_key(allow: tuple[str, ...], settings: EgressSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def ensure_proxy(client: "docker.DockerClient", policy: "SandboxPolicy") -> str:
+def ensure_proxy(client: EngineClient, resolve_image: Callable[[str], str], policy: "SandboxPolicy") -> str:
     """The id of the running proxy for this allowlist, started now if there is none.
 
+    resolve_image: the backend's (the proxy runs in the bundled python image).
     Raises ConfigError (bad egress settings), EngineUnavailable/SandboxError (the proxy did not start).
     """
+    from .sandbox import removed_within
+
     settings = egress_settings()
     key = proxy_key(policy.allow_hosts, settings)
     name = f"pygent-egress-{key}"
-    api = client.api
     for _attempt in range(3):
-        found = _running(api, key)
+        found = _running(client, key)
         if found:
             return found
         try:
-            return _start(client, name, key, policy.allow_hosts, settings)
+            return _start(client, resolve_image("python"), name, key, policy.allow_hosts, settings)
         except _NameTaken:
             # Another process is starting it (wait for it below), or the last one is being removed.
-            from .docker import _removed_within
-
             deadline = time.monotonic() + READY_TIMEOUT
-            while time.monotonic() < deadline and not _running(api, key):
-                if _removed_within(name, 0.5):
+            while time.monotonic() < deadline and not _running(client, key):
+                if removed_within(client, name, 0.5):
                     break
     raise SandboxError(f"could not start the egress proxy {name}; run `pygent-runner gc` and retry")
 
@@ -145,98 +144,94 @@ class _NameTaken(Exception):
     pass
 
 
-def _running(api: "docker.APIClient", key: str) -> str | None:
-    for c in api.containers(filters={"label": f"{LABEL_EGRESS}={key}", "status": "running"}):
+def _containers(client: EngineClient, every: bool = False, **filters: str) -> list[dict]:
+    params: dict[str, Any] = {"filters": {k: [v] for k, v in filters.items()}}
+    if every:
+        params["all"] = 1
+    return client.call("GET", "/containers/json", params=params, what="list containers") or []
+
+
+def _running(client: EngineClient, key: str) -> str | None:
+    for c in _containers(client, label=f"{LABEL_EGRESS}={key}", status="running"):
         return c["Id"]
     return None
 
 
-def proxy_config(image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> tuple[dict, dict]:
-    """(create kwargs, host_config kwargs) of the proxy: hardened as a sandbox, on the egress network."""
-    from docker.types import DriverConfig, Mount
+def proxy_body(image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> dict[str, Any]:
+    """The proxy's create request: hardened as a sandbox, on the egress network."""
+    from .config import _tmpfs_volume
 
     config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"]}
     uid, gid = PROXY_USER.split(":")
-    opts = f"size=1m,uid={uid},gid={gid},mode=0755"
     # Shared by every process with this allowlist: no owner pid, session or `managed` label, so
     # gc's per-owner rules (which would remove it when its starter exits) never apply; collect_unused does.
     labels = {
         LABEL_EGRESS: key, LABEL_LINGER: f"{settings['linger']:g}",
         lifecycle.LABEL_OWNER_HOST: lifecycle.HOSTNAME, lifecycle.LABEL_CREATED: f"{time.time():.3f}",
     }
-    host = dict(
-        init=True,
-        auto_remove=True,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        read_only=True,
-        mem_limit="64m",
-        memswap_limit="64m",
-        nano_cpus=int(0.5e9),
-        pids_limit=64,
-        network_mode=settings["network"],
-        extra_hosts=settings["hosts"] or None,
-        mounts=[Mount(SOCKET_DIR, None, type="volume", driver_config=DriverConfig("local", {"type": "tmpfs", "device": "tmpfs", "o": opts}))],
-        log_config={"Type": "none", "Config": {}},
-    )
-    create = dict(
-        image=image,
-        command=["python3", "-I", "-S", "-c", _source(), "serve", json.dumps(config)],
-        user=PROXY_USER,
-        labels=labels,
-        hostname=name,
-        stdin_open=False,
-        tty=False,
-    )
-    return create, host
+    memory = 64 << 20
+    host: dict[str, Any] = {
+        "Init": True,
+        "AutoRemove": True,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "ReadonlyRootfs": True,
+        "Memory": memory,
+        "MemorySwap": memory,
+        "NanoCpus": int(0.5e9),
+        "PidsLimit": 64,
+        "NetworkMode": settings["network"],
+        "ExtraHosts": [f"{n}:{a}" for n, a in sorted(settings["hosts"].items())] or None,
+        "Mounts": [_tmpfs_volume(SOCKET_DIR, f"size=1m,uid={uid},gid={gid},mode=0755")],
+        "LogConfig": {"Type": "none", "Config": {}},
+    }
+    return {
+        "Image": image,
+        "Entrypoint": ["python3", "-I", "-S", "-c", _source(), "serve", json.dumps(config)],
+        "Cmd": None,
+        "User": PROXY_USER,
+        "Labels": labels,
+        "Hostname": name,
+        "AttachStdout": True, "AttachStderr": True, "OpenStdin": False, "Tty": False,
+        "HostConfig": host,
+    }
 
 
-def _start(client: "docker.DockerClient", name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> str:
-    from docker.errors import APIError, NotFound
+def _start(client: EngineClient, image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> str:
+    from .sandbox import force_remove, map_error
 
-    from .docker import _force_remove, _map_error
-    from .images import resolve_image
-
-    image = resolve_image("python")
-    api = client.api
-    create, host = proxy_config(image, name, key, allow, settings)
     cid = None
     try:
-        config = api.create_container_config(host_config=api.create_host_config(**host), **create)
         try:
-            cid = api.create_container_from_config(config, name)["Id"]
+            cid = client.call("POST", "/containers/create", proxy_body(image, name, key, allow, settings),
+                              params={"name": name}, what="create the egress proxy")["Id"]
         except NotFound as exc:
-            if "network" in str(exc).lower():
+            if "network" in exc.message.lower():
                 raise ConfigError(f"PYGENT_EGRESS_NETWORK: no network {settings['network']!r} on the engine") from None
             raise
-        except APIError as exc:
-            if exc.status_code == 409:
-                raise _NameTaken() from None
-            raise
-        sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
-        raw = getattr(sock, "_sock", sock)
+        except Conflict:
+            raise _NameTaken() from None
+        sock, rest = client.upgrade(f"/containers/{cid}/attach", params={"stdout": 1, "stderr": 1, "stream": 1})
         try:
-            api.start(cid)
-            _wait_ready(raw, name)
+            client.call("POST", f"/containers/{cid}/start", what="start the egress proxy")
+            _wait_ready(sock, rest, name)
         finally:
-            raw.close()
             sock.close()
         return cid
     except BaseException as exc:
         if cid is not None:
             try:
-                _force_remove(cid)
+                force_remove(client, cid)
             except Exception:
                 pass
         if isinstance(exc, (_NameTaken, ConfigError)):
             raise
-        raise _map_error(exc, image) from None
+        raise map_error(exc, image) from None
 
 
-def _wait_ready(raw: socket.socket, name: str) -> None:
+def _wait_ready(raw: socket.socket, seen: bytes, name: str) -> None:
     """Read the attach stream until the proxy says `ready` (it listens then). Raises SandboxError."""
     raw.settimeout(READY_TIMEOUT)
-    seen = b""
     try:
         while b"ready" not in seen:
             chunk = raw.recv(4096)
@@ -250,40 +245,43 @@ def _wait_ready(raw: socket.socket, name: str) -> None:
         raise SandboxError(f"the egress proxy {name} did not start: {tail or 'no output'}")
 
 
-def collect_unused(api: "docker.APIClient", everything: bool = False) -> list[tuple[str, str, float]]:
+def collect_unused(client: EngineClient, everything: bool = False) -> list[tuple[str, str, float]]:
     """Remove egress proxies no container uses (and older than their linger + GC_GRACE): [(id, reason, age)].
 
     Why not by owner: a proxy is shared by every process with the same
     allowlist, so its starter's death says nothing; a sandbox using it does.
+    Raises EngineUnavailable.
     """
+    from .sandbox import force_remove
+
     now = time.time()
     removed = []
-    for c in api.containers(all=True, filters={"label": LABEL_EGRESS}):
+    for c in _containers(client, every=True, label=LABEL_EGRESS):
         labels = c.get("Labels") or {}
         try:
             age = now - float(labels.get(lifecycle.LABEL_CREATED, "0"))
             linger = float(labels.get(LABEL_LINGER, "30"))
         except ValueError:
             age, linger = now, 0.0
-        users = _users(api, c)
+        users = _users(client, c)
         if any(u.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID for u in users):
             continue  # this process's own sandboxes use it
         if not everything and c.get("State") == "running" and (age < linger + GC_GRACE or users):
             continue
         try:
-            api.remove_container(c["Id"], force=True, v=True)
-        except Exception:
+            force_remove(client, c["Id"])
+        except (SandboxError, EngineUnavailable):
             continue
         removed.append((c["Id"], "asked to remove all" if everything else "egress proxy no sandbox uses", age))
     return removed
 
 
-def _users(api: "docker.APIClient", proxy: dict) -> list[dict[str, str]]:
+def _users(client: EngineClient, proxy: dict) -> list[dict[str, str]]:
     """The labels of every other container that mounts the proxy's socket volume."""
     volumes = [m.get("Name") for m in proxy.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
     return [
         u.get("Labels") or {}
         for volume in volumes
-        for u in api.containers(all=True, filters={"volume": volume})
+        for u in _containers(client, every=True, volume=volume)
         if u["Id"] != proxy["Id"]
     ]
