@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from .allowlist import parse_allow_entry
 from .errors import ConfigError
 from .settings_key import settings_key as _cache_key
 
@@ -54,8 +55,6 @@ class Settings(BaseSettings):
     @field_validator("pygent_allow_hosts")
     @classmethod
     def _allow_hosts(cls, v: str | None) -> str | None:
-        from .sandbox.policy import parse_allow_entry
-
         entries = [parse_allow_entry(e) for e in (v or "").split(",") if e.strip()]
         return ",".join(entries) or None
 

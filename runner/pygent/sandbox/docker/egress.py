@@ -24,13 +24,12 @@ import hashlib
 import json
 import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from ...errors import ConfigError, EngineUnavailable, SandboxError
 from .. import lifecycle
 from .client import Conflict, EngineClient, NotFound
-from .config import SERVER_COMMAND
+from .network import SOCKET, SOCKET_DIR, egress_source
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
@@ -39,16 +38,9 @@ LABEL_EGRESS = f"{lifecycle.LABEL_PREFIX}.egress"
 LABEL_LINGER = f"{lifecycle.LABEL_PREFIX}.egress-linger"
 #: Seconds past its linger after which gc takes an unused proxy as stuck (it should have exited itself).
 GC_GRACE = 60.0
-#: Where the proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
-SOCKET_DIR = "/run/pygent-egress"
-SOCKET = f"{SOCKET_DIR}/proxy.sock"
-#: The relay's port on the sandbox's own loopback.
-RELAY_PORT = 3128
-PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
 #: uid:gid of the proxy: nobody, so no sandbox uid owns its files.
 PROXY_USER = "65534:65534"
 READY_TIMEOUT = 30.0
-_SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
 class EgressSettings(TypedDict):
@@ -73,26 +65,6 @@ def egress_settings() -> EgressSettings:
             raise ConfigError(f"PYGENT_EGRESS_HOSTS: {pair.strip()!r} is not NAME=ADDRESS")
         hosts[name.lower()] = addr
     return EgressSettings(network=s.pygent_egress_network, hosts=hosts, linger=s.pygent_egress_linger)
-
-
-def proxy_env() -> dict[str, str]:
-    """The variables that send a sandbox's HTTP(S) clients to its relay (both spellings: tools differ)."""
-    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
-    return {**env, **{k.lower(): v for k, v in env.items()}}
-
-
-def relay_command(command: list[str]) -> list[str]:
-    """The sandbox's command, started behind the relay (which execs it in its place).
-
-    The relay runs on the tooling volume's interpreter, as the command server does: any image works.
-    """
-    python = SERVER_COMMAND[: SERVER_COMMAND.index("-I")]  # loader, --library-path, lib, python3
-    return [*python, "-I", "-S", "-c", _source(), "relay", str(RELAY_PORT), SOCKET, *command]
-
-
-def _source() -> str:
-    """egress_proxy.py's text: both the proxy and the relay run it with `python3 -c` (nothing to install)."""
-    return (_SOURCE_DIR / "egress_proxy.py").read_text()
 
 
 def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict[str, Any]) -> None:
@@ -187,7 +159,7 @@ def proxy_body(image: str, name: str, key: str, allow: tuple[str, ...], settings
     }
     return {
         "Image": image,
-        "Entrypoint": ["python3", "-I", "-S", "-c", _source(), "serve", json.dumps(config)],
+        "Entrypoint": ["python3", "-I", "-S", "-c", egress_source(), "serve", json.dumps(config)],
         "Cmd": None,
         "User": PROXY_USER,
         "Labels": labels,
