@@ -238,7 +238,9 @@ def collect_unused(client: EngineClient, everything: bool = False) -> list[tuple
         users = _users(client, c)
         if any(u.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID for u in users):
             continue  # this process's own sandboxes use it
-        if not everything and c.get("State") == "running" and (age < linger + GC_GRACE or users):
+        # Young ones too are kept, whatever their state: one being created (not running yet) by
+        # another process, or by this one while this very gc runs in the background.
+        if not everything and (age < linger + GC_GRACE or users):
             continue
         try:
             force_remove(client, c["Id"])
