@@ -31,20 +31,43 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # Our engine's settings, in a drop-in of its own (a user's containers.conf is left alone):
-# - containers get rlimits within this machine's hard limits (Podman's default nofile
-#   of 1048576 fails where the hard limit is lower, e.g. 20000 here);
+# - containers get rlimits within this machine's hard limits (Podman's defaults, nofile
+#   1048576 and nproc 4194304, fail where the hard limits are lower, e.g. 20000 here);
 # - catatonit is the init (`Init: true` in the create body);
 # - cgroupfs and a file event log: no systemd in containers or CI machines.
-hard=$(ulimit -Hn)
-$SUDO mkdir -p /etc/containers/containers.conf.d
-$SUDO tee /etc/containers/containers.conf.d/50-pygent.conf >/dev/null <<CONF
+# nproc: the pids cgroup is what bounds a sandbox; 16384 stays under the hard limit Podman's
+# own process gets (32768 seen here, below the shell's).
+hard=$(ulimit -Hn); [ "$hard" = unlimited ] && hard=65536; [ "$hard" -gt 65536 ] && hard=65536
+nproc=16384
+# gVisor without its own network (as `make engine` registers it with Docker): Debian's
+# runsc cannot start with networking on this kernel, and sandboxes have none anyway.
+if command -v runsc >/dev/null 2>&1; then
+  $SUDO mkdir -p /usr/local/lib/pygent
+  printf '#!/bin/sh\nexec %s --network=none "$@"\n' "$(command -v runsc)" | $SUDO tee /usr/local/lib/pygent/runsc-nonet >/dev/null
+  $SUDO chmod 755 /usr/local/lib/pygent/runsc-nonet
+fi
+
+# Podman 4.3 reads no containers.conf.d drop-in: write containers.conf when there is none
+# (or it is ours); an existing one of the user's is left alone (the create body asks for
+# the same rlimits anyway).
+conf=/etc/containers/containers.conf
+if [ -s "$conf" ] && ! grep -q "written by pygent" "$conf"; then
+  log "$conf exists and is not ours; leaving it alone"
+  conf=/dev/null
+fi
+$SUDO mkdir -p /etc/containers
+$SUDO tee "$conf" >/dev/null <<CONF
+# written by pygent (scripts/ensure-podman.sh)
 [containers]
-default_ulimits = ["nofile=${hard}:${hard}"]
+default_ulimits = ["nofile=${hard}:${hard}", "nproc=${nproc}:${nproc}"]
 init_path = "$(command -v catatonit)"
 
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+
+[engine.runtimes]
+runsc = ["/usr/local/lib/pygent/runsc-nonet"]
 CONF
 
 log "starting 'podman system service' at $SOCK (log: /tmp/pygent-podman.log)"

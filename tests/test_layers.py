@@ -38,11 +38,14 @@ BREAKS = {
     "a cycle": ("agent/tasks.py", "from . import loop", "No import cycle anywhere under pygent", "- .tasks -> .loop"),
     "a layer imported upwards": ("sandbox/result.py", "from .. import models", "Layers: cli, agent",
                                  "pygent.sandbox.result -> pygent.models"),
-    "docker-py above sandbox": ("models.py", "import docker", "Nothing above sandbox imports a Docker module",
+    "docker-py above sandbox": ("models.py", "import docker", "Nothing above sandbox imports an engine module",
                                 "pygent.models -> docker"),
     "the Docker backend from the agent": ("agent/runtime.py", "from ..sandbox import docker",
-                                          "Nothing above sandbox imports a Docker module",
+                                          "Nothing above sandbox imports an engine module",
                                           "pygent.agent.runtime -> pygent.sandbox.docker"),
+    "the Podman backend from the CLI": ("cli/gc.py", "from ..sandbox import podman",
+                                        "Nothing above sandbox imports an engine module",
+                                        "pygent.cli.gc -> pygent.sandbox.podman"),
 }
 
 

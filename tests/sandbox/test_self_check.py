@@ -14,11 +14,11 @@ import sys
 import pytest
 
 from pygent.sandbox import SandboxPolicy, open_sandbox, self_check
-from support.images import sh_only_image
+from support.images import SH_ONLY, sh_only_image
 
 IMAGES = {"python": "python", "minimal": "bash", "sh-only": "sh"}
 DOCKER_RUNTIMES = ["crun", "runc", "runsc"]
-PODMAN_RUNTIMES = ["crun", "runc"]
+PODMAN_RUNTIMES = ["crun", "runc", "runsc"]
 PODMAN_SOCKET = os.environ.get("PYGENT_PODMAN_SOCKET", "/run/pygent-podman.sock")
 
 
@@ -51,16 +51,18 @@ def podman_env():
     build = subprocess.run([sys.executable, "-m", "pygent.cli", "images", "build"], env=env,
                            capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr[-3000:]
+    sh_only_image(env)
     return env
 
 
 @pytest.mark.docker
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("image", ["python", "minimal"])
+@pytest.mark.parametrize("image", list(IMAGES))
 @pytest.mark.parametrize("runtime", PODMAN_RUNTIMES)
 def test_self_check_on_podman(podman_env, image, runtime):
+    ref = SH_ONLY if image == "sh-only" else image
     res = subprocess.run(
-        [sys.executable, "-m", "pygent.sandbox.self_check", "--image", image, "--runtime", runtime,
+        [sys.executable, "-m", "pygent.sandbox.self_check", "--image", ref, "--runtime", runtime,
          "--kind", IMAGES[image], "--json"],
         env=podman_env, capture_output=True, text=True, timeout=500,
     )

@@ -26,9 +26,9 @@ WORKDIR /workspace
 """
 
 
-def sh_only_image() -> str:
-    """Build (once per engine) and return the sh-only image's tag."""
-    if subprocess.run(["docker", "image", "inspect", SH_ONLY], capture_output=True).returncode == 0:
+def sh_only_image(env: dict | None = None) -> str:
+    """Build (once per engine: `env`'s DOCKER_HOST) and return the sh-only image's tag."""
+    if subprocess.run(["docker", "image", "inspect", SH_ONLY], capture_output=True, env=env).returncode == 0:
         return SH_ONLY
     busybox = "/bin/busybox"
     if not Path(busybox).is_file():
@@ -40,5 +40,5 @@ def sh_only_image() -> str:
         (Path(tmp) / "busybox").chmod(0o755)
         (Path(tmp) / "Dockerfile").write_text(_DOCKERFILE)
         subprocess.run(["docker", "build", "-q", "--network", "none", "-t", SH_ONLY, tmp],
-                       check=True, capture_output=True, timeout=300)
+                       check=True, capture_output=True, timeout=300, env=env)
     return SH_ONLY

@@ -8,8 +8,8 @@ Differences from Docker, each handled (and covered by the conformance suite):
 - no `NetworkDisabled`: Podman's compat API ignores it, so "no network" is
   NetworkMode "none" (loopback only, as the suite checks);
 - the init is catatonit (Podman's `--init`), which must be installed;
-- container rlimits: Podman sets nofile to 1048576 by default, which fails on
-  hosts whose hard limit is lower; the create body asks for the host's own
+- container rlimits: Podman sets nofile 1048576 and nproc 4194304 by default,
+  which fail on hosts whose hard limits are lower; the create body asks for the host's own
   hard limit (`make podman` also writes it to containers.conf.d);
 - runtimes: Podman's /info lists none the way Docker does, so the registered
   OCI runtimes are read from `podman info` fields (OCIRuntime), and a policy
@@ -30,9 +30,10 @@ from .registry import backend
 DEFAULT_SOCKET = "/run/pygent-podman.sock"
 
 
-def _hard_nofile() -> int:
+def _hard(limit: int) -> int:
+    """This host's hard limit (Podman's defaults may exceed it, and then nothing starts)."""
     try:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = resource.getrlimit(limit)[1]
     except (OSError, ValueError):
         return 4096
     return 1 << 20 if hard == resource.RLIM_INFINITY else int(hard)
@@ -52,7 +53,10 @@ class PodmanBackend(DockerBackend):
 
     flavor = config.EngineFlavor(
         name="podman", network_disabled=False, security_opt="no-new-privileges",
-        ulimits=(("nofile", _hard_nofile(), _hard_nofile()),),
+        # nproc: the pids cgroup bounds a sandbox; 16384 stays under the hard limit Podman's own
+        # process gets (32768 seen here, lower than the shell's), which crun may not exceed.
+        ulimits=(("nofile", min(_hard(resource.RLIMIT_NOFILE), 65536), min(_hard(resource.RLIMIT_NOFILE), 65536)),
+                 ("nproc", min(_hard(resource.RLIMIT_NPROC), 16384), min(_hard(resource.RLIMIT_NPROC), 16384))),
     )
 
     def __init__(self, host: str | None = None) -> None:

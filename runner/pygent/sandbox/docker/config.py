@@ -103,7 +103,7 @@ def create_body(
     if runtime:
         host["Runtime"] = runtime
     if flavor.ulimits:
-        host["Ulimits"] = [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
+        host["Ulimits"] = ulimits(flavor)
     hostname = f"sandbox-{uuid.uuid4().hex[:8]}"
     body = {
         "Image": image,
@@ -128,6 +128,11 @@ def create_body(
     body.update(top)
     host.update(net_host)
     return body
+
+
+def ulimits(flavor: EngineFlavor) -> list[dict[str, Any]]:
+    """The engine's rlimits as the API spells them."""
+    return [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
 
 
 def _tmpfs_volume(target: str, opts: str) -> dict[str, Any]:
