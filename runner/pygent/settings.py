@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     pygent_egress_network: str = Field("bridge", description="Engine network the egress proxy reaches allowed hosts through.")
     pygent_egress_hosts: str | None = Field(None, description="NAME=ADDRESS pairs the egress proxy resolves itself (its /etc/hosts), comma-separated.")
     pygent_egress_linger: float = Field(30.0, gt=0, le=3600, description="Seconds an egress proxy nobody uses stays up before it exits.")
+    pygent_mcp_token: str | None = Field(None, min_length=16, description="Bearer token `pygent-runner mcp --http` requires (unset: one is generated and printed on stderr).")
     pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
 
     @field_validator("pygent_allow_hosts")

@@ -76,3 +76,13 @@ def test_the_proxy_matches_names_ports_and_addresses():
     for refused in ("127.0.0.1", "169.254.169.254", "fd00::1", "::1", "100.64.0.1", "0.0.0.0", "::ffff:127.0.0.1", "224.0.0.1"):
         assert not allow.allows_address(ip(refused)), refused
     assert allow.allows_address(ip("11.0.0.1"))  # a public address: matching only, nothing is sent
+
+
+def test_exec_and_mcp_share_the_allow_host_option(monkeypatch):
+    from pygent.cli import mcp
+    from pygent.cli.exec import build_policy, parse_args
+
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("PYGENT_ALLOW_HOSTS", raising=False)
+    assert build_policy(parse_args(["--allow-host", "a.example:8080", "--", "true"])).network == ("a.example:8080",)
+    assert build_policy(mcp.parse(["--allow-host", "b.example", "--allow-host", "c.example"])).network == ("b.example", "c.example")
