@@ -46,7 +46,10 @@ def load_custom_model(spec: str) -> Any:
     return obj
 
 
-def _make_agent(custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any) -> Any:
+def _make_agent(
+    custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any,
+    allow_hosts: Optional[list[str]] = None,
+) -> Any:
     from .. import models
     from ..agent import Agent
     from ..errors import ModelError
@@ -61,7 +64,10 @@ def _make_agent(custom_model: Optional[str], model: Optional[str], image: Option
         if models.get_custom_model() is None and not s.openai_api_key and s.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
             raise ModelError(NO_MODEL_MESSAGE.replace("pass Agent(model=...)", "pass --custom-model file.py:Class"))
         chosen = models.default_model()
-    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, on_event=on_event)
+    from .common import cli_policy
+
+    policy = cli_policy(allow_hosts=allow_hosts) if allow_hosts else None
+    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, policy=policy, on_event=on_event)
 
 
 def _agent_or_exit(*args: Any) -> Any:
@@ -175,6 +181,8 @@ def _exit_code(reason: str) -> int:
 
 
 def register(app: typer.Typer) -> None:
+    from .common import allow_host_option
+
     @app.command()
     def run(
         task: str = typer.Argument(..., help="What the agent should do."),
@@ -185,6 +193,7 @@ def register(app: typer.Typer) -> None:
         max_time: Optional[float] = typer.Option(None, "--max-time", min=0.1, help="Seconds for the whole run."),
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace (explicit loosening)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable transcript instead of the live view."),
+        allow_host: Optional[list[str]] = allow_host_option(),
     ) -> None:
         """Run an agent on TASK until it calls stop; every command runs in a sandbox.
 
@@ -196,7 +205,7 @@ def register(app: typer.Typer) -> None:
         model_calls = _ModelCalls() if as_json else None
         display = None if as_json else _Display(console)
         started = time.monotonic()
-        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host)
         try:
             if display is not None:
                 with display.live:
@@ -217,13 +226,14 @@ def register(app: typer.Typer) -> None:
         custom_model: Optional[str] = typer.Option(None, "--custom-model", help="A Model to use: path/to/file.py:Class."),
         image: Optional[str] = typer.Option(None, help="Sandbox image (PYGENT_IMAGE)."),
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace."),
+        allow_host: Optional[list[str]] = allow_host_option(),
     ) -> None:
         """Interactive session: each message runs the agent until it stops. /exit quits, /tasks lists tasks."""
         from rich.console import Console
 
         console = Console()
         display = _Display(console)
-        agent = _agent_or_exit(custom_model, model, image, workspace, display)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display, allow_host)
         console.print("[bold green]pygent[/] in a sandbox. /exit to quit, /tasks for delegated tasks.")
         try:
             while True:

@@ -115,5 +115,11 @@ class Backend(abc.ABC):
         `Sandbox.healthy()` knows without asking (the warm pool turns it on while warm).
         Default: nothing to follow; healthy() relies on the sandbox's own state. Never raises."""
 
+    def reclaim_shared(self, everything: bool = False) -> list[tuple[str, str, float]]:
+        """Remove helpers shared by processes (e.g. the egress proxy) that no sandbox uses:
+        [(id, reason, age)]. They have no single owner, so gc's owner rules do not apply.
+        Raises: EngineUnavailable."""
+        return []
+
     def close(self) -> None:
         """Release what the backend holds (watchers, connections). Sandboxes are not touched."""
