@@ -7,6 +7,7 @@ same guarantees enforced from the host (slower: ~50 ms a call).
 
 from __future__ import annotations
 
+import math
 import posixpath
 import queue
 import shlex
@@ -24,10 +25,11 @@ from ..errors import (
     SandboxError,
 )
 from . import lifecycle
-from .base import OutputCallback, Sandbox
+from .base import ChunkCallback, OutputCallback, Sandbox
 from .channel import GRACE, Channel, ChannelBroken, DockerStream, command_spec
 from .engine import get_client, is_engine_error
 from .policy import SandboxPolicy
+from .processes import ProcessOutput, ProcessStatus, output_of, status_of
 from .result import SIGKILL_EXIT_CODE, TIMEOUT_EXIT_CODE, ExecResult, HeadTail
 
 if TYPE_CHECKING:
@@ -252,17 +254,76 @@ class DockerSandbox(Sandbox):
         max_output: int | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        shell_state: bool = False,
+        idle_timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> ExecResult:
         if self._closed:
             raise SandboxClosed(f"sandbox {self.id[:12]} is closed; create a new one")
-        spec = command_spec(cmd, self.policy.timeout if timeout is None else timeout, env, workdir, max_output or self.policy.max_output)
+        spec = command_spec(
+            cmd, self.policy.timeout if timeout is None else timeout, env, workdir, max_output or self.policy.max_output,
+            shell_state=shell_state, idle_timeout=idle_timeout,
+        )
         if self._plain:
+            # Images without the server (until every image runs it): no state (cwd persists), no idle timeout.
+            if idle_timeout is not None:
+                raise SandboxError(f"idle_timeout needs the command server, which image {self.image} lacks")
             return self._exec_plain(cmd, spec["timeout"], spec["env"], workdir, stdin, spec["max_output"], on_stdout, on_stderr)
         started, wall = time.monotonic(), time.time()
         try:
-            return self._channel.run(spec, stdin, on_stdout, on_stderr)  # type: ignore[union-attr]
+            return self._channel.run(spec, stdin, on_stdout, on_stderr, on_chunk)  # type: ignore[union-attr]
         except ChannelBroken as exc:
             return after_broken_stream(self.id, self.policy.memory, exc, started, wall, self._cwd)
+
+    # -- background commands (issue 14) ------------------------------------------
+    def exec_background(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        shell_state: bool = False,
+    ) -> str:
+        spec = command_spec(cmd, math.inf if timeout is None else timeout, env, workdir, 0, shell_state=shell_state)
+        return str(self._background_channel().start_background(spec)["handle"])
+
+    def process_output(self, handle: str, since: int = 0, max_bytes: int = 16000) -> ProcessOutput:
+        return output_of(self._process_op({"op": "output", "handle": str(handle), "since": int(since), "max": int(max_bytes)}))
+
+    def process_status(self, handle: str) -> ProcessStatus:
+        return status_of(self._process_op({"op": "status", "handle": str(handle)}))
+
+    def process_input(self, handle: str, data: bytes | str, eof: bool = False) -> ProcessStatus:
+        blob = data.encode() if isinstance(data, str) else bytes(data)
+        reply = self._process_op({"op": "input", "handle": str(handle), "data": blob, "eof": bool(eof)})
+        if "error" in reply and "handle" in reply:
+            raise SandboxError(f"background command {handle}: {reply['error']}")
+        return status_of(reply)
+
+    def process_kill(self, handle: str) -> ProcessStatus:
+        status = status_of(self._process_op({"op": "kill", "handle": str(handle)}))
+        for _ in range(200):  # the server reaps it right after the kill: report the end
+            if not status.running:
+                break
+            time.sleep(0.01)
+            status = self.process_status(handle)
+        return status
+
+    def process_list(self) -> list[ProcessStatus]:
+        return [status_of(p) for p in self._process_op({"op": "list"})["processes"]]
+
+    def _background_channel(self) -> Channel:
+        self._check_open()
+        if self._plain or self._channel is None:
+            raise SandboxError(f"background commands need the command server, which image {self.image} lacks")
+        return self._channel
+
+    def _process_op(self, op: dict) -> dict:
+        try:
+            return self._background_channel().process_op(op)
+        except ChannelBroken as exc:
+            raise _broken(self.id, exc) from None
 
     def _oom_since(self, wall: float) -> bool:
         return oom_event_since(self.id, wall)
