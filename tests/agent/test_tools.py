@@ -15,7 +15,8 @@ from pygent.sandbox import default_policy
 from support.scripted import Script, call, say
 
 BUILTINS = {"bash", "write_file", "read_file", "stop", "ask_user", "delegate_task", "task_status",
-            "list_tasks", "cancel_task", "wait_tasks", "collect_file"}
+            "list_tasks", "cancel_task", "wait_tasks", "collect_file",
+            "process_output", "process_status", "process_input", "process_kill", "process_list"}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The agent layer: loop, tools, runtime and delegated tasks."""
 
+from . import process_tools as _process_tools  # noqa: F401  registers the background-command tools
 from . import tasks as _tasks  # noqa: F401  registers the task tools
 from .loop import Agent, RunResult, StepEvent
 from .runtime import Runtime

@@ -25,7 +25,7 @@ from .runtime import Runtime
 class StepEvent:
     """What happened in a step, for displays (CLI) and transcripts."""
 
-    kind: str  #: "assistant" | "tool" | "task"
+    kind: str  #: "assistant" | "tool" | "task" | "output" (a running command's output: data["stream"])
     content: str | None = None
     tool: str | None = None
     arguments: str | None = None
@@ -85,6 +85,8 @@ class Agent:
 
         self.tasks = TaskManager(parent=self)
         self.runtime.tasks = self.tasks
+        if on_event is not None:
+            self.runtime.on_output = _output_events(weakref.WeakMethod(self._emit))
         self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks)
 
     # -- prompt -------------------------------------------------------------
@@ -177,6 +179,20 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _output_events(emit: "weakref.WeakMethod") -> Callable[[str, bytes], None]:
+    """The runtime's on_output: each chunk of a running command as an "output" event.
+
+    Weak, so the runtime does not keep its agent alive (the agent's finalizer closes both).
+    """
+
+    def on_output(stream: str, data: bytes) -> None:
+        send = emit()
+        if send is not None:
+            send(StepEvent("output", content=data.decode("utf-8", "replace"), tool="bash", data={"stream": stream}))
+
+    return on_output
 
 
 def _cleanup(runtime: Runtime, tasks: Any) -> None:

@@ -235,15 +235,16 @@ def state_dump_trap(nonce):
     body = (
         "{ __pygent_so=$SHELLOPTS __pygent_bo=$BASHOPTS __pygent_cwd=$PWD; "
         "POSIXLY_CORRECT=y; unset -f builtin unset; set +euvx +o pipefail; unset POSIXLY_CORRECT; "
-        "builtin shopt -u nocasematch extglob; "
+        "builtin enable declare printf umask alias shopt; builtin shopt -u nocasematch extglob; "
         'builtin printf "\\n%s cwd\\n%s\\n%s opts\\n%s\\n%s\\n%s umask\\n" ' + n + ' "$__pygent_cwd" ' + n
         + ' "$__pygent_so" "$__pygent_bo" ' + n + "; builtin umask; "
         'builtin printf "\\n%s vars\\n" ' + n + "; "
         "for __pygent_v in " + _NAME_PREFIXES + "; do case $__pygent_v in " + STATE_SKIP + ") ;; "
         '*) builtin declare -p -- "$__pygent_v";; esac; done; '
         'builtin printf "\\n%s funcs\\n" ' + n + "; builtin declare -f; "
-        'builtin printf "\\n%s fexport\\n" ' + n + "; builtin declare -F; "
         'builtin printf "\\n%s alias\\n" ' + n + "; builtin alias -p; "
+        # Ended only when every builtin the dump needs worked (`enable -n` can disable them).
+        "builtin declare -p __pygent_cwd >/dev/null && builtin alias -p >/dev/null && builtin umask >/dev/null && "
         'builtin printf "\\n%s end\\n" ' + n + "; } >&%d 2>/dev/null" % STATE_FD
     )
     return body
@@ -258,7 +259,7 @@ def parse_state_dump(data, nonce):
     for part in parts[1:]:
         name, _, body = part.partition(b"\n")
         sections[name.decode("ascii", "replace")] = body
-    if set(sections) != {"cwd", "opts", "umask", "vars", "funcs", "fexport", "alias", "end"} or sections["end"]:
+    if set(sections) != {"cwd", "opts", "umask", "vars", "funcs", "alias", "end"} or sections["end"]:
         return None
     return sections
 
@@ -271,9 +272,9 @@ def state_script(sections):
     umask = sections["umask"].strip()
     if not umask.isdigit():
         umask = b"0022"
-    exported = b"\n".join(
-        line for line in sections["fexport"].split(b"\n") if line.startswith(b"declare -fx ")
-    )
+    # `declare -f` ends an exported function with `declare -fx NAME`: through `builtin`, so that a
+    # function named declare is not what runs (none named builtin is ever dumped: _UNSHADOW ran first).
+    funcs = sections["funcs"].replace(b"\ndeclare -fx ", b"\nbuiltin declare -fx ")
     on = [o for o in STATE_SHOPT if o in bo]
     off = [o for o in STATE_SHOPT if o not in bo]
     tail = "builtin set %s\n" % " ".join(("-o " if o in so else "+o ") + o for o in STATE_SET_OPTIONS)
@@ -283,7 +284,7 @@ def state_script(sections):
         tail += "builtin shopt -u %s\n" % " ".join(off)
     return b"".join((
         b"{\n", sections["vars"], b"\n} 2>/dev/null\n",
-        sections["funcs"], b"\n", exported, b"\n", sections["alias"], b"\n",
+        funcs, b"\n", sections["alias"], b"\n",
         _UNSHADOW.encode(), b"\n", b"builtin umask " + umask + b"\n", tail.encode(),
     ))
 
