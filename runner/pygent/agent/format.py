@@ -39,6 +39,8 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
                 "(process_output / process_status / process_input / process_kill take this handle)")
     elif result.timed_out:
         head += f" (timed out after {timeout:g}s; the command and all its children were killed)" if timeout else " (timed out)"
+        if result.state:
+            head += "\n[pygent] the shell state from before this command is kept"
     elif result.oom_killed:
         head += f" (killed: out of memory{f', limit {memory}' if memory else ''})"
     parts = [head]
@@ -55,12 +57,10 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
 
 
 def state_note(result: ExecResult) -> str | None:
-    """A line when the shell state did not follow the command: too large, or killed."""
+    """A line when the shell state could not be saved because it is too large."""
     state = result.state or ""
     if state.startswith("too_large"):
         return f"[pygent] shell state not saved ({state.partition(': ')[2]}): the state from before this command is kept"
-    if state.startswith("kept") and result.timed_out:
-        return "[pygent] the shell state from before this command is kept"
     return None
 
 
