@@ -102,7 +102,7 @@ class Options:
         self.command: list[str] = []
 
 
-def parse_args(argv: list[str]) -> Options:
+def parse_args(argv: list[str], need_command: bool = True) -> Options:
     """Options up to `--` or the first non-option word; the rest is the command."""
     opts = Options()
     i = 0
@@ -133,7 +133,7 @@ def parse_args(argv: list[str]) -> Options:
             raise UsageError(f"option {name} needs a value")
         _set_value(opts, name, dest, value)
         i += 1
-    if not opts.command and not opts.help:
+    if not opts.command and not opts.help and need_command:
         raise UsageError(f"no command given (usage: {PROG} exec [OPTIONS] -- CMD [ARGS...])")
     return opts
 
