@@ -12,6 +12,10 @@ IMAGES = ("python", "minimal")
 RUNTIMES = ("crun", "runc", "runsc")  # crun: our default where the engine has it
 COMBOS = [(image, runtime) for image in IMAGES for runtime in RUNTIMES]
 COMBO_IDS = [f"{image}-{runtime}" for image, runtime in COMBOS]
+#: Images whose commands go through the in-container server (shell state and background need it).
+SERVER_IMAGES = ("python",)
+SERVER_COMBOS = [(image, runtime) for image in SERVER_IMAGES for runtime in RUNTIMES]
+SERVER_COMBO_IDS = [f"{image}-{runtime}" for image, runtime in SERVER_COMBOS]
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

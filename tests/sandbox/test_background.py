@@ -10,17 +10,12 @@ import pytest
 
 from pygent.errors import SandboxError
 from pygent.sandbox import SandboxPolicy, open_sandbox
-from sbhelpers import PS, RUNTIMES, wait_gone
-
-COMBOS = [("python", runtime) for runtime in RUNTIMES]  # images whose commands go through the server
+from sbhelpers import PS, wait_gone
 
 
-@pytest.fixture(scope="module", params=COMBOS, ids=[f"{i}-{r}" for i, r in COMBOS])
-def bsb(request, docker_client):
-    image, runtime = request.param
-    sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
-    yield sandbox
-    sandbox.close()
+@pytest.fixture(scope="module")
+def bsb(ssb):
+    return ssb
 
 
 def until(check, what, seconds=20.0):

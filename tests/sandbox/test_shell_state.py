@@ -10,19 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pygent.sandbox import SandboxPolicy, open_sandbox
-from sbhelpers import PS, RUNTIMES
-
-#: Images whose commands go through the in-container server (state needs it).
-STATE_IMAGES = ("python",)
-STATE_COMBOS = [(image, runtime) for image in STATE_IMAGES for runtime in RUNTIMES]
-
-
-@pytest.fixture(scope="module", params=STATE_COMBOS, ids=[f"{i}-{r}" for i, r in STATE_COMBOS])
-def ssb(request, docker_client):
-    image, runtime = request.param
-    sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
-    yield sandbox
-    sandbox.close()
+from sbhelpers import PS
 
 
 def sh(sb, cmd, **kw):
@@ -151,6 +139,5 @@ def test_a_state_that_exits_still_lets_the_next_command_run_its_guarantees(ssb):
 
 def test_state_belongs_to_one_sandbox(ssb, docker_client):
     sh(ssb, "own_v=mine")
-    image = "python"
-    with open_sandbox(image, SandboxPolicy(runtime=ssb.policy.runtime), pool=False) as other:
+    with open_sandbox(ssb.image, SandboxPolicy(runtime=ssb.policy.runtime), pool=False) as other:
         assert other.exec("echo ${own_v:-none}", shell_state=True).stdout == b"none\n"

@@ -250,49 +250,33 @@ class Channel:
 
     def start_background(self, spec: dict, timeout: float = 30.0) -> dict:
         """Start a command that runs on after this returns: {"handle", "pid"}. Raises SandboxError."""
-        if self.broken:
-            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
-        with self.lock:
-            cid = self.next_id
-            self.next_id += 1
-            self.send(proto.RUN, cid, marshal.dumps(dict(spec, background=True, stdin=True, stream=False), 4))
-            deadline = time.monotonic() + timeout
-            while True:
-                kind, fcid, payload = self.read_frame(deadline)
-                if fcid != cid:
-                    continue
-                if kind == proto.STARTED:
-                    return json.loads(payload)
-                if kind == proto.FAILED:
-                    raise SandboxError(f"could not start the command: {json.loads(payload)['error']}")
+        payload = marshal.dumps(dict(spec, background=True, stdin=True, stream=False), 4)
+        kind, answer = self._ask(proto.RUN, payload, (proto.STARTED, proto.FAILED), timeout)
+        if kind == proto.FAILED:
+            raise SandboxError(f"could not start the command: {answer['error']}")
+        return answer
 
     def process_op(self, op: dict, timeout: float = 30.0) -> dict:
         """One operation on a background command (protocol.ProcessOp); the server's JSON answer."""
-        if self.broken:
-            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
-        with self.lock:
-            cid = self.next_id
-            self.next_id += 1
-            self.send(proto.PROC, cid, marshal.dumps(op, 4))
-            deadline = time.monotonic() + timeout
-            while True:
-                kind, fcid, payload = self.read_frame(deadline)
-                if fcid == cid and kind == proto.PROC_REPLY:
-                    return json.loads(payload)
+        return self._ask(proto.PROC, marshal.dumps(op, 4), (proto.PROC_REPLY,), timeout)[1]
 
     def look(self, path: str, timeout: float = 30.0) -> dict:
         """The server's look at a directory: {"empty", "mode", "uid", "gid", "mtime"} or {"error"}."""
+        return self._ask(proto.LOOK, os.fsencode(path), (proto.LOOKED,), timeout)[1]
+
+    def _ask(self, kind: int, payload: bytes, answers: tuple[int, ...], timeout: float) -> tuple[int, dict]:
+        """One request frame and its JSON answer (the first frame of one of `answers` kinds for it)."""
         if self.broken:
             raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
         with self.lock:
             cid = self.next_id
             self.next_id += 1
-            self.send(proto.LOOK, cid, os.fsencode(path))
+            self.send(kind, cid, payload)
             deadline = time.monotonic() + timeout
             while True:
-                kind, fcid, payload = self.read_frame(deadline)
-                if fcid == cid and kind == proto.LOOKED:
-                    return json.loads(payload)
+                got, fcid, data = self.read_frame(deadline)
+                if fcid == cid and got in answers:
+                    return got, json.loads(data)
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

@@ -818,12 +818,7 @@ class Server:
                     pipe.close()
                     break
                 self.keep(which, cmd, data)
-        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
-            try:
-                self.sel.unregister(cmd.proc.stdin)
-            except KeyError:
-                pass
-            cmd.proc.stdin.close()
+        self.close_stdin(cmd)
         try:
             cmd.cwd_bytes += os.read(cmd.cwd_r, 4096)
         except OSError:
@@ -861,6 +856,14 @@ class Server:
                 "state": state,
             },
         )
+
+    def close_stdin(self, cmd):
+        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
+            try:
+                self.sel.unregister(cmd.proc.stdin)
+            except KeyError:
+                pass
+            cmd.proc.stdin.close()
 
     def on_drain(self, pipe):
         self.read_pipe(pipe)  # a background child's output after its command ended: discarded
@@ -932,12 +935,7 @@ class Server:
         """A background command's main process ended: keep its code; its pipes are read to EOF."""
         cmd.returncode = 124 if cmd.timed_out else code
         cmd.finished_at = time.monotonic()
-        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
-            try:
-                self.sel.unregister(cmd.proc.stdin)
-            except KeyError:
-                pass
-            cmd.proc.stdin.close()
+        self.close_stdin(cmd)
         try:
             self.sel.unregister(cmd.cwd_r)
         except KeyError:
