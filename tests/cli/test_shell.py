@@ -37,10 +37,11 @@ def new_container(api, before: set[str]) -> str:
     return found.pop()
 
 
-def test_a_tty_with_resize_ctrl_c_and_job_control_then_removed_on_exit(docker_client):
+@pytest.mark.parametrize("image", ["python", "minimal"])
+def test_a_tty_with_resize_ctrl_c_and_job_control_then_removed_on_exit(docker_client, image):
     api = docker_client.api
     before = shell_containers(api)
-    child = spawn("--memory", "256m")
+    child = spawn("--image", image, "--memory", "256m")
     cid = new_container(api, before)
     child.sendline("tty; id -u; grep CapEff /proc/self/status; ls /sys/class/net; stty size")
     child.expect(r"/dev/pts/\d+\s+1000\s+CapEff:\s+0+\s+lo\s+24 80")

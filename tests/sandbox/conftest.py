@@ -3,7 +3,7 @@
 import pytest
 
 from pygent.sandbox import SandboxPolicy, open_sandbox
-from sbhelpers import COMBO_IDS, COMBOS, SERVER_COMBO_IDS, SERVER_COMBOS
+from sbhelpers import COMBO_IDS, COMBOS
 
 
 @pytest.fixture(scope="module", params=COMBOS, ids=COMBO_IDS)
@@ -14,15 +14,6 @@ def combo(request):
 @pytest.fixture(scope="module")
 def sb(combo, docker_client):
     image, runtime = combo
-    sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
-    yield sandbox
-    sandbox.close()
-
-
-@pytest.fixture(scope="module", params=SERVER_COMBOS, ids=SERVER_COMBO_IDS)
-def ssb(request, docker_client):
-    """A sandbox whose commands go through the in-container server (shell state, background)."""
-    image, runtime = request.param
     sandbox = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30), pool=False)
     yield sandbox
     sandbox.close()

@@ -12,17 +12,15 @@ IMAGES = ("python", "minimal")
 RUNTIMES = ("crun", "runc", "runsc")  # crun: our default where the engine has it
 COMBOS = [(image, runtime) for image in IMAGES for runtime in RUNTIMES]
 COMBO_IDS = [f"{image}-{runtime}" for image, runtime in COMBOS]
-#: Images whose commands go through the in-container server (shell state and background need it).
-SERVER_IMAGES = ("python",)
-SERVER_COMBOS = [(image, runtime) for image in SERVER_IMAGES for runtime in RUNTIMES]
-SERVER_COMBO_IDS = [f"{image}-{runtime}" for image, runtime in SERVER_COMBOS]
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
 def volume_names(api, cid: str) -> list[str]:
-    return [m["Name"] for m in api.inspect_container(cid)["Mounts"] if m.get("Type") == "volume"]
+    """The sandbox's own volumes (/workspace, /tmp): not the shared read-only tooling volume."""
+    return [m["Name"] for m in api.inspect_container(cid)["Mounts"]
+            if m.get("Type") == "volume" and m.get("Destination") != "/opt/pygent"]
 
 
 def volume_exists(api, name: str) -> bool:

@@ -2,35 +2,31 @@
 
 History is a list of plain OpenAI wire dicts, so it is JSON-serialisable and an
 Agent can resume from it (`Agent(history=saved)`). Models receive that list.
+
+Tools come from the agent's ToolRegistry (`Agent(tools=...)`; by default the
+module-level one in tools.py) and are called with a ToolContext made per step.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models, openai_compat
+from .. import call_stats, models, openai_compat
 from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
 from . import tools
+from .context import ToolContext
+from .events import StepEvent
 from .prompt import DEFAULT_PERSONA, build_system_msg
+from .registry import ToolRegistry
 from .runtime import Runtime
-
-
-@dataclass
-class StepEvent:
-    """What happened in a step, for displays (CLI) and transcripts."""
-
-    kind: str  #: "assistant" | "tool" | "task" | "output" (a running command's output: data["stream"])
-    content: str | None = None
-    tool: str | None = None
-    arguments: str | None = None
-    duration: float = 0.0
-    data: dict[str, Any] = field(default_factory=dict)
+from .tasks import AgentFactory, TaskManager
+from .tools import DEFAULT_TOOLS
 
 
 @dataclass
@@ -51,7 +47,11 @@ class Agent:
 
     Agent(model=None, runtime=None, model_name=None, system_msg=None, history=None,
           image=None, workspace=None, policy=None, fresh_sandbox_per_call=False,
-          persona=None, on_event=None, task_depth=0)
+          persona=None, on_event=None, task_depth=0, tools=None)
+
+    `tools`: this agent's ToolRegistry (default: the module-level registry, so
+    `register_tool` reaches every agent without one). Delegated tasks' agents
+    get the same registry.
     """
 
     def __init__(
@@ -69,6 +69,7 @@ class Agent:
         persona: str | None = None,
         on_event: Callable[[StepEvent], None] | None = None,
         task_depth: int = 0,
+        tools: ToolRegistry | None = None,
     ) -> None:
         from ..settings import get_settings
 
@@ -77,21 +78,18 @@ class Agent:
         self.runtime = runtime or Runtime(image=image, policy=policy, workspace=workspace, fresh_per_call=fresh_sandbox_per_call, task_depth=task_depth)
         self.persona = persona or DEFAULT_PERSONA
         self.on_event = on_event
+        self.tools: ToolRegistry = DEFAULT_TOOLS if tools is None else tools
         self._custom_system = system_msg
         self.history: list[dict[str, Any]] = [dict(m) if isinstance(m, dict) else openai_compat.message_to_dict(m) for m in (history or [])]
         if not self.history:
             self.history.append({"role": "system", "content": self._system_msg()})
-        from .tasks import TaskManager
-
-        self.tasks = TaskManager(parent=self)
+        self.tasks = TaskManager(parent=self, agent_factory=_task_agents(self.tools))
         self.runtime.tasks = self.tasks
-        if on_event is not None:
-            self.runtime.on_output = _output_events(weakref.WeakMethod(self._emit))
         self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks)
 
     # -- prompt -------------------------------------------------------------
     def _system_msg(self) -> str:
-        return self._custom_system or build_system_msg(self.persona, tools.schemas(), self.runtime.image)
+        return self._custom_system or build_system_msg(self.persona, self.tools.schemas(), self.runtime.image)
 
     @property
     def system_msg(self) -> str:
@@ -107,17 +105,32 @@ class Agent:
         if user_msg is not None:
             self.history.append({"role": "user", "content": user_msg})
         started = time.monotonic()
-        message = models.call_model(self.model, self.history, self.model_name, tools.schemas())
+        with call_stats.record_calls() as calls:
+            try:
+                message = models.call_model(self.model, self.history, self.model_name, self.tools.schemas())
+            except PygentError as exc:
+                self._emit(_model_event(time.monotonic() - started, calls, str(exc)))
+                raise
+        self._emit(_model_event(time.monotonic() - started, calls, None))
         self.history.append(message.to_dict())
         self._emit(StepEvent("assistant", content=message.content, duration=time.monotonic() - started,
                              data={"tool_calls": [c.function.name for c in message.tool_calls or []]}))
+        ctx = self.tool_context()
         for call in message.tool_calls or []:
             t0 = time.monotonic()
-            output = tools.execute_tool(call, self.runtime)
+            output = self.tools.execute(call, ctx)
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0))
         return message
+
+    def tool_context(self) -> ToolContext:
+        """What this agent's tools may use: its runtime, task manager and event sink.
+
+        Made per step, not kept: the context refers to the Agent (its events),
+        and the Agent must stay collectable (its finalizer removes the container).
+        """
+        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit, live=self.on_event is not None)
 
     def run_until_stop(
         self,
@@ -181,18 +194,30 @@ class Agent:
         self.close()
 
 
-def _output_events(emit: "weakref.WeakMethod") -> Callable[[str, bytes], None]:
-    """The runtime's on_output: each chunk of a running command as an "output" event.
+def _task_agents(registry: ToolRegistry) -> AgentFactory:
+    """How an agent's delegated tasks build their agents: the default model, the parent's tools.
 
-    Weak, so the runtime does not keep its agent alive (the agent's finalizer closes both).
+    A closure over the registry, not a bound method: the task manager must not
+    keep its Agent alive (the Agent's finalizer is what removes containers).
     """
 
-    def on_output(stream: str, data: bytes) -> None:
-        send = emit()
-        if send is not None:
-            send(StepEvent("output", content=data.decode("utf-8", "replace"), tool="bash", data={"stream": stream}))
+    def make(*, runtime: Runtime, persona: str | None, task_depth: int) -> "Agent":
+        return Agent(model=models.default_model(), runtime=runtime, persona=persona, task_depth=task_depth, tools=registry)
 
-    return on_output
+    return make
+
+
+def _model_event(latency: float, calls: list[call_stats.CallRecord], error: str | None) -> StepEvent:
+    """The "model" event of one model call: its latency, retries and token usage (when reported)."""
+    attempts = sum(c["attempts"] for c in calls)
+    return StepEvent("model", duration=latency, data={
+        "latency_s": round(latency, 6),
+        "attempts": attempts,
+        "retries": sum(c["retries"] for c in calls),
+        "usage": call_stats.sum_usage(calls),
+        "error": error[:500] if error else None,
+        "requests": list(calls),
+    })
 
 
 def _cleanup(runtime: Runtime, tasks: Any) -> None:

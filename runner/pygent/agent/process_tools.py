@@ -1,16 +1,12 @@
 """The tools on background commands (`bash` with background/idle_timeout gives the handle).
 
-Registered like the other built-ins; each returns the compact text of format.py.
+Registered like the other built-ins (with a ToolContext); each returns the compact text of format.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .context import ToolContext
 from .tools import tool
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 _HANDLE = {"type": "string", "minLength": 1, "description": "The handle bash returned"}
 
@@ -24,18 +20,20 @@ _HANDLE = {"type": "string", "minLength": 1, "description": "The handle bash ret
         "required": ["handle"],
         "additionalProperties": False,
     },
+    context=True,
 )
-def _process_output(rt: "Runtime", handle: str, since: int = 0) -> str:
-    return rt.process_output(handle, since)
+def _process_output(ctx: ToolContext, handle: str, since: int = 0) -> str:
+    return ctx.process_output(handle, since)
 
 
 @tool(
     name="process_status",
     description="Whether a background command still runs, or its exit code.",
     parameters={"type": "object", "properties": {"handle": _HANDLE}, "required": ["handle"], "additionalProperties": False},
+    context=True,
 )
-def _process_status(rt: "Runtime", handle: str) -> str:
-    return rt.process_status(handle)
+def _process_status(ctx: ToolContext, handle: str) -> str:
+    return ctx.process_status(handle)
 
 
 @tool(
@@ -47,20 +45,23 @@ def _process_status(rt: "Runtime", handle: str) -> str:
         "required": ["handle", "text"],
         "additionalProperties": False,
     },
+    context=True,
 )
-def _process_input(rt: "Runtime", handle: str, text: str, eof: bool = False) -> str:
-    return rt.process_input(handle, text, eof)
+def _process_input(ctx: ToolContext, handle: str, text: str, eof: bool = False) -> str:
+    return ctx.process_input(handle, text, eof)
 
 
 @tool(
     name="process_kill",
     description="Stop a background command and everything it started.",
     parameters={"type": "object", "properties": {"handle": _HANDLE}, "required": ["handle"], "additionalProperties": False},
+    context=True,
 )
-def _process_kill(rt: "Runtime", handle: str) -> str:
-    return rt.process_kill(handle)
+def _process_kill(ctx: ToolContext, handle: str) -> str:
+    return ctx.process_kill(handle)
 
 
-@tool(name="process_list", description="Every background command of this sandbox.", parameters={"type": "object", "properties": {}})
-def _process_list(rt: "Runtime") -> str:
-    return rt.process_list()
+@tool(name="process_list", description="Every background command of this sandbox.", parameters={"type": "object", "properties": {}},
+      context=True)
+def _process_list(ctx: ToolContext) -> str:
+    return ctx.process_list()

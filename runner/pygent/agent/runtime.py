@@ -14,14 +14,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import SandboxError, ToolError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, open_sandbox
 from .format import clean_text, format_output, format_result, format_status
-
-if TYPE_CHECKING:
-    from .tasks import TaskManager
 
 
 class Runtime:
@@ -55,7 +52,9 @@ class Runtime:
         self.policy = base
         self.fresh_per_call = fresh_per_call
         self.task_depth = task_depth
-        self.tasks: "TaskManager | None" = None  # set by the owning Agent
+        # The owning Agent's TaskManager (set by the Agent; tools reach it as ToolContext.tasks).
+        # Typed Any on purpose: tasks.py builds Runtimes, so this module must not import it.
+        self.tasks: Any = None
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -111,13 +110,15 @@ class Runtime:
             hook()
 
     # -- pygent's Runtime API -----------------------------------------------------
-    def bash(self, cmd: str, timeout: float | None = None, background: bool = False, idle_timeout: float | None = None) -> str:
+    def bash(self, cmd: str, timeout: float | None = None, background: bool = False, idle_timeout: float | None = None,
+             on_output: Any = None) -> str:
         """Run `cmd` in the agent's shell (its state persists: README "Shell state");
         return the compact text the model reads (see format.py).
 
         background=True: start it and return its handle at once. idle_timeout: after
         that many seconds without output, return what it printed and keep it running
-        under a handle. Raises ToolError when asked for either with fresh_per_call.
+        under a handle. on_output(stream, data) (default: self.on_output) sees the
+        output as it arrives. Raises ToolError when asked for either with fresh_per_call.
         """
         if (background or idle_timeout is not None) and self.fresh_per_call:
             raise ToolError("background commands need a sandbox that lives on; this agent uses a fresh sandbox per call")
@@ -127,7 +128,7 @@ class Runtime:
                     "(process_output / process_status / process_input / process_kill take this handle)")
         # Report the limit that applied: the loop's deadline may have shortened it.
         limit = self._limit(timeout) or self.policy.timeout
-        result = self.exec(cmd, timeout=limit, shell_state=True, idle_timeout=idle_timeout, on_chunk=self.on_output)
+        result = self.exec(cmd, timeout=limit, shell_state=True, idle_timeout=idle_timeout, on_chunk=on_output or self.on_output)
         return format_result(result, round(limit, 2), self.policy.memory, idle_timeout)
 
     # -- background commands (issue 14) -------------------------------------------

@@ -37,9 +37,11 @@ def run(argv: list[str]) -> int:
         if not sys.stdin.isatty():
             raise UsageError("shell needs a terminal on stdin (use `exec` to run commands without one)")
         policy = build_policy(opts)
-        from ..sandbox.terminal import interactive_shell
+        from ..sandbox.registry import get_backend
+        from ..settings import get_settings
 
-        return interactive_shell(opts.image, policy, opts.command or None, opts.workdir, opts.env or None)
+        image = opts.image or get_settings().pygent_image
+        return get_backend().interactive_shell(image, policy, opts.command or None, opts.workdir, opts.env or None)
     except (UsageError, PygentError, OSError) as exc:
         report(exc)
         return EXIT_SANDBOX

@@ -111,6 +111,20 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def closed(self) -> bool: ...
 
+    def healthy(self) -> bool:
+        """Can this sandbox still run a command? Cheap (no engine call): the pool asks it on acquire."""
+        return not self.closed
+
+    @property
+    def memory_limit(self) -> str:
+        """The memory limit as the policy wrote it (for messages such as an OOM kill)."""
+        return "512m"
+
+    def recipe(self) -> dict | None:
+        """A JSON-able description the backend can start an identical sandbox from
+        (`Backend.start_from_recipe`), or None. The exec fast path stores it."""
+        return None
+
     # -- files, built on the two archive primitives --------------------------
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Create or replace one file inside the sandbox (parents are created)."""

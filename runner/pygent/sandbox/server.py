@@ -407,9 +407,9 @@ class Command:
             extra[LOADER_FD] = loader_fd(loader)
             ours.append(extra[LOADER_FD])
             env["BASH_ENV"] = "/dev/fd/%d" % LOADER_FD
-            argv = ["/bin/bash", "-c", spec["cmd"]]
+            argv = [BASH, "-c", spec["cmd"]]
         else:
-            argv = ["/bin/bash", "-c", shell_prefix(CWD_FD) + spec["cmd"]]
+            argv = [BASH, "-c", shell_prefix(CWD_FD) + spec["cmd"]]
         try:
             stdin = None
             if spec.get("stdin") or self.background:
@@ -448,6 +448,18 @@ class Command:
 
 #: The fd the command's shell reports its final working directory on.
 CWD_FD = 3
+
+
+def find_bash():
+    """The image's own bash when it has one (users' tools expect it), else pygent's static
+    bash from the tooling volume beside this file: commands run under bash in every image."""
+    for path in ("/bin/bash", "/usr/bin/bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "bash")):
+        if os.access(path, os.X_OK):
+            return path
+    return "/bin/bash"
+
+
+BASH = find_bash()
 
 
 def spawn(argv, env, cwd, fds, extra=None):
