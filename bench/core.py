@@ -45,6 +45,34 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter_ns() - t) / 1e6, out
 
 
+def round_robin(
+    methods: list[tuple[str, str, Callable[[], Any]]],
+    rounds: int,
+    warm: int,
+    expect: str = "hi",
+    after_warm: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """ms per call of each (key, name, fn), one call of each per round so noise hits all alike.
+
+    `warm` uncounted rounds first, each output checked for `expect` (a path that
+    prints something else is broken, not fast). Raises RuntimeError for such a path.
+    """
+    for _ in range(warm):
+        for key, _, fn in methods:
+            out = fn()
+            text = out.decode() if isinstance(out, bytes) else str(out)
+            if expect not in text:
+                raise RuntimeError(f"{key} did not print {expect!r}: {text[:200]!r}")
+    if after_warm is not None:
+        after_warm()
+    samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
+    for _ in range(rounds):
+        for key, _, fn in methods:
+            ms, _ = timed(fn)
+            samples[key].append(ms)
+    return samples
+
+
 def rss_kb() -> int:
     return proc_status("VmRSS")
 

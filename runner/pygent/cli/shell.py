@@ -28,7 +28,7 @@ def run(argv: list[str]) -> int:
     from .exec import UsageError, build_policy, parse_args
 
     try:
-        opts = parse_args(argv, need_command=False)
+        opts = parse_args(argv, cmd="shell", require_command=False)
         if opts.help:
             sys.stdout.write(HELP)
             return EXIT_OK
