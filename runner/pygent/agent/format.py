@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import re
 
+from typing import TYPE_CHECKING
+
 from ..sandbox.result import ExecResult
+
+if TYPE_CHECKING:
+    from ..sandbox.processes import ProcessOutput, ProcessStatus
 
 #: Escape sequences, 7-bit (ESC ...) and 8-bit (C1 introducers), removed whole:
 #: string commands (OSC, DCS, SOS, PM, APC) up to BEL/ST (unterminated: only the introducer
@@ -46,7 +51,7 @@ def clean_text(data: bytes) -> str:
     return clean_str(data.decode("utf-8", "replace"))
 
 
-def format_result(result: ExecResult, timeout: float | None = None, memory: str | None = None) -> str:
+def format_result(result: ExecResult, timeout: float | None = None, memory: str | None = None, idle: float | None = None) -> str:
     """The `bash` tool's answer. Documented in the README ("What the model sees").
 
         exit code: 1
@@ -56,8 +61,13 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
         ...
     """
     head = f"exit code: {result.exit_code}"
-    if result.timed_out:
+    if result.handle is not None:
+        head = (f"still running (no output for {idle:g}s): moved to the background\nhandle: {result.handle}\n"
+                "(process_output / process_status / process_input / process_kill take this handle)")
+    elif result.timed_out:
         head += f" (timed out after {timeout:g}s; the command and all its children were killed)" if timeout else " (timed out)"
+        if result.state:
+            head += "\n[pygent] the shell state from before this command is kept"
     elif result.oom_killed:
         head += f" (killed: out of memory{f', limit {memory}' if memory else ''})"
     parts = [head]
@@ -67,4 +77,36 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
             parts.append(f"{name}:\n{text}" if text.endswith("\n") else f"{name}:\n{text}\n")
     if len(parts) == 1:
         parts.append("(no output)")
+    note = state_note(result)
+    if note:
+        parts.append(note)
     return "\n".join(p.rstrip("\n") for p in parts)
+
+
+def state_note(result: ExecResult) -> str | None:
+    """A line when the shell state could not be saved because it is too large."""
+    state = result.state or ""
+    if state.startswith("too_large"):
+        return f"[pygent] shell state not saved ({state.partition(': ')[2]}): the state from before this command is kept"
+    return None
+
+
+def format_status(status: "ProcessStatus") -> str:
+    """One line about a background command."""
+    if status.running:
+        what = f"running for {status.seconds:.1f}s"
+    elif status.killed:
+        what = f"killed (exit code {status.exit_code})"
+    else:
+        what = f"exited with code {status.exit_code} after {status.seconds:.1f}s"
+    return f"handle {status.handle}: {what}, {status.output_bytes} bytes of output: {status.cmd[:80]}"
+
+
+def format_output(out: "ProcessOutput") -> str:
+    """A background command's new output, and the offset to ask from next."""
+    lines = [format_status(out.status), f"offset: {out.offset} (pass as since to get only newer output)"]
+    if out.lost:
+        lines.append(f"[... {out.lost} older bytes no longer kept ...]")
+    text = clean_text(out.output.encode("utf-8", "replace"))
+    lines.append(text.rstrip("\n") if text else "(no new output)")
+    return "\n".join(lines)

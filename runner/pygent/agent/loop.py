@@ -131,7 +131,7 @@ class Agent:
         Made per step, not kept: the context refers to the Agent (its events),
         and the Agent must stay collectable (its finalizer removes the container).
         """
-        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit)
+        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit, live=self.on_event is not None)
 
     def run_until_stop(
         self,

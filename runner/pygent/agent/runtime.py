@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineUnavailable, SandboxError, SandboxGone
+from ..errors import EngineUnavailable, SandboxError, SandboxGone, ToolError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, open_sandbox
-from .format import clean_text, format_result
+from .format import clean_text, format_output, format_result, format_status
 
 
 class Runtime:
@@ -69,6 +69,8 @@ class Runtime:
         self.deadline: float | None = None
         #: Called once before the first command (the task manager times task start-up with it).
         self.on_first_command: Any = None
+        #: on_output(stream, data): a bash command's output as it arrives (the Agent's on_event).
+        self.on_output: Any = None
 
     # -- the sandbox ----------------------------------------------------------
     @property
@@ -173,14 +175,54 @@ class Runtime:
             hook()
 
     # -- pygent's Runtime API -----------------------------------------------------
-    def bash(self, cmd: str, timeout: float | None = None) -> str:
-        """Run `cmd`; return the compact text the model reads (see format.py)."""
+    def bash(self, cmd: str, timeout: float | None = None, background: bool = False, idle_timeout: float | None = None,
+             on_output: Any = None) -> str:
+        """Run `cmd` in the agent's shell (its state persists: README "Shell state");
+        return the compact text the model reads (see format.py).
+
+        background=True: start it and return its handle at once. idle_timeout: after
+        that many seconds without output, return what it printed and keep it running
+        under a handle. on_output(stream, data) (default: self.on_output) sees the
+        output as it arrives. Raises ToolError when asked for either with fresh_per_call.
+        """
+        if (background or idle_timeout is not None) and self.fresh_per_call:
+            raise ToolError("background commands need a sandbox that lives on; this agent uses a fresh sandbox per call")
+        if background:
+            handle = self.start_background(cmd)
+            return (f"started in the background\nhandle: {handle}\n"
+                    "(process_output / process_status / process_input / process_kill take this handle)")
         # Report the limit that applied: the loop's deadline may have shortened it.
         limit = self._limit(timeout) or self.policy.timeout
         self.last_loss = None
-        result = self.exec(cmd, timeout=limit)
-        text = format_result(result, round(limit, 2), self.policy.memory)
+        result = self.exec(cmd, timeout=limit, shell_state=True, idle_timeout=idle_timeout, on_chunk=on_output or self.on_output)
+        text = format_result(result, round(limit, 2), self.policy.memory, idle_timeout)
         return text + f"\n[pygent] {self.last_loss}" if self.last_loss else text
+
+    # -- background commands (issue 14) -------------------------------------------
+    def start_background(self, cmd: str) -> str:
+        """Start `cmd` in the agent's sandbox, with its shell state; its handle."""
+        sandbox = self.sandbox
+        self._first_command()
+        return sandbox.exec_background(cmd, shell_state=True)
+
+    def process_output(self, handle: str, since: int = 0) -> str:
+        return format_output(self.sandbox.process_output(handle, since))
+
+    def process_status(self, handle: str) -> str:
+        return format_status(self.sandbox.process_status(handle))
+
+    def process_input(self, handle: str, text: str, eof: bool = False) -> str:
+        status = self.sandbox.process_input(handle, text, eof=eof)
+        return f"wrote {len(text.encode())} bytes{' and closed its input' if eof else ''}\n" + format_status(status)
+
+    def process_kill(self, handle: str) -> str:
+        return format_status(self.sandbox.process_kill(handle))
+
+    def process_list(self) -> str:
+        if self._sandbox is None or self._sandbox.closed:
+            return "no background commands"
+        found = self._sandbox.process_list()
+        return "\n".join(format_status(p) for p in found) if found else "no background commands"
 
     def write_file(self, path: str, content: str | bytes) -> str:
         sb = self.sandbox

@@ -94,11 +94,13 @@ def parse_args(
     *,
     command: bool = True,
     cmd: str = "exec",
+    require_command: bool = True,
 ) -> Options:
     """Options up to `--` or the first non-option word; the rest is the command.
 
     `mcp` reuses this with its own Options subclass and option table, command=False
-    (no command: any word left is an error) and cmd="mcp" (for messages). Raises UsageError.
+    (no command: any word left is an error) and cmd="mcp" (for messages); `shell` with
+    require_command=False (a command is allowed, its default is an interactive bash). Raises UsageError.
     """
     opts = Options() if opts is None else opts
     table = _OPTIONS if table is None else table
@@ -129,7 +131,7 @@ def parse_args(
             raise UsageError(f"option {name} needs a value")
         _set_value(opts, name, dest, value)
         i += 1
-    if command and not opts.command and not opts.help:
+    if command and require_command and not opts.command and not opts.help:
         raise UsageError(f"no command given (usage: {PROG} exec [OPTIONS] -- CMD [ARGS...])")
     return opts
 

@@ -126,6 +126,9 @@ class _Display:
             self.console.print(Panel(escape(event.content[:4000]), title=f"{escape(event.tool or '')} ({event.duration * 1000:.0f} ms)", border_style=style, title_align="left"))
         elif event.kind == "task":
             self.tasks[event.data["task_id"]] = event.data
+        elif event.kind == "output":  # a running command's output as it arrives (dim: the result follows)
+            self.console.print(escape(event.content or ""), style="dim", end="", soft_wrap=True, highlight=False)
+            return
         self.live.update(self._table(), refresh=True)
 
 

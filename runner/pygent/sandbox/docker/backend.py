@@ -151,6 +151,12 @@ class DockerBackend(Backend):
         """Follow the engine's kill/die/destroy events of this session's containers (deaths.py)."""
         self.deaths.start() if on else self.deaths.stop()
 
+    def interactive_shell(self, image: str, policy: "SandboxPolicy", command: list[str] | None = None,
+                          workdir: str | None = None, env: dict[str, str] | None = None) -> int:
+        from .terminal import interactive_shell
+
+        return interactive_shell(self, image, policy, command, workdir, env)
+
     def start_from_recipe(self, recipe: dict) -> DockerSandbox:
         """Start a sandbox from a create body made earlier (the exec cache): no policy, no pydantic."""
         if recipe.get("backend") != self.name:

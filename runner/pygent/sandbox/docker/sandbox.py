@@ -10,6 +10,7 @@ sandboxes through this same code from a remembered create body.
 from __future__ import annotations
 
 import dataclasses
+import math
 import posixpath
 import shlex
 import threading
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ...errors import EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
-from ..base import OutputCallback, Sandbox
+from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
+from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound
 from .deaths import DeathWatch, gone_reason
@@ -119,18 +121,70 @@ class DockerSandbox(Sandbox):
         max_output: int | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        shell_state: bool = False,
+        idle_timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> ExecResult:
         self._check_open()
         spec = command_spec(cmd, self.limits.timeout if timeout is None else timeout, env, workdir,
-                            max_output or self.limits.max_output)
+                            max_output or self.limits.max_output, shell_state=shell_state, idle_timeout=idle_timeout)
         started, wall = time.monotonic(), time.time()
         try:
-            result = self._channel.run(spec, stdin, on_stdout, on_stderr)
+            result = self._channel.run(spec, stdin, on_stdout, on_stderr, on_chunk)
         except ChannelBroken as exc:
             return self._after_broken_stream(exc, started, wall)
         if result.cwd:
             self._cwd = result.cwd
         return result
+
+    # -- background commands (issue 14) ------------------------------------------
+    def exec_background(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        shell_state: bool = False,
+    ) -> str:
+        self._check_open()
+        spec = command_spec(cmd, math.inf if timeout is None else timeout, env, workdir, 0, shell_state=shell_state)
+        try:
+            return str(self._channel.start_background(spec)["handle"])
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+
+    def process_output(self, handle: str, since: int = 0, max_bytes: int = 16000) -> ProcessOutput:
+        return output_of(self._process_op({"op": "output", "handle": str(handle), "since": int(since), "max": int(max_bytes)}))
+
+    def process_status(self, handle: str) -> ProcessStatus:
+        return status_of(self._process_op({"op": "status", "handle": str(handle)}))
+
+    def process_input(self, handle: str, data: bytes | str, eof: bool = False) -> ProcessStatus:
+        blob = data.encode() if isinstance(data, str) else bytes(data)
+        reply = self._process_op({"op": "input", "handle": str(handle), "data": blob, "eof": bool(eof)})
+        if "error" in reply and "handle" in reply:
+            raise SandboxError(f"background command {handle}: {reply['error']}")
+        return status_of(reply)
+
+    def process_kill(self, handle: str) -> ProcessStatus:
+        status = status_of(self._process_op({"op": "kill", "handle": str(handle)}))
+        for _ in range(200):  # the server reaps it right after the kill: report the end
+            if not status.running:
+                break
+            time.sleep(0.01)
+            status = self.process_status(handle)
+        return status
+
+    def process_list(self) -> list[ProcessStatus]:
+        return [status_of(p) for p in self._process_op({"op": "list"})["processes"]]
+
+    def _process_op(self, op: dict) -> dict:
+        self._check_open()
+        try:
+            return self._channel.process_op(op)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
 
     @property
     def memory_limit(self) -> str:
