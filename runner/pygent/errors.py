@@ -13,7 +13,8 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     │   ├── RuntimeUnavailable               e.g. runsc asked for, engine lacks it
     │   ├── SandboxClosed                    used after close()
     │   ├── CommandTimeout (TimeoutError)    raised only by APIs that raise on timeout
-    │   └── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
+    │   ├── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
+    │   └── FileTooLarge (ValueError)        a file over the size limit of a read
     ├── APIError                             the model provider answered with an error
     ├── ModelError                           no model configured, or a model raised
     ├── ToolError                            bad tool registration / call
@@ -71,6 +72,20 @@ class CommandTimeout(SandboxError, TimeoutError):
 
 class PathOutsideSandbox(SandboxError, ValueError):
     """A file path would escape the sandbox's filesystem."""
+
+
+class FileTooLarge(SandboxError, ValueError):
+    """A file is larger than the read's limit: nothing of it was returned.
+
+    `size` is the file's size as seen (at least limit + 1), `limit` the limit.
+    """
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        self.path, self.size, self.limit = path, size, limit
+        super().__init__(
+            f"{path} is {size} bytes, over the {limit} byte read limit: "
+            "pass a larger max_bytes, or read it in parts with a command (head -c, split)"
+        )
 
 
 class APIError(PygentError):

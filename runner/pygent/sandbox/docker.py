@@ -14,10 +14,11 @@ import re
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import (
     EngineUnavailable,
+    FileTooLarge,
     ImageNotFound,
     RuntimeUnavailable,
     SandboxClosed,
@@ -27,6 +28,7 @@ from . import lifecycle
 from .base import OutputCallback, Sandbox
 from .channel import GRACE, Channel, ChannelBroken, DockerStream, command_spec
 from .engine import get_client, is_engine_error
+from .files import raise_for
 from .policy import SandboxPolicy
 from .result import SIGKILL_EXIT_CODE, TIMEOUT_EXIT_CODE, ExecResult, HeadTail
 
@@ -434,6 +436,55 @@ class DockerSandbox(Sandbox):
 
     def _owner(self) -> tuple[int, int]:
         return (self.policy.uid, self.policy.gid)
+
+    # -- the file API as the sandbox user: the command server's file frames --------
+    def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
+        if self._plain:  # no server in the image (until every image runs it): the engine's archives
+            return super()._put_file(spec, chunks)
+        self._check_open()
+        try:
+            answer = self._channel.put_file(spec, chunks)  # type: ignore[union-attr]
+        except ChannelBroken as exc:
+            raise _broken(self.id, exc) from None
+        return raise_for(answer, spec["path"], "writing")
+
+    def _get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None]) -> dict:
+        if self._plain:
+            return super()._get_file(path, max_bytes, on_chunk)
+        self._check_open()
+        got = bytearray()
+        try:
+            # Held back until the answer says the read succeeded (a file over the limit
+            # may have sent a part): the caller gets all of it or nothing.
+            answer = self._channel.get_file(path, max_bytes, got.extend)  # type: ignore[union-attr]
+        except ChannelBroken as exc:
+            raise _broken(self.id, exc) from None
+        raise_for(answer, path, "reading", max_bytes)
+        on_chunk(bytes(got))
+        return answer
+
+    def _tree_tar(self, path: str, max_bytes: int) -> bytes:
+        """A tar made by `tar` running as the sandbox user: what it cannot read is an error."""
+        if self._plain:
+            return super()._tree_tar(path, max_bytes)
+        parent, name = posixpath.split(path.rstrip("/") or "/")
+        buf, err = bytearray(), bytearray()
+
+        def take(chunk: bytes) -> None:
+            buf.extend(chunk)
+            if len(buf) > max_bytes:
+                raise _TooLarge
+
+        try:
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
+                          on_stdout=take, on_stderr=err.extend)
+        except _TooLarge:
+            raise FileTooLarge(path, len(buf), max_bytes) from None
+        if r.exit_code != 0:
+            text = err.decode("utf-8", "replace").strip()
+            errno = 13 if "Permission denied" in text else 2 if "No such file" in text else 5
+            raise OSError(errno, f"could not copy it as the sandbox user: {text[-500:]}", path)
+        return bytes(buf)
 
     def _check_open(self) -> None:
         if self._closed:
