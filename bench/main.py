@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, latency, lifecycle, memory, output, tasks
+    from .sections import cli, latency, lifecycle, memory, model_client, output, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -38,10 +38,11 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("output", "4. Large output (head -c /dev/zero)", output.run),
         ("memory", "5. Host memory per live sandbox", memory.run),
         ("tasks", "6. Delegated tasks", tasks.run),
+        ("model_client", "7. Model client: openai_compat vs the official SDK (loopback)", model_client.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

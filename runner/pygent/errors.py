@@ -16,6 +16,15 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     │   ├── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
     │   └── FileTooLarge (ValueError)        a file over the size limit of a read
     ├── APIError                             the model provider answered with an error
+    │   ├── APIConnectionError (ConnectionError)  unreachable / timed out, after retries
+    │   ├── MalformedResponse                2xx that is not a chat completion (HTML, no choices)
+    │   └── APIStatusError                   an HTTP error status (the subclasses below)
+    │       ├── BadRequestError              400 (and other 4xx): the request was refused
+    │       ├── AuthenticationError          401 / 403: check OPENAI_API_KEY / OPENAI_BASE_URL
+    │       ├── NotFoundError (LookupError)  404: wrong OPENAI_BASE_URL or model name
+    │       ├── RateLimitError               429, after honouring Retry-After
+    │       ├── ServerError                  5xx, after retries
+    │       └── ModelOutputError             the provider could not parse the model's own output
     ├── ModelError                           no model configured, or a model raised
     ├── ToolError                            bad tool registration / call
     └── TaskError                            delegated tasks (depth, unknown id)
@@ -97,6 +106,45 @@ class APIError(PygentError):
         self.message = message
         prefix = f"HTTP {status_code}: " if status_code is not None else ""
         super().__init__(prefix + message)
+
+
+class APIConnectionError(APIError, ConnectionError):
+    """The endpoint could not be reached (refused, reset, timed out), retries included."""
+
+
+class MalformedResponse(APIError):
+    """A 2xx answer that is not a chat completion: not JSON, an HTML page, no choices."""
+
+
+class APIStatusError(APIError):
+    """The provider answered with an HTTP error status; ``status_code`` and ``body`` say which."""
+
+
+class BadRequestError(APIStatusError):
+    """The provider refused the request (400 or another 4xx): retrying the same request cannot help."""
+
+
+class AuthenticationError(APIStatusError):
+    """401/403: the key is missing, wrong or not allowed; the message names the variable to check."""
+
+
+class NotFoundError(APIStatusError, LookupError):
+    """404: usually OPENAI_BASE_URL lacks its /v1 suffix, or the model name is unknown there."""
+
+
+class RateLimitError(APIStatusError):
+    """429 that persisted through the retries (each honouring the server's Retry-After, capped)."""
+
+
+class ServerError(APIStatusError):
+    """A 5xx that persisted through the retries."""
+
+
+class ModelOutputError(APIStatusError):
+    """The provider failed to parse what the model generated (e.g. llama.cpp's tool-call parser).
+
+    Never retried: the same request makes the same model produce the same output.
+    """
 
 
 class ModelError(PygentError):

@@ -42,7 +42,12 @@ class OpenAIModel:
         return f"OpenAIModel(model={self.model!r})"
 
     def chat(self, messages: list[dict], model: str | None, tools: list[dict] | None) -> Message:
-        """Send the conversation; raise ModelError before sending if nothing is configured."""
+        """Send the conversation and return the first choice's message.
+
+        Raises:
+            ModelError: nothing is configured (no key, default endpoint), before anything is sent.
+            APIError: any subclass from ``openai_compat.chat.completions.create`` (see pygent.errors).
+        """
         settings = get_settings()
         if not settings.openai_api_key and settings.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
             raise ModelError(NO_MODEL_MESSAGE)

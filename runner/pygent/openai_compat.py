@@ -8,22 +8,30 @@ are kept identical to what the official SDK sends for the same call.
 
 Settings (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) are read at call time, so
 changing the environment after import takes effect.
+
+Answers are parsed at least as leniently as the official SDK parses them
+(tool calls without id or type, arguments as objects, content parts,
+reasoning fields, any finish_reason, several choices: docs/providers.md);
+what a refusal means and whether it is retried is decided in
+``provider_errors``; each call's latency, attempts and usage go to
+``call_stats``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Mapping
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from .errors import APIError, ConfigError, ModelError
+from . import call_stats, provider_errors
+from .errors import APIConnectionError, APIError, APIStatusError, ConfigError, MalformedResponse, ModelError
 from .settings import get_settings
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "close_client",
     "coerce_message",
     "message_to_dict",
+    "new_tool_call_id",
     "MAX_ATTEMPTS",
     "DEFAULT_TIMEOUT",
 ]
@@ -72,32 +81,70 @@ class _Wire(BaseModel):
 
 
 class ToolCallFunction(_Wire):
-    """Name and JSON-encoded arguments of a function the model wants called."""
+    """Name and JSON-encoded arguments of a function the model wants called.
 
-    name: str
-    arguments: str = ""
+    Lenient like the official SDK: ``arguments`` may come as a JSON string, as
+    an object (some servers send that; it is re-encoded) or not at all (then
+    ``"{}"``, no arguments); a missing name becomes "" (the agent then answers
+    "unknown tool" instead of the whole run failing).
+    """
+
+    name: str = ""
+    arguments: str = "{}"
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_or_empty(cls, v: Any) -> Any:
+        return "" if v is None else v
 
     @field_validator("arguments", mode="before")
     @classmethod
     def _arguments_as_json(cls, v: Any) -> Any:
-        # Some providers send arguments as an object instead of a JSON string.
         if v is None:
-            return ""
-        if isinstance(v, (dict, list)):
+            return "{}"
+        if isinstance(v, (dict, list, int, float, bool)):
             return json.dumps(v)
         return v
 
 
-class ToolCall(_Wire):
-    """One tool call in an assistant message."""
+def new_tool_call_id() -> str:
+    """A unique id for a tool call the provider sent without one (the tool result must cite an id)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
-    id: str
+
+class ToolCall(_Wire):
+    """One tool call in an assistant message.
+
+    A call lacking ``id`` gets a generated unique one, and one lacking
+    ``type`` is a ``function`` call (Ollama, some llama.cpp versions and
+    routers leave them out; the official SDK accepts that).
+    """
+
+    id: str = Field(default_factory=new_tool_call_id)
     type: str = "function"
     function: ToolCallFunction
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_id_and_type(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = dict(data)
+            if data.get("id") in (None, ""):
+                data["id"] = new_tool_call_id()
+            elif isinstance(data["id"], int) and not isinstance(data["id"], bool):
+                data["id"] = str(data["id"])
+            if data.get("type") in (None, ""):
+                data["type"] = "function"
+        return data
+
 
 class Message(_Wire):
-    """A chat message. ``content`` stays on the wire even when None, as OpenAI sends it."""
+    """A chat message. ``content`` stays on the wire even when None, as OpenAI sends it.
+
+    ``reasoning_content`` (DeepSeek, vLLM, llama.cpp; ``reasoning`` on routers
+    and Ollama) is kept for callers to read but never sent back: providers that
+    produce it reject it in requests.
+    """
 
     _keep_none: ClassVar[frozenset[str]] = frozenset({"content"})
 
@@ -106,6 +153,14 @@ class Message(_Wire):
     tool_calls: list[ToolCall] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reasoning_alias(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("reasoning_content") is None and isinstance(data.get("reasoning"), str):
+            data = {**data, "reasoning_content": data["reasoning"]}
+        return data
 
     @field_validator("content", mode="before")
     @classmethod
@@ -121,13 +176,35 @@ class Message(_Wire):
             return "".join(texts)
         return v
 
+    @field_validator("tool_calls", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        # vLLM and others send "tool_calls": []; replayed, OpenAI rejects an empty array.
+        return None if isinstance(v, list) and not v else v
+
 
 class Choice(_Wire):
-    """One completion choice."""
+    """One completion choice; ``finish_reason`` may be any string or missing."""
 
     index: int = 0
     message: Message
     finish_reason: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if data.get("index") is None:
+            data["index"] = 0
+        reason = data.get("finish_reason")
+        if reason is not None and not isinstance(reason, str):
+            data["finish_reason"] = str(reason)
+        msg = data.get("message")
+        if isinstance(msg, Mapping) and msg.get("role") in (None, ""):
+            data["message"] = {**msg, "role": "assistant"}
+        return data
 
 
 class Usage(_Wire):
@@ -139,7 +216,7 @@ class Usage(_Wire):
 
 
 class ChatCompletion(_Wire):
-    """A chat completion response."""
+    """A chat completion response. Only ``choices`` is required; the rest defaults when absent or null."""
 
     id: str = ""
     object: str = "chat.completion"
@@ -147,6 +224,25 @@ class ChatCompletion(_Wire):
     model: str = ""
     choices: list[Choice]
     usage: Usage | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_to_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = {k: v for k, v in data.items() if not (v is None and k in ("id", "object", "created", "model"))}
+        if isinstance(data.get("created"), float):
+            data["created"] = int(data["created"])
+        return data
+
+    @field_validator("usage", mode="wrap")
+    @classmethod
+    def _usage_or_none(cls, v: Any, handler: Any) -> Any:
+        # Token counts are informative only: an odd usage object must not cost the answer.
+        try:
+            return handler(v)
+        except ValidationError:
+            return None
 
 
 # ---------------------------------------------------------------------------
@@ -233,8 +329,8 @@ def _brief(exc: ValidationError) -> str:
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
 MAX_ATTEMPTS = 4  # total attempts, i.e. SDK max_retries=3
-RETRY_AFTER_CAP = 30.0  # never sleep longer than this for a server's Retry-After
-ERROR_TEXT_LIMIT = 500
+RETRY_AFTER_CAP = provider_errors.RETRY_AFTER_CAP  # the cap itself lives (and is patched) there
+ERROR_TEXT_LIMIT = provider_errors.ERROR_TEXT_LIMIT
 USER_AGENT = "pygent-runner"
 
 # Backoff between attempts when the server gives no Retry-After. Module-level so
@@ -282,23 +378,8 @@ class _Retryable(Exception):
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+    """Seconds from a Retry-After header value (delta-seconds or HTTP date), capped; None if absent/bad."""
+    return provider_errors.retry_after_seconds({"retry-after": value or ""})
 
 
 def _wait_before_retry(state: RetryCallState) -> float:
@@ -325,60 +406,55 @@ def _json(resp: httpx.Response) -> object:
         raise ValueError(f"unusable JSON body: {type(exc).__name__}") from None
 
 
-def _error_message(resp: httpx.Response) -> tuple[str, object]:
-    """The provider's error message (from {"error": {"message": ...}} when JSON) and the body."""
-    text = _text(resp)
-    try:
-        body: object = _json(resp)
-    except ValueError:
-        return (text.strip() or resp.reason_phrase or "error")[:ERROR_TEXT_LIMIT], text
-    msg: object = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message")
-        elif isinstance(err, str):
-            msg = err
-        if msg is None:
-            msg = body.get("message") or body.get("detail")
-    if not isinstance(msg, str) or not msg:
-        msg = text.strip() or resp.reason_phrase or "error"
-    return msg[:ERROR_TEXT_LIMIT], body
-
-
 def _parse_success(resp: httpx.Response, url: str) -> ChatCompletion:
-    """Parse a 2xx body; anything that is not a chat completion is a (non-retried) APIError."""
+    """Parse a 2xx body; anything that is not a chat completion is a (non-retried) error.
+
+    Raises MalformedResponse (not JSON, an HTML page, no choices, an unreadable
+    choice) or APIStatusError (a 2xx carrying an ``error`` object).
+    """
+    ctype = resp.headers.get("content-type", "")
     try:
         data = _json(resp)
     except ValueError:
         text = _text(resp)
-        raise APIError(f"malformed response from {url}: body is not usable JSON: {text[:200]!r}", resp.status_code, text) from None
+        raise provider_errors.malformed(url, resp.status_code, "the body is not JSON", text, text, ctype) from None
     if isinstance(data, dict) and "choices" not in data and data.get("error"):
-        msg, body = _error_message(resp)
-        raise APIError(msg, resp.status_code, body)
+        text = _text(resp)
+        raise APIStatusError(provider_errors.provider_message(text, data, ctype), resp.status_code, data)
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        raise APIError(f"malformed response from {url}: no 'choices' list", resp.status_code, data)
+        raise provider_errors.malformed(url, resp.status_code, "no 'choices' list", _text(resp), data)
+    if not data["choices"]:
+        raise provider_errors.malformed(url, resp.status_code, "no choices (an empty 'choices' list)", _text(resp), data)
     try:
         return ChatCompletion.model_validate(data)
     except ValidationError as exc:
-        raise APIError(f"malformed response from {url}: {_brief(exc)}", resp.status_code, data) from None
+        raise provider_errors.malformed(url, resp.status_code, _brief(exc), _text(resp), data) from None
 
 
-def _send_once(url: str, headers: dict[str, str], payload: bytes, timeout: httpx.Timeout) -> ChatCompletion:
-    """One HTTP attempt. Raises _Retryable for transient failures, APIError for final ones."""
+def _send_once(url: str, headers: dict[str, str], payload: bytes, timeout: httpx.Timeout, last: dict[str, Any]) -> ChatCompletion:
+    """One HTTP attempt. Raises _Retryable for transient failures, APIError subclasses for final ones.
+
+    ``last["status"]`` is set to this attempt's HTTP status (None: no answer), for the call record.
+    """
+    last["status"] = None
     try:
         resp = _get_client().post(url, content=payload, headers=headers, timeout=timeout)
     except _TRANSIENT as exc:
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise _Retryable(APIError(f"could not reach the model endpoint {url} ({detail})", None)) from exc
+        raise _Retryable(APIConnectionError(f"could not reach the model endpoint {url} ({detail})", None)) from exc
     except httpx.DecodingError as exc:  # e.g. a Content-Encoding the body does not have
-        raise APIError(f"malformed response from {url}: cannot decode the body ({exc})", None) from None
+        raise MalformedResponse(f"malformed response from {url}: cannot decode the body ({exc})", None) from None
+    last["status"] = resp.status_code
     if 200 <= resp.status_code < 300:
         return _parse_success(resp, url)
-    msg, body = _error_message(resp)
-    error = APIError(msg, resp.status_code, body)
-    if resp.status_code == 429 or resp.status_code >= 500:
-        raise _Retryable(error, _retry_after_seconds(resp.headers.get("retry-after")))
+    text = _text(resp)
+    try:
+        body: object = _json(resp)
+    except ValueError:
+        body = text
+    error, retry = provider_errors.classify(resp.status_code, text, body, resp.headers, url)
+    if retry:
+        raise _Retryable(error, provider_errors.retry_after_seconds(resp.headers))
     raise error
 
 
@@ -406,6 +482,13 @@ def _build_body(model: str, messages: Iterable[Any], tools: Any, tool_choice: An
     return body
 
 
+def _usage_dict(usage: Usage | None) -> call_stats.Usage | None:
+    if usage is None:
+        return None
+    counts = {k: v for k, v in usage.to_dict().items() if isinstance(v, int)}
+    return call_stats.Usage(**counts) if counts else None  # type: ignore[typeddict-item]
+
+
 class _Completions:
     """``chat.completions``: mirrors ``openai.OpenAI().chat.completions``."""
 
@@ -424,8 +507,17 @@ class _Completions:
 
         ``timeout`` (seconds) and ``max_retries`` (total attempts = max_retries + 1)
         work like the official SDK's options; other keyword arguments
-        (temperature, max_tokens, ...) go into the request body.
-        Raises APIError on a provider error or when the endpoint cannot be reached.
+        (temperature, max_tokens, ...) go into the request body. Each call's
+        latency, attempts and token usage are recorded (``call_stats``).
+
+        Raises:
+            ConfigError: stream=True, or a negative max_retries.
+            APIConnectionError: the endpoint could not be reached, after the retries.
+            AuthenticationError, NotFoundError, BadRequestError: a 401/403, 404, other 4xx (never retried).
+            RateLimitError, ServerError: a 429 / 5xx that persisted through the retries.
+            ModelOutputError: the provider could not parse the model's output (never retried).
+            MalformedResponse: a 2xx that is not a chat completion (HTML page, not JSON, no choices).
+            (all subclasses of APIError)
         """
         if extra.get("stream"):
             raise ConfigError("openai_compat does not support stream=True")
@@ -445,14 +537,30 @@ class _Completions:
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
+        last: dict[str, Any] = {"status": None}
+        started = time.monotonic()
+        result: ChatCompletion | None = None
+        failure: BaseException | None = None
         try:
-            return retrying(_send_once, url, headers, payload, _timeout_of(timeout))
+            result = retrying(_send_once, url, headers, payload, _timeout_of(timeout), last)
+            return result
         except _Retryable as exc:
             err = exc.error
             if err.status_code is None:
                 tried = retrying.statistics.get("attempt_number", attempts)
-                raise APIError(f"{err.message}; gave up after {tried} attempt(s)", None, err.body) from exc.__cause__
+                err = APIConnectionError(f"{err.message}; gave up after {tried} attempt(s)", None, err.body)
+            failure = err
             raise err from exc.__cause__
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            done = int(retrying.statistics.get("attempt_number", 1) or 1)
+            call_stats.record(call_stats.CallRecord(
+                url=url, model=model, latency_s=round(time.monotonic() - started, 6), attempts=done, retries=done - 1,
+                status=last["status"], usage=_usage_dict(result.usage) if result is not None else None,
+                error=str(failure)[:ERROR_TEXT_LIMIT] if failure is not None else None,
+            ))
 
 
 class _Chat:

@@ -121,7 +121,7 @@ def test_openai_model_lets_api_errors_through(fake_openai: FakeOpenAI) -> None:
     with pytest.raises(APIError) as info:
         models.call_model(models.OpenAIModel(), USER, "m", [])
     assert info.value.status_code == 401
-    assert info.value.message == "bad key"
+    assert "bad key" in info.value.message and "OPENAI_API_KEY" in info.value.message
 
 
 def test_custom_model_global(clean_env: None) -> None:

@@ -83,11 +83,13 @@ def test_completion_round_trip_and_extra_server_fields_ignored() -> None:
     wire["choices"][0]["message"]["reasoning_content"] = "secret"
     wire["service_tier"] = "default"
     completion = oc.ChatCompletion.from_dict(wire)
-    assert completion.choices[0].message == oc.Message(role="assistant", content="hi")
-    assert completion.choices[0].message.tool_calls is None
+    message = completion.choices[0].message
+    assert message.to_dict() == {"role": "assistant", "content": "hi"}  # reasoning is never sent back
+    assert message.reasoning_content == "secret"  # but the caller can read it
+    assert message.tool_calls is None
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage == oc.Usage(prompt_tokens=7, completion_tokens=2, total_tokens=9)
-    assert oc.ChatCompletion.from_dict(completion.to_dict()) == completion
+    assert oc.ChatCompletion.from_dict(completion.to_dict()).to_dict() == completion.to_dict()
     assert "system_fingerprint" not in completion.to_dict()
 
 
@@ -299,14 +301,6 @@ def test_429_then_success_is_retried(fake_openai: FakeOpenAI) -> None:
     assert len(fake_openai.requests) == 2
 
 
-def test_retry_after_is_honoured(fake_openai: FakeOpenAI) -> None:
-    fake_openai.queue(FakeOpenAI.status(503, headers={"Retry-After": "0.4"}), FakeOpenAI.reply("after"))
-    start = time.monotonic()
-    oc.chat.completions.create(model="m", messages=USER)
-    assert time.monotonic() - start >= 0.4
-    assert len(fake_openai.requests) == 2
-
-
 def test_retry_after_parsing_and_cap() -> None:
     assert oc._retry_after_seconds("2") == 2.0
     assert oc._retry_after_seconds("1000") == oc.RETRY_AFTER_CAP
@@ -349,7 +343,9 @@ def test_long_text_error_is_truncated(fake_openai: FakeOpenAI) -> None:
     with pytest.raises(APIError) as info:
         oc.chat.completions.create(model="m", messages=USER)
     assert info.value.status_code == 404
-    assert info.value.message == "x" * 500
+    assert "x" * 500 in info.value.message and "x" * 501 not in info.value.message  # quoted, bounded
+    assert "1500 more characters" in info.value.message
+    assert "OPENAI_BASE_URL" in info.value.message  # what to check
 
 
 def test_hanging_server_times_out(fake_openai: FakeOpenAI) -> None:

@@ -80,14 +80,14 @@ def test_a_stale_entry_falls_back_to_the_full_path(tmp_path):
     probe(tmp_path, "--", "true")
     [path] = entry_files(tmp_path)
     entry = json.loads(path.read_text())
-    real_image = entry["config"]["Image"]
-    entry["config"]["Image"] = "pygent/no-such-image:0"  # e.g. the image was removed since
+    real_image = entry["recipe"]["body"]["Image"]
+    entry["recipe"]["body"]["Image"] = "pygent/no-such-image:0"  # e.g. the image was removed since
     path.write_text(json.dumps(entry))
 
     r, out, err = probe(tmp_path, "--", "echo still works")
     assert (r["code"], out, err) == (0, b"still works\n", "")
     assert "docker" in r["heavy"]  # the full path ran ...
-    assert json.loads(path.read_text())["config"]["Image"] == real_image  # ... and remembered afresh
+    assert json.loads(path.read_text())["recipe"]["body"]["Image"] == real_image  # ... and remembered afresh
 
 
 def test_an_entry_others_could_have_written_is_not_used(tmp_path):
@@ -102,7 +102,7 @@ def test_an_entry_others_could_have_written_is_not_used(tmp_path):
 def test_a_fast_started_sandbox_has_the_full_hardening(tmp_path, monkeypatch, docker_client):
     from pygent.cli import exec as cli_exec
     from pygent.cli import exec_cache
-    from pygent.sandbox.quickstart import QuickSandbox
+    from pygent.sandbox.registry import get_backend
 
     probe(tmp_path, "--", "true")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -110,7 +110,7 @@ def test_a_fast_started_sandbox_has_the_full_hardening(tmp_path, monkeypatch, do
     monkeypatch.chdir(REPO)
     entry = exec_cache.load(cli_exec.parse_args(["--", "true"]))
     assert entry is not None
-    sandbox = QuickSandbox.start(entry)
+    sandbox = get_backend(entry["recipe"]["backend"]).start_from_recipe(entry["recipe"])
     try:
         host = docker_client.api.inspect_container(sandbox.id)["HostConfig"]
         config = docker_client.api.inspect_container(sandbox.id)["Config"]
@@ -127,3 +127,24 @@ def test_a_fast_started_sandbox_has_the_full_hardening(tmp_path, monkeypatch, do
     finally:
         sandbox.close()  # waits until the engine has removed it
     assert docker_client.api.containers(all=True, filters={"id": sandbox.id}) == []
+
+
+def test_every_sandbox_option_keys_the_cache():
+    """An option added to exec is part of the cache key without anyone listing it: a new
+    option can never replay a body made without it (a weaker sandbox)."""
+    from pygent.cli import exec as cli_exec
+    from pygent.cli import exec_cache
+
+    base = cli_exec.parse_args(["--", "true"])
+    seen = {exec_cache._key(base)}
+    for name in sorted(type(base).__slots__):
+        if name in exec_cache.PER_COMMAND:
+            continue
+        opts = cli_exec.parse_args(["--", "true"])
+        setattr(opts, name, object())  # any value that differs from the default
+        key = exec_cache._key(opts)
+        assert key not in seen, f"option {name!r} does not change the exec cache key"
+        seen.add(key)
+    # and the per-command ones do not split the cache
+    opts = cli_exec.parse_args(["--timeout", "5", "-e", "A=1", "-w", "/tmp", "--", "echo other"])
+    assert exec_cache._key(opts) == exec_cache._key(base)

@@ -18,7 +18,9 @@ PYTHON = sys.executable
 
 
 def volume_names(api, cid: str) -> list[str]:
-    return [m["Name"] for m in api.inspect_container(cid)["Mounts"] if m.get("Type") == "volume"]
+    """The sandbox's own volumes (/workspace, /tmp): not the shared read-only tooling volume."""
+    return [m["Name"] for m in api.inspect_container(cid)["Mounts"]
+            if m.get("Type") == "volume" and m.get("Destination") != "/opt/pygent"]
 
 
 def volume_exists(api, name: str) -> bool:

@@ -77,7 +77,10 @@ def test_default_container_really_has_the_hardening(docker_client):
     assert config["User"] == "1000:1000"
     assert config["OpenStdin"] is True and config["StdinOnce"] is True  # the owner-death net
     mounts = {m["Target"]: m for m in host["Mounts"]}
-    assert set(mounts) == {"/workspace", "/tmp"}, "only the two size-bounded tmpfs volumes"
+    assert set(mounts) == {"/workspace", "/tmp", "/opt/pygent"}, "the two size-bounded tmpfs volumes and the tooling"
+    tooling = mounts["/opt/pygent"]
+    assert tooling["Type"] == "volume" and tooling["ReadOnly"] is True  # shared by every sandbox: never writable
+    assert tooling["Source"].startswith("pygent-tooling-")
     for target, size in (("/workspace", "256m"), ("/tmp", "64m")):
         m = mounts[target]
         assert m["Type"] == "volume" and not m.get("Source")  # anonymous: removed with the container

@@ -59,6 +59,14 @@ class _Garbage:
     text: str = "<html>this is not JSON</html>"
 
 
+@dataclass
+class _Raw:
+    code: int
+    data: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 _ids = itertools.count(1)
 
 
@@ -72,6 +80,9 @@ class _Server(ThreadingHTTPServer):
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # As real servers do (uvicorn, llama.cpp): without it, the header and body writes of a
+        # response meet delayed ACKs, and some clients (the openai SDK's) wait ~40 ms per call.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.conn_lock:
             self.connections.add(request)
         super().process_request(request, client_address)
@@ -186,6 +197,21 @@ class FakeOpenAI:
         """A 200 whose body is not JSON."""
         return _Garbage(text)
 
+    @staticmethod
+    def raw(code: int, body: dict | list | str | bytes, content_type: str = "application/json", headers: dict[str, str] | None = None) -> _Raw:
+        """Exactly this status, body and Content-Type (a dict/list body is sent as JSON), e.g. a provider's own shape."""
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body).encode()
+        else:
+            data = body.encode() if isinstance(body, str) else body
+        return _Raw(code, data, content_type, dict(headers or {}))
+
+    @staticmethod
+    def html(code: int, title: str) -> _Raw:
+        """An HTML error page as a reverse proxy or a web UI serves it (nginx-like)."""
+        page = f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+        return FakeOpenAI.raw(code, page, "text/html")
+
     # -- lifecycle ---------------------------------------------------------
 
     def close(self) -> None:
@@ -244,7 +270,9 @@ class FakeOpenAI:
         if isinstance(response, _Drop):
             h.close_connection = True
             return
-        if isinstance(response, _Garbage):
+        if isinstance(response, _Raw):
+            self._send(h, response.code, response.data, response.content_type, response.headers)
+        elif isinstance(response, _Garbage):
             self._send(h, 200, response.text.encode(), "text/html", {})
         elif isinstance(response, _Status):
             if isinstance(response.body, str):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models, openai_compat
+from .. import call_stats, models, openai_compat
 from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
@@ -23,9 +23,18 @@ from .runtime import Runtime
 
 @dataclass
 class StepEvent:
-    """What happened in a step, for displays (CLI) and transcripts."""
+    """What happened in a step, for displays (CLI) and transcripts.
 
-    kind: str  #: "assistant" | "tool" | "task"
+    Kinds: "model" (one model call: ``duration`` is its latency; ``data`` has
+    latency_s, attempts, retries, usage (token counts, None when the provider
+    reported none), error (None on success) and ``requests``, one
+    ``call_stats.CallRecord`` per HTTP chat completion the model made; a model
+    that makes no HTTP call has none), then "assistant", one "tool" per call,
+    and "task" for delegated tasks. New kinds may be added: displays should
+    ignore kinds they do not know.
+    """
+
+    kind: str  #: "model" | "assistant" | "tool" | "task"
     content: str | None = None
     tool: str | None = None
     arguments: str | None = None
@@ -105,7 +114,13 @@ class Agent:
         if user_msg is not None:
             self.history.append({"role": "user", "content": user_msg})
         started = time.monotonic()
-        message = models.call_model(self.model, self.history, self.model_name, tools.schemas())
+        with call_stats.record_calls() as calls:
+            try:
+                message = models.call_model(self.model, self.history, self.model_name, tools.schemas())
+            except PygentError as exc:
+                self._emit(_model_event(time.monotonic() - started, calls, str(exc)))
+                raise
+        self._emit(_model_event(time.monotonic() - started, calls, None))
         self.history.append(message.to_dict())
         self._emit(StepEvent("assistant", content=message.content, duration=time.monotonic() - started,
                              data={"tool_calls": [c.function.name for c in message.tool_calls or []]}))
@@ -177,6 +192,19 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _model_event(latency: float, calls: list[call_stats.CallRecord], error: str | None) -> StepEvent:
+    """The "model" event of one model call: its latency, retries and token usage (when reported)."""
+    attempts = sum(c["attempts"] for c in calls)
+    return StepEvent("model", duration=latency, data={
+        "latency_s": round(latency, 6),
+        "attempts": attempts,
+        "retries": sum(c["retries"] for c in calls),
+        "usage": call_stats.sum_usage(calls),
+        "error": error[:500] if error else None,
+        "requests": list(calls),
+    })
 
 
 def _cleanup(runtime: Runtime, tasks: Any) -> None:

@@ -381,14 +381,13 @@ def _run(opts: Options, keep: Callable[[Any], None]) -> int:
 
     command = opts.command[0] if len(opts.command) == 1 else _join(opts.command)
     try:
-        sandbox, memory = _quick_sandbox(opts)
-        policy = None
+        sandbox = _quick_sandbox(opts)
+        fresh = sandbox is None
         if sandbox is None:
-            policy = build_policy(opts)
             from ..sandbox import open_sandbox
 
-            sandbox = open_sandbox(opts.image, policy, pool=False)
-            memory = policy.memory
+            sandbox = open_sandbox(opts.image, build_policy(opts), pool=False)
+        memory = sandbox.memory_limit
         keep(sandbox)
         result = sandbox.exec(
             command,
@@ -399,10 +398,10 @@ def _run(opts: Options, keep: Callable[[Any], None]) -> int:
             on_stdout=_writer(sys.stdout, fatal=True),
             on_stderr=_writer(sys.stderr, fatal=False),
         )
-        if policy is not None:
+        if fresh:
             from . import exec_cache
 
-            exec_cache.store(opts, sandbox, policy, opts.image)
+            exec_cache.store(opts, sandbox, opts.image)
     except UsageError as exc:
         report(exc)
         return EXIT_SANDBOX
@@ -423,22 +422,27 @@ def _run(opts: Options, keep: Callable[[Any], None]) -> int:
     return result.exit_code
 
 
-def _quick_sandbox(opts: Options) -> tuple[Any, str | None]:
-    """(a sandbox started from what an earlier run remembered, its memory limit), or (None, None).
+def _quick_sandbox(opts: Options) -> Any:
+    """A sandbox started from what an earlier run remembered, or None.
 
-    The fast path (no pydantic, no docker-py): see cli/exec_cache.py and sandbox/quickstart.py.
+    The fast path (no pydantic, no docker-py): the same backend code as the library,
+    from a stored recipe (cli/exec_cache.py). Any refusal before the command runs
+    (image removed, runtime gone, engine restarted) means the full path, which
+    repairs what it can and explains the rest.
     """
     from . import exec_cache
 
     entry = exec_cache.load(opts)
     if entry is None:
-        return None, None
-    from ..sandbox.quickstart import QuickSandbox, QuickStartUnavailable
+        return None
+    from ..errors import PygentError
+    from ..sandbox.registry import get_backend
 
+    recipe = entry["recipe"]
     try:
-        return QuickSandbox.start(entry), entry["memory"]
-    except QuickStartUnavailable:
-        return None, None
+        return get_backend(recipe["backend"]).start_from_recipe(recipe)
+    except (PygentError, OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _join(args: list[str]) -> str:

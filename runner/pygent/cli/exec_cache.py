@@ -4,7 +4,12 @@ Why: building the body needs the policy and settings (pydantic) and docker-py,
 ~150 ms of imports per process. The body is a pure function of the options,
 our environment variables, the current directory's pygent.toml, pygent's own
 source and the bundled image's build context; so the first `exec` with a given
-configuration stores it, and the next ones start from it (sandbox/quickstart.py).
+configuration stores it (the sandbox's `recipe()`), and the next ones start
+from it through the same backend code (`Backend.start_from_recipe`).
+
+The key covers every option that is not per-command (`PER_COMMAND`): an option
+added to `Options` is part of the key without anyone remembering to add it, so
+a new option can never replay a body made without it.
 
 Safe to lose: a missing, stale or unreadable entry only means the full path.
 Entries live in $XDG_CACHE_HOME/pygent-runner/exec (mode 0700, files 0600)
@@ -23,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..sandbox import SandboxPolicy
-    from ..sandbox.docker import DockerSandbox
+    from ..sandbox import Sandbox
     from .exec import Options
 
-FORMAT = 1
+FORMAT = 2
+#: Options that change the command, not the sandbox: everything else keys the entry.
+PER_COMMAND = frozenset({"command", "help", "timeout", "env", "workdir"})
 #: Files whose change may change the body: pygent's settings and sandbox code.
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -40,10 +46,20 @@ def cache_dir() -> Path:
 def _key(opts: "Options") -> str:
     from ..settings_key import settings_key
 
-    docker_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
-    parts = (FORMAT, sys.version_info[:2], opts.image, opts.memory, opts.cpus, opts.pids, opts.network, opts.runtime,
-             settings_key(), docker_env)
+    engine_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
+    options = tuple((name, repr(getattr(opts, name, None))) for name in sorted(type(opts).__slots__) if name not in PER_COMMAND)
+    parts = (FORMAT, sys.version_info[:2], _version(), options, settings_key(), engine_env)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def _version() -> str:
+    """The installed package's version (an upgrade never replays an older body)."""
+    try:
+        from importlib.metadata import version
+
+        return version("pygent-runner")
+    except Exception:
+        return "unknown"
 
 
 def usable(opts: "Options") -> bool:
@@ -73,20 +89,17 @@ def load(opts: "Options") -> dict[str, Any] | None:
         return None
 
 
-def store(opts: "Options", sandbox: "DockerSandbox", policy: "SandboxPolicy", image: str | None) -> None:
-    """Remember how this sandbox was created (a server image only), for the next run."""
-    if not usable(opts) or getattr(sandbox, "_plain", True) or not sandbox.create_config:
+def store(opts: "Options", sandbox: "Sandbox", image: str | None) -> None:
+    """Remember how this sandbox was created, for the next run (when its backend can replay it)."""
+    recipe = sandbox.recipe() if usable(opts) else None
+    if recipe is None:
         return
     try:
         deps = [p for p in _PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
         deps += _image_context(image)
         entry = {
             "format": FORMAT,
-            "api": sandbox.api_version,
-            "config": sandbox.create_config,
-            "memory": policy.memory,
-            "timeout": policy.timeout,
-            "max_output": policy.max_output,
+            "recipe": recipe,
             "deps": [[str(p), p.stat().st_mtime_ns, p.stat().st_size] for p in deps],
         }
         folder = cache_dir()

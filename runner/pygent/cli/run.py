@@ -83,6 +83,7 @@ class _Display:
 
         self.console = console
         self.tasks: dict[str, dict] = {}
+        self.model_note = ""
         self.live = Live(self._table(), console=console, transient=False, auto_refresh=False)
 
     def _table(self) -> Any:
@@ -100,9 +101,13 @@ class _Display:
         from rich.markup import escape
         from rich.panel import Panel
 
-        if event.kind == "assistant":
+        if event.kind == "model":
+            d = event.data
+            tokens = (d.get("usage") or {}).get("total_tokens")
+            self.model_note = (f", {tokens} tokens" if tokens is not None else "") + (f", {d['retries']} retries" if d.get("retries") else "")
+        elif event.kind == "assistant":
             if event.content:
-                self.console.print(Panel(escape(event.content), title=f"assistant ({event.duration:.2f}s)", border_style="cyan", title_align="left"))
+                self.console.print(Panel(escape(event.content), title=f"assistant ({event.duration:.2f}s{self.model_note})", border_style="cyan", title_align="left"))
         elif event.kind == "tool":
             args = event.arguments if isinstance(event.arguments, str) else json.dumps(event.arguments)
             self.console.print(f"[bold magenta]▶ {escape(event.tool or '')}[/] {escape(args[:500])}")
@@ -113,13 +118,32 @@ class _Display:
         self.live.update(self._table(), refresh=True)
 
 
-def _transcript(task: str, result: Any, agent: Any, started: float) -> dict[str, Any]:
+class _ModelCalls:
+    """Keeps each model call's figures (latency, retries, token usage) for the --json transcript."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "model":
+            self.calls.append({"step": len(self.calls) + 1, **{k: v for k, v in event.data.items()}})
+
+    def usage(self) -> dict[str, int] | None:
+        """Token counts summed over the run's calls; None when the provider reported none."""
+        from ..call_stats import sum_usage
+
+        return dict(sum_usage(self.calls) or {}) or None  # type: ignore[arg-type]
+
+
+def _transcript(task: str, result: Any, agent: Any, started: float, model_calls: _ModelCalls | None = None) -> dict[str, Any]:
     return {
         "task": task,
         "reason": result.reason,
         "steps": result.steps,
         "error": result.error,
         "duration": round(time.monotonic() - started, 3),
+        "model_calls": model_calls.calls if model_calls is not None else [],
+        "usage": model_calls.usage() if model_calls is not None else None,
         "tasks": agent.tasks.wait(timeout=0),
         "history": agent.history,
     }
@@ -148,9 +172,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         console = Console(stderr=as_json)
+        model_calls = _ModelCalls() if as_json else None
         display = None if as_json else _Display(console)
         started = time.monotonic()
-        agent = _agent_or_exit(custom_model, model, image, workspace, display)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls)
         try:
             if display is not None:
                 with display.live:
@@ -160,7 +185,7 @@ def register(app: typer.Typer) -> None:
             else:
                 result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
                 agent.tasks.wait(timeout=max_time or 600)
-                sys.stdout.write(json.dumps(_transcript(task, result, agent, started), default=str) + "\n")
+                sys.stdout.write(json.dumps(_transcript(task, result, agent, started, model_calls), default=str) + "\n")
         finally:
             agent.close()
         raise typer.Exit(_exit_code(result.reason))

@@ -34,19 +34,22 @@ def __getattr__(name: str) -> Any:
 def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, *, pool: bool = True) -> Sandbox:
     """Start (or take a warm) sandbox. Close it, or use it as a context manager.
 
-    image: a bundled name ('python', 'minimal') or any image on the engine;
-    default PYGENT_IMAGE. Raises EngineUnavailable, ImageNotFound,
-    RuntimeUnavailable, ConfigError.
+    image: a bundled name ('python', 'minimal') or any Linux image on the engine
+    (the command server comes from pygent's tooling volume, so the image needs
+    no python and no bash); default PYGENT_IMAGE. The engine is the backend
+    chosen by PYGENT_BACKEND (docker, podman).
+
+    Raises: EngineUnavailable, ImageNotFound, RuntimeUnavailable, ConfigError.
     """
     from ..settings import get_settings
-    from .docker import DockerSandbox
-    from .images import resolve_image
     from .pool import get_pool
+    from .registry import get_backend
 
     policy = policy or default_policy()
-    tag = resolve_image(image or get_settings().pygent_image)
+    engine = get_backend()
+    tag = engine.resolve_image(image or get_settings().pygent_image)
     chosen = get_pool(tag, policy) if pool else None
-    return chosen.acquire() if chosen is not None else DockerSandbox.create(tag, policy)
+    return chosen.acquire() if chosen is not None else engine.create(tag, policy)
 
 
 def default_policy(**overrides: object) -> SandboxPolicy:

@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import FileTooLarge, PathOutsideSandbox, SandboxError
+from ..errors import PathOutsideSandbox
 from .files import chunks_of, host_tree
 from .result import ExecResult
 
@@ -65,6 +65,20 @@ class Sandbox(abc.ABC):
     @property
     @abc.abstractmethod
     def closed(self) -> bool: ...
+
+    def healthy(self) -> bool:
+        """Can this sandbox still run a command? Cheap (no engine call): the pool asks it on acquire."""
+        return not self.closed
+
+    @property
+    def memory_limit(self) -> str:
+        """The memory limit as the policy wrote it (for messages such as an OOM kill)."""
+        return "512m"
+
+    def recipe(self) -> dict | None:
+        """A JSON-able description the backend can start an identical sandbox from
+        (`Backend.start_from_recipe`), or None. The exec fast path stores it."""
+        return None
 
     # -- files: as the sandbox user, over two primitives (_put_file, _get_file) ----
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
@@ -143,57 +157,29 @@ class Sandbox(abc.ABC):
                 raise PathOutsideSandbox(f"refused to copy {path} out of the sandbox: {exc}") from None
         return target
 
+    @abc.abstractmethod
     def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
-        """Create a file (or spec["kind"] "dir" / "symlink") from chunks.
+        """Create a file from chunks (or spec["kind"] "dir" / "symlink"), acting as the
+        sandbox user inside: protocol.WriteSpec in, the answer's {"size", "created"} out.
 
-        This default, for backends without a command server, goes through the
-        engine's archive API, which acts as root: such backends do not get the
-        user-rights guarantees. Backends with a server override it.
+        Raises: the stdlib OSError subclass of the failure (files.raise_for), SandboxClosed,
+        SandboxError (the sandbox is gone).
         """
-        path, kind = spec["path"], spec.get("kind") or "file"
-        root = "/workspace" if path.startswith("/workspace/") else posixpath.dirname(path)
-        rel = posixpath.relpath(path, root)
-        parents = [(d, None, 0o755) for d in _parents(rel)]
-        if kind == "dir":
-            entry = (rel, None, 0o755)
-        else:
-            entry = (rel, b"".join(chunks), int(spec.get("mode", 0o644)))
-        if kind == "symlink":
-            raise SandboxError("this sandbox cannot create symbolic links through the file API")
-        self.put_archive(root, _tar_of(parents + [entry], self._owner()))
-        return {"size": len(entry[1] or b"")}
 
+    @abc.abstractmethod
     def _get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None]) -> dict:
-        """Read a regular file into on_chunk; {"size", "mode"}.
+        """Read a regular file as the sandbox user; all of it goes to on_chunk, or nothing
+        does (an error). Returns {"size", "mode"}.
 
-        This default, for backends without a command server, goes through the
-        engine's archive API (as root); backends with a server override it.
+        Raises: the stdlib OSError subclass of the failure, FileTooLarge, SandboxClosed, SandboxError.
         """
-        target = path
-        # The engine's archive of a symlink is the link itself: follow it here, each hop
-        # again through the archive API, so resolution stays inside the container.
-        for _ in range(40):
-            raw = self.get_archive(target, max_bytes=max_bytes + (64 << 10))
-            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-                member = tar.next()
-                if member is None:
-                    raise FileNotFoundError(2, "No such file or directory", path)
-                if member.issym():
-                    target = self.absolute(posixpath.join(posixpath.dirname(target), member.linkname))
-                    continue
-                if member.isdir():
-                    raise IsADirectoryError(21, "Is a directory", path)
-                if not member.isfile():
-                    raise OSError(22, "Not a regular file", path)
-                if member.size > max_bytes:
-                    raise FileTooLarge(path, member.size, max_bytes)
-                on_chunk(tar.extractfile(member).read())  # type: ignore[union-attr]
-                return {"size": member.size, "mode": member.mode}
-        raise OSError(40, "Too many levels of symbolic links", path)
 
+    @abc.abstractmethod
     def _tree_tar(self, path: str, max_bytes: int) -> bytes:
-        """A tar of a directory, read with the user's rights where the backend can (default: the engine's)."""
-        return self.get_archive(path, max_bytes)
+        """A tar of a directory, made with the sandbox user's rights.
+
+        Raises: PermissionError (something in it the user cannot read), FileTooLarge, SandboxError.
+        """
 
     def absolute(self, path: str) -> str:
         """Relative paths are relative to /workspace; the result is normalised."""
@@ -209,26 +195,3 @@ class Sandbox(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parents(rel: str) -> list[str]:
-    """'a/b/c.txt' -> ['a', 'a/b']: tar entries so the engine creates missing directories."""
-    parts = rel.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _tar_of(entries: list[tuple[str, bytes | None, int]], owner: tuple[int, int]) -> bytes:
-    """A tar of (name, data or None for a directory, mode), owned by the sandbox user."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, mode in entries:
-            ti = tarfile.TarInfo(name)
-            ti.uid, ti.gid = owner
-            ti.mode = mode
-            if data is None:
-                ti.type = tarfile.DIRTYPE
-                tar.addfile(ti)
-            else:
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()

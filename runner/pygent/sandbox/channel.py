@@ -1,8 +1,8 @@
-"""Host side of the command server protocol, over a container's attach stream.
+"""Host side of the command server protocol, over any byte stream (a `Transport`).
 
-Two layers of framing: Docker multiplexes a non-tty container's stdout/stderr
-with 8-byte headers; inside the stdout stream the server speaks the frames
-defined in `server.py`. Reading is done by the thread that waits for a
+The backend supplies the transport (Docker: the attach stream, demultiplexed by
+docker/stream.py); inside it the server speaks the frames defined in
+`protocol.py`. Reading is done by the thread that waits for a
 command, so a sandbox costs no thread and almost no memory while idle.
 """
 
@@ -16,14 +16,12 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from ..errors import SandboxError
 from . import protocol as proto
 from .result import ExecResult
 
-_DOCKER_HEADER = struct.Struct(">BxxxI")
-_RECV = 1 << 18
 #: Seconds past a command's own timeout before we decide the sandbox (or engine) is gone.
 GRACE = 15.0
 #: Seconds a file operation may take before we decide the sandbox (or engine) is gone.
@@ -50,64 +48,25 @@ class ChannelBroken(SandboxError):
     """The attach stream closed or stopped answering: the container or the engine is gone."""
 
 
-class DockerStream:
-    """Demultiplexes Docker's attach/exec stream into (stream kind, bytes): 1 stdout, 2 stderr."""
+class Transport(Protocol):
+    """A byte stream to one command server: Docker's attach stream today, a Kubernetes
+    attach websocket later. recv() yields (1, server stdout bytes) or (2, server stderr
+    bytes) and raises ChannelBroken on EOF or past the deadline."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.kind = 1
-        self.pending = 0  # bytes still to come in the current docker frame
-        self.diagnostics = bytearray()  # the server's own stderr, kept small for error messages
+    diagnostics: bytearray
 
-    def recv(self, deadline: float | None) -> tuple[int, bytes]:
-        """Next chunk; raises ChannelBroken on EOF or past the deadline."""
-        while True:
-            # Checked before handing out buffered data too: a command that never stops
-            # printing (`yes`) must not keep the caller past its deadline.
-            timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                raise ChannelBroken("the sandbox stopped answering (engine down or container killed)")
-            out = self._take()
-            if out:
-                return self.kind, out
-            # Waits are chunked: a huge timeout (1e10 s) would overflow the socket's time_t.
-            self.sock.settimeout(None if timeout is None else min(timeout, 3600.0))
-            try:
-                data = self.sock.recv(_RECV)
-            except (socket.timeout, TimeoutError):
-                continue
-            except OSError as exc:
-                raise ChannelBroken(f"lost the sandbox's stream: {exc}") from None
-            if not data:
-                tail = self.diagnostics.decode("utf-8", "replace").strip()[-300:]
-                raise ChannelBroken("the sandbox's main process exited" + (f": {tail}" if tail else ""))
-            self.buf += data
+    def recv(self, deadline: float | None) -> tuple[int, bytes]: ...
 
-    def _take(self) -> bytes:
-        while True:
-            if self.pending:
-                n = min(self.pending, len(self.buf))
-                if not n:
-                    return b""
-                out = bytes(self.buf[:n])
-                del self.buf[:n]
-                self.pending -= n
-                return out
-            if len(self.buf) < 8:
-                return b""
-            self.kind, self.pending = _DOCKER_HEADER.unpack_from(self.buf)
-            del self.buf[:8]
+    def sendall(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Channel:
     """Runs commands through the in-container server. One command at a time per channel."""
 
-    def __init__(self, sock: socket.socket, holder: object = None) -> None:
-        self.sock = sock
-        #: docker-py's SocketIO wrapper: it holds a reference that keeps the fd open until closed too.
-        self.holder = holder
-        self.stream = DockerStream(sock)
+    def __init__(self, transport: Transport) -> None:
+        self.stream = transport
         self.inbuf = bytearray()
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
@@ -119,7 +78,7 @@ class Channel:
     def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
         with self.send_lock:
             try:
-                self.sock.sendall(proto.frame(kind, cid, payload))
+                self.stream.sendall(proto.frame(kind, cid, payload))
             except OSError as exc:
                 self.broken = True
                 raise ChannelBroken(f"cannot write to the sandbox: {exc}") from None
@@ -288,13 +247,4 @@ class Channel:
 
     def close(self) -> None:
         self.broken = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        for closable in (self.holder, self.sock):
-            try:
-                if closable is not None:
-                    closable.close()  # type: ignore[attr-defined]
-            except OSError:
-                pass
+        self.stream.close()

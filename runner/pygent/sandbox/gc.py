@@ -11,9 +11,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import lifecycle
-from .engine import get_client
+
+if TYPE_CHECKING:
+    from .interface import Backend
 
 _started = False
 _start_lock = threading.Lock()
@@ -43,7 +46,7 @@ def _owner_alive(labels: dict[str, str]) -> bool:
     return True
 
 
-def collect(max_age: float | None = None, *, everything: bool = False) -> list[Removed]:
+def collect(max_age: float | None = None, *, everything: bool = False, engine: "Backend | None" = None) -> list[Removed]:
     """Remove orphaned pygent containers; return what was removed and why.
 
     everything=True removes all pygent containers except this process's own.
@@ -51,12 +54,14 @@ def collect(max_age: float | None = None, *, everything: bool = False) -> list[R
     """
     from ..settings import get_settings
 
+    from .registry import get_backend
+
     max_age = get_settings().pygent_gc_max_age if max_age is None else max_age
-    api = get_client().api
+    engine = engine or get_backend()
     now = time.time()
     removed: list[Removed] = []
-    for c in api.containers(all=True, filters={"label": f"{lifecycle.LABEL_MANAGED}=1"}):
-        labels = c.get("Labels") or {}
+    for c in engine.list_ours():
+        labels = c.labels
         if labels.get(lifecycle.LABEL_SESSION) == lifecycle.SESSION_ID:
             continue  # ours: closed by us
         try:
@@ -73,16 +78,15 @@ def collect(max_age: float | None = None, *, everything: bool = False) -> list[R
         else:
             continue
         try:
-            api.remove_container(c["Id"], force=True, v=True)
-        except Exception as exc:
-            if "No such container" not in str(exc) and "already in progress" not in str(exc):
-                continue
+            engine.remove(c.id)
+        except Exception:
+            continue
         pid = labels.get(lifecycle.LABEL_OWNER_PID)
-        removed.append(Removed(c["Id"], reason, int(pid) if pid and pid.isdigit() else None, age))
+        removed.append(Removed(c.id, reason, int(pid) if pid and pid.isdigit() else None, age))
     return removed
 
 
-def reclaim_in_background() -> None:
+def reclaim_in_background(engine: "Backend | None" = None) -> None:
     """Once per process: remove a dead owner's leftovers without delaying the caller."""
     global _started
     if _started:
@@ -94,7 +98,7 @@ def reclaim_in_background() -> None:
 
     def run() -> None:
         try:
-            collect()
+            collect(engine=engine)
         except Exception:
             pass  # best effort; `pygent-runner gc` reports errors
 

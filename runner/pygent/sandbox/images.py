@@ -7,7 +7,7 @@ minimal image is made of two host files, the python image of a Debian base built
 with ``images/python/build-base.sh`` (debootstrap from the machine's apt mirror).
 
 Each build is tagged ``pygent/NAME:<context hash>`` and ``pygent/NAME:latest``;
-the hash covers the folder's files (plus ``server.py`` for the python image), so
+the hash covers the folder's files (plus the server and protocol for tooling), so
 an image is rebuilt only when what it is made of changed.
 
 ``resolve_image`` sits on the sandbox-creation hot path: after the first call
@@ -43,14 +43,15 @@ REPO = "pygent"
 BASE_REPO = "pygent/debian-base"
 
 LABEL_IMAGE = "io.pygent.image"
-LABEL_SERVER = "io.pygent.server"
 LABEL_CONTEXT = "io.pygent.context"
 LABEL_BASE = "io.pygent.base-image"
 
 #: The in-container command server, copied into images whose name is listed here.
 SERVER_PY = Path(__file__).resolve().with_name("server.py")
 PROTOCOL_PY = SERVER_PY.with_name("protocol.py")
-_REPO_EXTRAS: dict[str, dict[str, Path]] = {"python": {"server.py": SERVER_PY, "protocol.py": PROTOCOL_PY}}
+_REPO_EXTRAS: dict[str, dict[str, Path]] = {"tooling": {"server.py": SERVER_PY, "protocol.py": PROTOCOL_PY}}
+#: The bundled context that is not a sandbox image but what every sandbox mounts (docker/tooling.py).
+TOOLING = "tooling"
 
 
 class _HostFile:
@@ -65,6 +66,7 @@ _HOST_FILES: dict[str, list[_HostFile]] = {
         _HostFile("busybox", "/bin/busybox", "busybox-static"),
         _HostFile("bash", "/bin/bash-static", "bash-static"),
     ],
+    "tooling": [_HostFile("bash", "/bin/bash-static", "bash-static")],
 }
 
 #: Lines of build output kept for the error message.
@@ -74,7 +76,6 @@ _lock = threading.Lock()
 _name_locks: dict[str, threading.Lock] = {}
 #: (PYGENT_IMAGES_DIR, DOCKER_HOST, ref) -> resolved tag; filled once per ref.
 _resolved: dict[tuple[str | None, str | None, str], str] = {}
-_servers: dict[str, str | None] = {}
 
 
 # --------------------------------------------------------------------------- layout
@@ -211,7 +212,7 @@ def _name_lock(name: str) -> threading.Lock:
 
 
 @contextmanager
-def _process_lock(key: str) -> Iterator[None]:
+def process_lock(key: str) -> Iterator[None]:
     """Serialise builds of one tag across processes (e.g. parallel test workers)."""
     try:
         import fcntl
@@ -234,10 +235,9 @@ def _process_lock(key: str) -> Iterator[None]:
 
 
 def clear_cache() -> None:
-    """Forget resolved refs and server labels (after images were removed or rebuilt)."""
+    """Forget resolved refs (after images were removed or rebuilt)."""
     with _lock:
         _resolved.clear()
-        _servers.clear()
 
 
 # --------------------------------------------------------------------------- progress
@@ -475,7 +475,7 @@ def _ensure_base(name: str, *, quiet: bool) -> str:
     if _inspect(client, tag) is not None:
         return tag
     script = _image_dir(name) / "build-base.sh"
-    with _name_lock(tag), _process_lock(f"base:{name}"):
+    with _name_lock(tag), process_lock(f"base:{name}"):
         if _inspect(client, tag) is not None:
             return tag
         with _Progress(f"building base {tag} (debootstrap)", quiet) as progress:
@@ -515,7 +515,7 @@ def build_image(name: str, *, base: str | None = None, quiet: bool = False, forc
         raise ConfigError(f"image {name!r} takes no base image (its Dockerfile has no ARG BASE)")
     client = get_client()
     tag = image_tag(name)
-    with _name_lock(name), _process_lock(f"image:{name}"):
+    with _name_lock(name), process_lock(f"image:{name}"):
         if not force:
             info = _inspect(client, tag)
             if info is not None and (base is None or _labels(info).get(LABEL_BASE) == base):
@@ -526,12 +526,12 @@ def build_image(name: str, *, base: str | None = None, quiet: bool = False, forc
         own_base = base is None
         if base is None and (folder / "build-base.sh").is_file():
             base = _ensure_base(name, quiet=quiet)
+        elif base is None and accepts_base(name):  # the tooling builds on the python image's Debian base
+            base = _ensure_base("python", quiet=quiet)
         image_id = _build(client, name, tag, base=base, quiet=quiet, nocache=force, network=not own_base)
         _tag_latest(client, image_id, name)
         if replaced is not None and replaced["Id"] != image_id:
             _remove_quietly(client, replaced["Id"])
-        with _lock:
-            _servers.pop(tag, None)
         _remember(name, tag)
         return tag
 
@@ -678,19 +678,6 @@ def _resolve_bundled(ref: str, name: str, *, build_missing: bool) -> str:
             f"bundled image {name!r} is not built yet ({current}); run `pygent-runner images build {name}`"
         )
     return build_image(name)
-
-
-def image_has_server(tag: str) -> str | None:
-    """The in-container server path the image declares (label io.pygent.server), or None."""
-    if tag in _servers:
-        return _servers[tag]
-    info = _inspect(get_client(), tag)
-    if info is None:
-        raise ImageNotFound(f"image {tag!r} is not on the engine")
-    value = _labels(info).get(LABEL_SERVER) or None
-    with _lock:
-        _servers[tag] = value
-    return value
 
 
 def list_images() -> list[dict[str, Any]]:

@@ -13,8 +13,9 @@ import collections
 import threading
 
 from ..settings import get_settings
-from .docker import DockerSandbox
+from .base import Sandbox
 from .policy import SandboxPolicy
+from .registry import get_backend
 
 _pools: dict[tuple[str, str], "SandboxPool"] = {}
 _pools_lock = threading.Lock()
@@ -27,7 +28,7 @@ class SandboxPool:
         self.image = image
         self.policy = policy
         self.size = size
-        self._ready: collections.deque[DockerSandbox] = collections.deque()
+        self._ready: collections.deque[Sandbox] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         self._creating = 0
@@ -35,15 +36,15 @@ class SandboxPool:
         self._thread = threading.Thread(target=self._refill_loop, name=f"pygent-pool-{image}", daemon=True)
         self._thread.start()
 
-    def acquire(self) -> DockerSandbox:
+    def acquire(self) -> Sandbox:
         """A started sandbox, from the pool when one is ready, else created now."""
         with self._cond:
             while self._ready:
                 sandbox = self._ready.popleft()
                 self._cond.notify_all()
-                if not sandbox.closed and not (sandbox._channel and sandbox._channel.broken):
+                if sandbox.healthy():
                     return sandbox
-        return DockerSandbox.create(self.image, self.policy)
+        return get_backend().create(self.image, self.policy)
 
     def _refill_loop(self) -> None:
         while True:
@@ -53,7 +54,7 @@ class SandboxPool:
                 if self._closed:
                     return
             try:
-                sandbox = DockerSandbox.create(self.image, self.policy, pooled=True)
+                sandbox = get_backend().create(self.image, self.policy, pooled=True)
                 self.last_error = None
             except BaseException as exc:  # engine down, image broken: back off, callers will see the error
                 self.last_error = exc

@@ -1,0 +1,283 @@
+"""The Docker Engine API over its socket, with the stdlib only: the backend's one client.
+
+Why not docker-py on the hot path: importing it (with requests and urllib3) costs
+~57 ms, and `pygent-runner exec` is one process per command. Every call a sandbox
+makes (create, attach, start, wait, remove, archives, events, inspect) is written
+here once; the library, the exec fast path, the pool, gc and doctor share it.
+docker-py is kept only where it adds value: image builds (sandbox/images.py).
+
+The same API is served by Podman (`podman system service`), so this client is
+also the Podman backend's.
+
+Transport: one HTTP/1.1 request per connection (`Connection: close`) on the
+engine's unix socket (or a plain tcp:// DOCKER_HOST). A connect on a unix socket
+costs ~0.1 ms here; no pool means nothing to leak and nothing shared across
+threads. Attach upgrades the connection and hands the raw socket to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.parse
+from typing import Any, Iterator
+
+from ...errors import ConfigError, EngineUnavailable, SandboxError
+
+#: Seconds one API call may take before the engine counts as unresponsive.
+API_TIMEOUT = 60.0
+#: The newest API version we speak; older engines get their own (negotiated once).
+MAX_API = (1, 43)
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+class EngineAPIError(SandboxError):
+    """The engine answered with an error status. `status` and `message` say which."""
+
+    def __init__(self, status: int, message: str, what: str = "") -> None:
+        self.status = status
+        self.message = message
+        super().__init__(f"{what + ': ' if what else ''}engine answered {status}: {message}")
+
+
+class NotFound(EngineAPIError):
+    """404: no such container, image, volume or path."""
+
+
+class Conflict(EngineAPIError):
+    """409: e.g. a removal already in progress, a name in use."""
+
+
+def engine_address(host: str | None = None) -> tuple[str, str]:
+    """("unix", path) or ("tcp", "host:port") for DOCKER_HOST (or the default socket).
+
+    Raises ConfigError for transports this client does not speak (ssh://, npipe://).
+    """
+    host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    if host.startswith("unix://"):
+        return "unix", host[len("unix://"):]
+    if host.startswith("tcp://"):
+        return "tcp", host[len("tcp://"):].rstrip("/")
+    if host.startswith("/"):
+        return "unix", host
+    raise ConfigError(
+        f"DOCKER_HOST={host!r}: pygent speaks to engines over a unix socket or plain tcp://;"
+        " forward the engine's socket locally (e.g. `ssh -L`) and point DOCKER_HOST at it"
+    )
+
+
+class Response:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class EngineClient:
+    """One engine endpoint. Thread-safe: every request opens its own connection."""
+
+    def __init__(self, host: str | None = None, api_version: str | None = None, timeout: float = API_TIMEOUT) -> None:
+        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.kind, self.address = engine_address(self.host)
+        self.timeout = timeout
+        self._version = api_version
+
+    # -- transport ----------------------------------------------------------
+    def _connect(self, timeout: float | None) -> socket.socket:
+        try:
+            if self.kind == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(self.address)
+            else:
+                hostname, _, port = self.address.rpartition(":")
+                sock = socket.create_connection((hostname or "localhost", int(port or 2375)), timeout=timeout)
+        except (OSError, ValueError) as exc:
+            raise EngineUnavailable(f"no engine answers at {self.host}: {exc}") from None
+        return sock
+
+    @property
+    def version(self) -> str:
+        """The API version used in every path: min(ours, the engine's), asked once."""
+        if self._version is None:
+            resp = self._send("GET", "/version", None, {}, self.timeout, versioned=False)
+            info = resp.json() or {}
+            theirs = tuple(int(x) for x in str(info.get("ApiVersion") or "1.41").split(".")[:2])
+            self._version = "%d.%d" % min(theirs, MAX_API)  # type: ignore[str-format]
+        return self._version
+
+    def _send(
+        self, method: str, path: str, body: Any, params: dict[str, Any], timeout: float | None,
+        *, versioned: bool = True, raw: bytes | None = None, content_type: str = "application/json",
+        upgrade: bool = False, stream: bool = False,
+    ) -> Any:
+        url = (f"/v{self.version}" if versioned else "") + path
+        query = {k: _param(v) for k, v in params.items() if v is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        head = (
+            f"{method} {url} HTTP/1.1\r\nHost: docker\r\nUser-Agent: pygent-runner\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
+            + ("Connection: Upgrade\r\nUpgrade: tcp\r\n" if upgrade else "Connection: close\r\n")
+            + "\r\n"
+        ).encode()
+        sock = self._connect(timeout)
+        try:
+            sock.sendall(head + data if len(data) < (1 << 20) else head)
+            if len(data) >= (1 << 20):
+                sock.sendall(data)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EngineUnavailable(f"the engine at {self.host} closed the connection")
+                buf += chunk
+            header, rest = buf.split(b"\r\n\r\n", 1)
+            lines = header.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            if upgrade and status == 101:
+                sock.settimeout(None)
+                return status, sock, rest
+            if stream and status < 400:
+                return status, _body_stream(sock, headers, rest)
+            body_bytes = _read_body(sock, headers, rest)
+        except (socket.timeout, TimeoutError):
+            sock.close()
+            raise EngineUnavailable(f"the engine at {self.host} did not answer {method} {path} within {timeout:.0f}s") from None
+        except OSError as exc:
+            sock.close()
+            raise EngineUnavailable(f"lost the engine at {self.host}: {exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+        if upgrade or stream:
+            return status, None, body_bytes
+        return Response(status, headers, body_bytes)
+
+    # -- calls --------------------------------------------------------------
+    def call(
+        self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204, 304), what: str = "", timeout: float | None = None,
+        raw: bytes | None = None, content_type: str = "application/json",
+    ) -> Any:
+        """One request; the decoded JSON answer (or None). Raises NotFound, Conflict, EngineAPIError, EngineUnavailable."""
+        resp = self._send(method, path, body, params or {}, self.timeout if timeout is None else timeout,
+                          raw=raw, content_type=content_type)
+        if resp.status not in ok:
+            raise _error(resp.status, resp.body, what)
+        if resp.body and resp.headers.get("content-type", "").startswith("application/json"):
+            return resp.json()
+        return resp.body or None
+
+    def upgrade(self, path: str, *, params: dict[str, Any] | None = None) -> tuple[socket.socket, bytes]:
+        """POST with Upgrade: tcp (attach): the raw socket and the bytes already read past the headers."""
+        result = self._send("POST", path, None, params or {}, self.timeout, upgrade=True)
+        status, sock, rest = result
+        if status != 101 or sock is None:
+            raise _error(status, rest, f"attach {path}")
+        return sock, rest
+
+    def stream(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+               timeout: float | None = None, what: str = "") -> Iterator[bytes]:
+        """The answer's body as it comes (archives, events). Raises as call() before the first chunk."""
+        status, chunks = self._send(method, path, None, params or {}, self.timeout if timeout is None else timeout, stream=True)[:2]
+        if status >= 400:
+            raise _error(status, b"", what)
+        return chunks
+
+    def json_stream(self, path: str, *, params: dict[str, Any] | None = None, timeout: float | None = None) -> Iterator[dict]:
+        """Newline-delimited JSON objects (the events endpoint)."""
+        buf = b""
+        for chunk in self.stream("GET", path, params=params, timeout=timeout):
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+        if buf.strip():
+            yield json.loads(buf)
+
+    def ping(self, timeout: float = 5.0) -> None:
+        """Raises EngineUnavailable unless the engine answers."""
+        resp = self._send("GET", "/_ping", None, {}, timeout, versioned=False)
+        if resp.status != 200:
+            raise EngineUnavailable(f"the engine at {self.host} answered /_ping with {resp.status}")
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _error(status: int, body: bytes, what: str) -> EngineAPIError:
+    try:
+        message = str((json.loads(body) or {}).get("message") or "")
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    message = message.strip()[:500] or f"HTTP {status}"
+    cls = NotFound if status == 404 else Conflict if status == 409 else EngineAPIError
+    return cls(status, message, what)
+
+
+def _read_body(sock: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
+    return b"".join(_body_stream(sock, headers, rest))
+
+
+def _body_stream(sock: socket.socket, headers: dict[str, str], rest: bytes) -> Iterator[bytes]:
+    """Yield the body's bytes (chunked or not), closing the socket at the end."""
+    try:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            buf = bytearray(rest)
+            while True:
+                while b"\r\n" not in buf:
+                    more = sock.recv(65536)
+                    if not more:
+                        return
+                    buf += more
+                line, _, tail = bytes(buf).partition(b"\r\n")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                buf = bytearray(tail)
+                if size == 0:
+                    return
+                while len(buf) < size + 2:
+                    more = sock.recv(max(65536, size + 2 - len(buf)))
+                    if not more:
+                        if buf:
+                            yield bytes(buf[:size])
+                        return
+                    buf += more
+                yield bytes(buf[:size])
+                del buf[: size + 2]
+        else:
+            length = headers.get("content-length")
+            left = int(length) if length is not None and length.isdigit() else None
+            if rest:
+                yield rest if left is None else rest[:left]
+                if left is not None:
+                    left -= len(rest)
+            while left is None or left > 0:
+                more = sock.recv(65536 if left is None else min(65536, left))
+                if not more:
+                    return
+                if left is not None:
+                    left -= len(more)
+                yield more
+    except (socket.timeout, TimeoutError):
+        raise EngineUnavailable("the engine stopped sending in the middle of an answer") from None
+    except OSError as exc:
+        raise EngineUnavailable(f"lost the engine in the middle of an answer: {exc}") from None
+    finally:
+        sock.close()

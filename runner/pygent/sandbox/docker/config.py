@@ -1,0 +1,142 @@
+"""Policy -> the engine's create request: every hardening of a sandbox, in one place.
+
+Why one function: the policy is the security boundary, and the create body is
+where it becomes real. Reviewing one function answers "what does a sandbox get",
+and the exec cache stores exactly this body (a new policy field changes it).
+
+The body is the Engine API's own JSON (`POST /containers/create`), so the same
+body serves Docker and Podman's compatible API; the few differences between
+engines are an `EngineFlavor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .. import lifecycle
+
+if TYPE_CHECKING:
+    from ..policy import SandboxPolicy
+
+#: Where the tooling volume is mounted in every sandbox (images/tooling).
+TOOLING_DIR = "/opt/pygent"
+#: The container's main process: the command server, on pygent's own interpreter and loader,
+#: so it runs in any Linux image (no python, no libc of the image's needed).
+SERVER_COMMAND = [
+    f"{TOOLING_DIR}/lib/ld.so", "--library-path", f"{TOOLING_DIR}/lib",
+    f"{TOOLING_DIR}/bin/python3", "-I", "-S", f"{TOOLING_DIR}/server.pyc",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineFlavor:
+    """What differs between engines that serve the Docker API.
+
+    network_disabled: `NetworkDisabled` (Docker: no network stack at all, and ~2x
+    faster to start than --network none); otherwise NetworkMode "none".
+    """
+
+    name: str = "docker"
+    network_disabled: bool = True
+    security_opt: str = "no-new-privileges:true"
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+
+
+def size_bytes(size: str) -> int:
+    """'512m' -> 536870912 (the policy has validated the form)."""
+    from ..policy import size_in_bytes
+
+    return size_in_bytes(size)
+
+
+def create_body(
+    image: str,
+    policy: "SandboxPolicy",
+    *,
+    tooling_volume: str,
+    runtime: str | None,
+    pooled: bool = False,
+    flavor: EngineFlavor = EngineFlavor(),
+) -> dict[str, Any]:
+    """The create request for one hardened sandbox of `image` under `policy`."""
+    mounts: list[dict[str, Any]] = [
+        {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,
+         "VolumeOptions": {"NoCopy": True}},
+    ]
+    if policy.workspace is not None:
+        mounts.append({"Target": "/workspace", "Source": str(policy.workspace), "Type": "bind", "ReadOnly": False})
+    else:
+        # A tmpfs-backed anonymous volume, not a plain tmpfs: the engine's archive API
+        # (put/get files) sees volumes but not tmpfs mounts. Removed with the container.
+        opts = f"size={policy.workspace_size},uid={policy.uid},gid={policy.gid},mode=0755"
+        mounts.append(_tmpfs_volume("/workspace", opts))
+    # /tmp too is a tmpfs-backed volume and not a plain --tmpfs: with a plain tmpfs,
+    # write_file('/tmp/x') failed ("rootfs is marked read-only") and read_file('/tmp/x')
+    # said "no such file" for a file the command had just written there.
+    if not any(m.target.rstrip("/") == "/tmp" for m in policy.mounts):
+        mounts.append(_tmpfs_volume("/tmp", f"size={policy.tmp_size},mode=1777,nosuid,nodev,noexec"))
+    for m in policy.mounts:
+        mounts.append({"Target": m.target, "Source": str(m.source), "Type": "bind", "ReadOnly": m.read_only})
+    memory = size_bytes(policy.memory)
+    host: dict[str, Any] = {
+        "Init": True,  # tini (catatonit on Podman) as PID 1: reaps zombies, forwards signals
+        "AutoRemove": True,  # the engine removes it when the main process ends (owner gone)
+        "CapDrop": ["ALL"],
+        "CapAdd": list(policy.cap_add) or None,
+        "SecurityOpt": [flavor.security_opt],
+        "ReadonlyRootfs": policy.read_only_root,
+        "Memory": memory,
+        "MemorySwap": memory,  # equal to memory: no extra swap
+        "NanoCpus": int(policy.cpus * 1e9),
+        "PidsLimit": policy.pids,
+        "Mounts": mounts,
+        # No log driver: the stream carries everything, and untrusted output must not
+        # fill the engine's disk (json-file keeps all of it, unbounded, by default).
+        "LogConfig": {"Type": "none", "Config": {}},
+    }
+    if runtime:
+        host["Runtime"] = runtime
+    if flavor.ulimits:
+        host["Ulimits"] = [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
+    if policy.network:
+        host["NetworkMode"] = "bridge"
+    elif not flavor.network_disabled:
+        host["NetworkMode"] = "none"
+    hostname = f"sandbox-{uuid.uuid4().hex[:8]}"
+    return {
+        "Image": image,
+        # Entrypoint, not Cmd: an image's own ENTRYPOINT (docker-entrypoint.sh, tini) must not wrap the server.
+        "Entrypoint": list(SERVER_COMMAND),
+        "Cmd": None,
+        "User": policy.user,
+        "WorkingDir": "/workspace",
+        "Env": [f"{k}={v}" for k, v in policy.env],
+        # stdin open with StdinOnce: stdin closes when the owner's attach stream does (owner-death net)
+        "AttachStdin": True, "AttachStdout": True, "AttachStderr": True,
+        "OpenStdin": True, "StdinOnce": True, "Tty": False,
+        "Labels": lifecycle.owner_labels(pooled=pooled),
+        # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
+        "NetworkDisabled": (not policy.network) and flavor.network_disabled,
+        "Hostname": hostname,
+        "HostConfig": host,
+    }
+
+
+def _tmpfs_volume(target: str, opts: str) -> dict[str, Any]:
+    return {
+        "Target": target, "Type": "volume",
+        "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs", "o": opts}}},
+    }
+
+
+def fresh_identity(body: dict[str, Any], pooled: bool = False) -> tuple[dict[str, Any], str]:
+    """The body with a new hostname and this process's owner labels, and a container name.
+
+    Named by us, so an interruption (Ctrl-C, SIGTERM) between the engine creating it
+    and its answer reaching us still knows what to remove.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    body = dict(body, Hostname=f"sandbox-{suffix}", Labels=lifecycle.owner_labels(pooled=pooled))
+    return body, f"pygent-{suffix}-{uuid.uuid4().hex[:8]}"

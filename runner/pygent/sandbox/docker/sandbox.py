@@ -1,0 +1,438 @@
+"""One sandbox on a Docker-API engine: a hardened container running the command server.
+
+Every image runs the same server (from the read-only tooling volume, see
+tooling.py), so there is one exec path: commands go over the container's attach
+stream (stream.py, channel.py), and so do files (as the sandbox user, files.py);
+workspace snapshots use the engine's archive API.
+The class needs neither pydantic nor docker-py: `pygent-runner exec` starts
+sandboxes through this same code from a remembered create body.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import shlex
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ...errors import EngineUnavailable, FileTooLarge, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError
+from .. import lifecycle
+from ..base import OutputCallback, Sandbox
+from ..channel import Channel, ChannelBroken, command_spec
+from ..files import raise_for
+from ..result import SIGKILL_EXIT_CODE, ExecResult
+from .client import EngineAPIError, EngineClient, NotFound
+from .stream import DockerStream
+
+if TYPE_CHECKING:
+    from ..policy import SandboxPolicy
+
+#: Seconds a freshly started server has to say hello.
+START_TIMEOUT = 30.0
+#: Seconds close() waits for the engine's auto-remove before forcing the removal.
+REMOVE_WAIT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a running sandbox needs to know of its policy (no pydantic on the exec fast path)."""
+
+    memory: str = "512m"
+    timeout: float = 60.0
+    max_output: int = 64_000
+    uid: int = 1000
+    gid: int = 1000
+
+    @classmethod
+    def of(cls, policy: "SandboxPolicy") -> "Limits":
+        return cls(policy.memory, policy.timeout, policy.max_output, policy.uid, policy.gid)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class DockerSandbox(Sandbox):
+    """A running hardened container. Made by a backend (`open_sandbox()`), never directly."""
+
+    def __init__(self, client: EngineClient, cid: str, image: str, body: dict, channel: Channel,
+                 limits: Limits, policy: "SandboxPolicy | None" = None, on_close: Any = None,
+                 backend: str = "docker") -> None:
+        self.id = cid
+        self.image = image
+        self.policy = policy
+        self.limits = limits
+        self.hostname = body.get("Hostname", "")
+        #: The engine's create body and API version this sandbox was started with, so
+        #: `pygent-runner exec` can start the next one from them (cli/exec_cache.py).
+        self.create_config = body
+        self.api_version = client.version
+        self._client = client
+        self._channel = channel
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._cwd = "/workspace"
+        self._on_close = on_close
+        self._backend = backend
+        lifecycle.track(self)
+
+    # -- creation -----------------------------------------------------------
+    @classmethod
+    def start(cls, client: EngineClient, body: dict, name: str, *, image: str, limits: Limits,
+              policy: "SandboxPolicy | None" = None, on_close: Any = None, backend: str = "docker") -> "DockerSandbox":
+        """Create, attach, start, wait for the server's hello.
+
+        Nothing is left behind on failure or interruption (Ctrl-C, SIGTERM): the
+        container carries `name` until its id is known.
+        Raises: EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxError.
+        """
+        cid = None
+        channel = None
+        try:
+            cid = client.call("POST", "/containers/create", body, params={"name": name}, what="create")["Id"]
+            sock, rest = client.upgrade(f"/containers/{cid}/attach", params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            transport = DockerStream(sock)
+            transport.buf += rest
+            channel = Channel(transport)
+            client.call("POST", f"/containers/{cid}/start", what="start")
+            channel.wait_hello(START_TIMEOUT)
+        except BaseException as exc:
+            if channel is not None:
+                channel.close()
+            try:
+                force_remove(client, cid or name)
+            except Exception:
+                pass  # the original error is the one to report; gc reclaims by label
+            raise map_error(exc, image) from None
+        return cls(client, cid, image, body, channel, limits, policy, on_close, backend)
+
+    # -- commands -----------------------------------------------------------
+    def exec(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes | Iterable[bytes] | None = None,
+        max_output: int | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        self._check_open()
+        spec = command_spec(cmd, self.limits.timeout if timeout is None else timeout, env, workdir,
+                            max_output or self.limits.max_output)
+        started, wall = time.monotonic(), time.time()
+        try:
+            result = self._channel.run(spec, stdin, on_stdout, on_stderr)
+        except ChannelBroken as exc:
+            return self._after_broken_stream(exc, started, wall)
+        if result.cwd:
+            self._cwd = result.cwd
+        return result
+
+    @property
+    def memory_limit(self) -> str:
+        return self.limits.memory
+
+    def recipe(self) -> dict:
+        return {"backend": self._backend, "body": self.create_config, "image": self.image,
+                "limits": dataclasses.asdict(self.limits), "api": self.api_version}
+
+    def healthy(self) -> bool:
+        """Can this sandbox still run a command? Cheap: the stream's own state, no engine call."""
+        return not self._closed and not self._channel.broken
+
+    def _after_broken_stream(self, exc: Exception, started: float, wall: float) -> ExecResult:
+        """A command's stream broke: the whole-sandbox OOM result (gVisor), else raise what happened."""
+        if oom_event_since(self._client, self.id, wall):
+            note = (f"[pygent] out of memory (limit {self.limits.memory}): the engine killed the whole sandbox "
+                    f"{self.id[:12]}; create a new one\n").encode()
+            return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=time.monotonic() - started,
+                              oom_killed=True, cwd=self._cwd)
+        raise broken(self._client, self.id, exc) from None
+
+    # -- files --------------------------------------------------------------
+    def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
+        self._check_open()
+        try:
+            self._client.call("PUT", f"/containers/{self.id}/archive", params={"path": self.absolute(dest_dir)},
+                              raw=tar_bytes, content_type="application/x-tar", what="put archive")
+        except NotFound as exc:
+            raise self._not_found(exc, dest_dir) from None
+        except EngineAPIError as exc:
+            raise map_error(exc, self.image) from None
+
+    def get_archive(self, path: str, max_bytes: int = 256 << 20) -> bytes:
+        self._check_open()
+        buf = bytearray()
+        try:
+            for chunk in self._client.stream("GET", f"/containers/{self.id}/archive", params={"path": self.absolute(path)},
+                                             what="get archive"):
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise SandboxError(f"{path} is larger than {max_bytes} bytes; copy less at a time")
+        except NotFound as exc:
+            raise self._not_found(exc, path) from None
+        except EngineAPIError as exc:
+            raise map_error(exc, self.image) from None
+        return bytes(buf)
+
+    def _not_found(self, exc: NotFound, path: str) -> BaseException:
+        """404 on an archive call: the path, or the whole container, is missing."""
+        if self._container_exists():
+            return FileNotFoundError(f"{path}: no such file or directory in the sandbox")
+        return SandboxError(f"sandbox {self.id[:12]} is gone (removed from outside); create a new one")
+
+    def _container_exists(self) -> bool:
+        try:
+            self._client.call("GET", f"/containers/{self.id}/json")
+            return True
+        except NotFound:
+            return False
+        except Exception:
+            return True
+
+    def export_tree(self, path: str, max_bytes: int = 256 << 20) -> bytes:
+        """A tar of `path`, made by `tar` inside the container and sent over the command
+        stream (~5 ms) rather than the engine's archive API (~70 ms under load)."""
+        parent, name = posixpath.split(self.absolute(path).rstrip("/") or "/")
+        try:
+            seen = self._channel.look(posixpath.join(parent, name))
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        if seen.get("empty"):  # nothing to pack: no process started in the sandbox
+            return _empty_dir_tar(name, seen)
+        buf = bytearray()
+
+        def take(chunk: bytes) -> None:
+            buf.extend(chunk)
+            if len(buf) > max_bytes:
+                raise _TooLarge
+
+        try:
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=120,
+                          on_stdout=take, on_stderr=lambda _: None)
+        except _TooLarge:
+            raise SandboxError(f"{path} is larger than {max_bytes} bytes") from None
+        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
+            return self.get_archive(path, max_bytes)
+        return bytes(buf)
+
+    # -- the file API as the sandbox user: the command server's file frames --------
+    def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
+        self._check_open()
+        try:
+            answer = self._channel.put_file(spec, chunks)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        return raise_for(answer, spec["path"], "writing")
+
+    def _get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None]) -> dict:
+        self._check_open()
+        got = bytearray()
+        try:
+            # Held back until the answer says the read succeeded (a file over the limit
+            # may have sent a part): the caller gets all of it or nothing.
+            answer = self._channel.get_file(path, max_bytes, got.extend)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        raise_for(answer, path, "reading", max_bytes)
+        on_chunk(bytes(got))
+        return answer
+
+    def _tree_tar(self, path: str, max_bytes: int) -> bytes:
+        """A tar made by `tar` running as the sandbox user: what it cannot read is an error."""
+        parent, name = posixpath.split(path.rstrip("/") or "/")
+        buf, err = bytearray(), bytearray()
+
+        def take(chunk: bytes) -> None:
+            buf.extend(chunk)
+            if len(buf) > max_bytes:
+                raise _TooLarge
+
+        try:
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
+                          on_stdout=take, on_stderr=err.extend)
+        except _TooLarge:
+            raise FileTooLarge(path, len(buf), max_bytes) from None
+        if r.exit_code != 0:
+            text = err.decode("utf-8", "replace").strip()
+            errno = 13 if "Permission denied" in text else 2 if "No such file" in text else 5
+            raise OSError(errno, f"could not copy it as the sandbox user: {text[-500:]}", path)
+        return bytes(buf)
+
+    def _owner(self) -> tuple[int, int]:
+        return (self.limits.uid, self.limits.gid)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxClosed(f"sandbox {self.id[:12]} is closed; create a new one")
+
+    # -- removal ------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, wait: bool = True) -> None:
+        """Remove the container. wait=False returns at once: the stream is closed (the
+        server exits, the engine auto-removes) and a background thread makes sure."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if not wait:
+                self._channel.close()
+                remove_later(self._client, self)
+                return
+            # Remove first, then drop the stream: closing the stream first started the
+            # engine's auto-remove, our remove then answered "already in progress" and
+            # close() returned while the container still existed.
+            try:
+                force_remove(self._client, self.id)
+            finally:
+                self._channel.close()
+                lifecycle.untrack(self)
+        finally:
+            if self._on_close is not None:
+                self._on_close(self)
+
+    def __repr__(self) -> str:
+        return f"<DockerSandbox {self.id[:12]} image={self.image} closed={self._closed}>"
+
+
+def _empty_dir_tar(name: str, stat: dict) -> bytes:
+    """The tar `tar -cf - NAME` makes of an empty directory NAME with this stat."""
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode, info.uid, info.gid, info.mtime = stat["mode"], stat["uid"], stat["gid"], stat["mtime"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info)
+    return buf.getvalue()
+
+
+def oom_event_since(client: EngineClient, cid: str, wall: float) -> bool:
+    """Did the engine report an OOM kill in this container since `wall` (epoch seconds)?
+
+    Why the event log: on cgroup v1 (docker 20.10) State.OOMKilled stays false
+    while the container runs, so a killed command was reported as a plain 137;
+    and under gVisor the host kills the whole sandbox, so nothing inside can tell.
+    The 'oom' event may trail the command's end by a moment: look a few times.
+    """
+    try:
+        for attempt in range(6):
+            events = client.json_stream("/events", params={
+                "since": f"{wall:.6f}", "until": f"{time.time():.6f}",
+                "filters": {"container": [cid], "event": ["oom"]},
+            }, timeout=10)
+            if any(True for _ in events):
+                return True
+            if attempt < 5:
+                time.sleep(0.05)
+    except Exception:
+        pass
+    return False
+
+
+def broken(client: EngineClient, cid: str, exc: Exception) -> SandboxError:
+    """Tell an engine outage apart from a dead container, for a message that says what to do."""
+    try:
+        client.ping()
+    except Exception:
+        return EngineUnavailable(f"lost the engine while using sandbox {cid[:12]}")
+    return SandboxError(f"sandbox {cid[:12]} is gone ({exc}); create a new one")
+
+
+def force_remove(client: EngineClient, cid: str) -> None:
+    """Remove a container; already gone (auto-remove raced us) is success.
+
+    Raises: SandboxError when the engine refuses for another reason.
+    """
+    try:
+        client.call("DELETE", f"/containers/{cid}", params={"force": 1, "v": 1}, what="remove")
+    except NotFound:
+        return
+    except EngineUnavailable:
+        return  # engine down: gc reclaims it by label once the engine is back
+    except EngineAPIError as exc:
+        if "already in progress" in exc.message or exc.status == 409:
+            removed_within(client, cid, REMOVE_WAIT)  # still there after that: gc reclaims it by label later
+            return
+        raise SandboxError(f"could not remove container {cid[:12]}: {exc.message[:200]}") from None
+
+
+def removed_within(client: EngineClient, cid: str, timeout: float) -> bool:
+    """True once the engine has removed the container (or it never existed); False on timeout."""
+    try:
+        client.call("POST", f"/containers/{cid}/wait", params={"condition": "removed"}, timeout=timeout)
+        return True
+    except NotFound:
+        return True
+    except Exception:
+        return False
+
+
+_reaper: "list[Any]" = []
+_reaper_lock = threading.Lock()
+
+
+def remove_later(client: EngineClient, sandbox: DockerSandbox) -> None:
+    """Queue a closed sandbox's removal on one background thread (it stays tracked until done)."""
+    import queue
+
+    with _reaper_lock:
+        if not _reaper:
+            q: "queue.Queue[tuple[EngineClient, DockerSandbox]]" = queue.Queue()
+            _reaper.append(q)
+            threading.Thread(target=_reap_forever, args=(q,), name="pygent-reaper", daemon=True).start()
+    _reaper[0].put((client, sandbox))
+
+
+def _reap_forever(q: Any) -> None:
+    while True:
+        client, sandbox = q.get()
+        try:
+            # The stream is closed: the main process exits and the engine's auto-remove
+            # deletes the container. Wait for that (one blocking call, no polling, no
+            # second kill), and force the removal only when it does not happen.
+            if not removed_within(client, sandbox.id, 5.0):
+                force_remove(client, sandbox.id)
+        except Exception:
+            pass  # gc reclaims it by label
+        finally:
+            lifecycle.untrack(sandbox)
+
+
+def map_error(exc: BaseException, image: str) -> BaseException:
+    """Engine errors -> pygent errors with a next step. Others pass through."""
+    from ...errors import PygentError
+
+    if isinstance(exc, NotFound):
+        if "image" in exc.message.lower():
+            return ImageNotFound(f"image {image!r} not found on the engine: {exc.message}")
+        return SandboxError(f"the container is gone: {exc.message}")
+    if isinstance(exc, EngineAPIError):
+        text = exc.message
+        if "runtime" in text.lower():
+            hint = ""
+            if "root network namespace" in text:
+                # runsc's "am I in the root netns" probe misfires on newer kernels; gVisor then
+                # cannot start at all. Its own network is not needed: sandboxes have none by default.
+                hint = (
+                    ". gVisor cannot set up its network on this kernel: register runsc with"
+                    ' "runtimeArgs": ["--network=none"] in /etc/docker/daemon.json and reload dockerd (kill -HUP)'
+                )
+            return RuntimeUnavailable(text[:300] + hint)
+        return SandboxError(text[:300])
+    if isinstance(exc, ChannelBroken):
+        return exc
+    if isinstance(exc, PygentError) or not isinstance(exc, Exception):
+        return exc
+    return exc
