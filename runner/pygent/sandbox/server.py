@@ -575,7 +575,7 @@ class Server:
         self.sel = Poller()
         self.cmds = {}
         self.inbuf = bytearray()
-        self.cwd = os.getcwd()
+        self.cwd = self.home = os.getcwd()
         self.drains = set()  # pipes a finished command's background children still hold
         self.pids_hits = pids_limit_hits()
         r, w = os.pipe()
@@ -662,6 +662,13 @@ class Server:
             note = self.reclaim()
             hits = pids_limit_hits()
         self.pids_hits = hits
+        if not spec.get("cwd") and self.cwd != self.home and not os.path.isdir(self.cwd):
+            # The directory the last command ended in was removed: a shell would stay in
+            # a deleted directory; we start the next command where sandboxes start.
+            note += ("[pygent] the working directory %s is gone: running in %s\n" % (self.cwd, self.home)).encode(
+                "utf-8", "replace"
+            )
+            self.cwd = self.home
         try:
             try:
                 cmd = Command(cid, spec, self.cwd)
