@@ -45,6 +45,31 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter_ns() - t) / 1e6, out
 
 
+def round_robin(
+    methods: list[tuple[str, str, Callable[[], Any]]],
+    n: int,
+    warm: int,
+    expect: str = "hi",
+    after_warmup: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time each (key, name, fn) n times, one call of each per round (so background noise
+    hits them alike), after `warm` uncounted rounds that also check each output has `expect`."""
+    for _ in range(warm):
+        for key, _, fn in methods:
+            out = fn()
+            text = out.decode() if isinstance(out, bytes) else str(out)
+            if expect not in text:
+                raise RuntimeError(f"{key} did not print {expect!r}: {text[:200]!r}")
+    if after_warmup is not None:
+        after_warmup()
+    samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
+    for _ in range(n):
+        for key, _, fn in methods:
+            ms, _ = timed(fn)
+            samples[key].append(ms)
+    return samples
+
+
 def rss_kb() -> int:
     return proc_status("VmRSS")
 

@@ -13,7 +13,7 @@ import asyncio
 import subprocess
 
 from ..context import Ctx
-from ..core import Row, Section, timed
+from ..core import Row, Section, round_robin
 from ..scripted import ScriptedModel, tool_call
 
 VS = {"÷ agent path": "agent_tool"}
@@ -60,17 +60,7 @@ def run(ctx: Ctx, section: Section) -> None:
             docker_env = loop.run_until_complete(_inspect_docker_env())
             methods.append(("inspect_docker", "inspect: await env.exec(['echo','hi']) — sandbox='docker'",
                             lambda: loop.run_until_complete(docker_env.exec(["echo", "hi"])).stdout))
-        for _ in range(warm):
-            for key, _, fn in methods:
-                out = fn()
-                text = out.decode() if isinstance(out, bytes) else str(out)
-                if "hi" not in text:
-                    raise RuntimeError(f"{key} did not print 'hi': {text[:200]!r}")
-        samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
-        for _ in range(n):
-            for key, _, fn in methods:
-                ms, _ = timed(fn)
-                samples[key].append(ms)
+        samples = round_robin(methods, n, warm)
         for key, name, _ in methods:
             section.add(Row(key, name, samples[key], vs={} if key == "agent_tool" else dict(VS)))
         if why_no_compose is not None:

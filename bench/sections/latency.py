@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 
 from ..context import Ctx
-from ..core import Row, Section, Target, timed
+from ..core import Row, Section, Target, round_robin
 from ..scripted import ScriptedModel, tool_call
 
 VS = {"÷ docker exec CLI": "docker_exec_cli", "÷ exec_run": "exec_run"}
@@ -46,18 +46,7 @@ def run(ctx: Ctx, section: Section) -> None:
              lambda: tools.execute_tool(call, agent.runtime)),
         ]
         # Warm-up (also starts the agent's sandbox) and a correctness check of every path.
-        for _ in range(warm):
-            for key, _, fn in methods:
-                out = fn()
-                text = out.decode() if isinstance(out, bytes) else str(out)
-                if "hi" not in text:
-                    raise RuntimeError(f"{key} did not print 'hi': {text[:200]!r}")
-        _settle_pool(ctx)
-        samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
-        for _ in range(n):
-            for key, _, fn in methods:
-                ms, _ = timed(fn)
-                samples[key].append(ms)
+        samples = round_robin(methods, n, warm, after_warmup=lambda: _settle_pool(ctx))
         for key, name, _ in methods:
             row = section.add(Row(key, name, samples[key], vs=dict(VS)))
             if key == "agent_tool":

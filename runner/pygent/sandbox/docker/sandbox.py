@@ -205,7 +205,15 @@ class DockerSandbox(Sandbox):
             raise broken(self._client, self.id, exc) from None
         if seen.get("empty"):  # nothing to pack: no process started in the sandbox
             return _empty_dir_tar(name, seen)
-        buf = bytearray()
+        r, data, _ = self._tar_inside(parent, name, max_bytes)
+        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
+            return self.get_archive(path, max_bytes)
+        return data
+
+    def _tar_inside(self, parent: str, name: str, max_bytes: int) -> tuple[ExecResult, bytes, bytes]:
+        """`tar -cf - name` run in the sandbox (as its user) over the command stream:
+        (result, tar bytes, stderr). Raises FileTooLarge past max_bytes (the command is killed)."""
+        buf, err = bytearray(), bytearray()
 
         def take(chunk: bytes) -> None:
             buf.extend(chunk)
@@ -213,13 +221,11 @@ class DockerSandbox(Sandbox):
                 raise _TooLarge
 
         try:
-            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=120,
-                          on_stdout=take, on_stderr=lambda _: None)
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
+                          on_stdout=take, on_stderr=err.extend)
         except _TooLarge:
-            raise SandboxError(f"{path} is larger than {max_bytes} bytes") from None
-        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
-            return self.get_archive(path, max_bytes)
-        return bytes(buf)
+            raise FileTooLarge(posixpath.join(parent, name), len(buf), max_bytes) from None
+        return r, bytes(buf), bytes(err)
 
     # -- the file API as the sandbox user: the command server's file frames --------
     def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
@@ -245,24 +251,12 @@ class DockerSandbox(Sandbox):
 
     def _tree_tar(self, path: str, max_bytes: int) -> bytes:
         """A tar made by `tar` running as the sandbox user: what it cannot read is an error."""
-        parent, name = posixpath.split(path.rstrip("/") or "/")
-        buf, err = bytearray(), bytearray()
-
-        def take(chunk: bytes) -> None:
-            buf.extend(chunk)
-            if len(buf) > max_bytes:
-                raise _TooLarge
-
-        try:
-            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
-                          on_stdout=take, on_stderr=err.extend)
-        except _TooLarge:
-            raise FileTooLarge(path, len(buf), max_bytes) from None
+        r, data, err = self._tar_inside(*posixpath.split(path.rstrip("/") or "/"), max_bytes)
         if r.exit_code != 0:
             text = err.decode("utf-8", "replace").strip()
             errno = 13 if "Permission denied" in text else 2 if "No such file" in text else 5
             raise OSError(errno, f"could not copy it as the sandbox user: {text[-500:]}", path)
-        return bytes(buf)
+        return data
 
     def _owner(self) -> tuple[int, int]:
         return (self.limits.uid, self.limits.gid)
