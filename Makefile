@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv engine images demo test bench clean gc
+.PHONY: venv engine podman images demo test bench clean gc
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 # Start a Docker engine only where none answers (installs Debian's docker.io + runsc).
 engine:
 	bash scripts/ensure-engine.sh
+
+# Podman, the second engine (PYGENT_BACKEND=podman): installs it where missing and serves
+# its Docker-compatible API at /run/pygent-podman.sock. The tests start it themselves too.
+podman:
+	bash scripts/ensure-podman.sh
 
 images: venv engine
 	$(BIN)/pygent-runner images build

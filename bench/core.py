@@ -396,9 +396,9 @@ def docker_info() -> dict[str, Any]:
             data_root=info.get("DockerRootDir"),
         )
         from pygent.sandbox import default_policy
-        from pygent.sandbox.docker import chosen_runtime
+        from pygent.sandbox.registry import get_backend
 
-        out["sandbox_runtime"] = chosen_runtime(default_policy(), client) or info.get("DefaultRuntime")
+        out["sandbox_runtime"] = get_backend().chosen_runtime(default_policy()) or info.get("DefaultRuntime")
     except Exception as exc:  # the sections will report the engine problem themselves
         out["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 
 from ..context import Ctx
-from ..core import Row, Section, Target, round_robin
+from ..core import Row, Section, Target, percentile, round_robin
 from ..scripted import ScriptedModel, tool_call
 
 VS = {"÷ docker exec CLI": "docker_exec_cli", "÷ exec_run": "exec_run"}
@@ -23,9 +23,18 @@ def run(ctx: Ctx, section: Section) -> None:
 
     n = ctx.n(200, 20)
     warm = ctx.n(10, 2)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from support.images import sh_only_image
+
+    sh_only = sh_only_image()
     sb_py = open_sandbox("python", pool=False)
     sb_min = open_sandbox("minimal", pool=False)
     agent = Agent(model=ScriptedModel(), image="python")
+    agent_min = Agent(model=ScriptedModel(), image="minimal")
+    agent_sh = Agent(model=ScriptedModel(), image=sh_only)
     try:
         container = get_client().containers.get(sb_py.id)
         call = tool_call("bash", {"cmd": "echo hi"})
@@ -38,12 +47,16 @@ def run(ctx: Ctx, section: Section) -> None:
              lambda: container.exec_run(["echo", "hi"]).output),
             ("sandbox_server", "sb.exec('echo hi') — python image, server",
              lambda: sb_py.exec("echo hi").stdout),
-            ("sandbox_plain", "sb.exec('echo hi') — minimal image, plain exec",
+            ("sandbox_minimal", "sb.exec('echo hi') — minimal image (server from the tooling volume)",
              lambda: sb_min.exec("echo hi").stdout),
             ("runtime_bash", "agent.runtime.bash('echo hi')",
              lambda: agent.runtime.bash("echo hi")),
             ("agent_tool", "agent path: tools.execute_tool(bash call)",
              lambda: tools.execute_tool(call, agent.runtime)),
+            ("agent_tool_minimal", "agent path, minimal image (static busybox + bash, no python)",
+             lambda: tools.execute_tool(call, agent_min.runtime)),
+            ("agent_tool_sh", "agent path, sh-only image (busybox sh: no bash, no python, no libc)",
+             lambda: tools.execute_tool(call, agent_sh.runtime)),
         ]
         # Warm-up (also starts the agent's sandbox) and a correctness check of every path.
         samples = round_robin(methods, n, warm, after_warmup=lambda: _settle_pool(ctx))
@@ -51,6 +64,9 @@ def run(ctx: Ctx, section: Section) -> None:
             row = section.add(Row(key, name, samples[key], vs=dict(VS)))
             if key == "agent_tool":
                 row.targets = [Target("p50", "<=", 5), Target("p95", "<=", 15)]
+            if key in ("agent_tool_minimal", "agent_tool_sh"):
+                row.extra["p50 ÷ python image"] = percentile(samples[key], 50) / percentile(samples["agent_tool"], 50)
+                row.targets = [Target("p50 ÷ python image", "<=", 1.2, unit="x")]
         section.row("host").vs = {}
         section.notes.append(
             "Baselines run `echo` directly in the container; pygent runs every command through bash "
@@ -59,6 +75,8 @@ def run(ctx: Ctx, section: Section) -> None:
         section.notes.append("CLI/exec_run baselines use the same (python-image, hardened) container as sb.exec.")
     finally:
         agent.close()
+        agent_min.close()
+        agent_sh.close()
         sb_py.close()
         sb_min.close()
 

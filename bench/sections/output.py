@@ -50,7 +50,7 @@ def run(ctx: Ctx, section: Section) -> None:
     section.add(_row("server", f"sb.exec(head -c {label}) — python image, server", server, big, vs))
     ctx.log("server path done")
     plain = ctx.child("output", "minimal", str(big), str(reps))
-    section.add(_row("plain", f"sb.exec(head -c {label}) — minimal image, plain exec", plain, big, vs))
+    section.add(_row("plain", f"sb.exec(head -c {label}) — minimal image (server from the tooling volume)", plain, big, vs))
     ctx.log("plain path done")
     try:
         er = ctx.child("exec_run", str(small), str(reps), timeout=120)

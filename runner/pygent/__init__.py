@@ -19,6 +19,8 @@ _LAZY = {
     "RunResult": ("pygent.agent", "RunResult"),
     "Runtime": ("pygent.agent", "Runtime"),
     "TaskManager": ("pygent.agent", "TaskManager"),
+    "ToolContext": ("pygent.agent", "ToolContext"),
+    "ToolRegistry": ("pygent.agent", "ToolRegistry"),
     "register_tool": ("pygent.agent.tools", "register_tool"),
     "remove_tool": ("pygent.agent.tools", "remove_tool"),
     "reset_tools": ("pygent.agent.tools", "reset_tools"),
@@ -48,6 +50,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import errors, models, openai_compat
-    from .agent import Agent, RunResult, Runtime, TaskManager
+    from .agent import Agent, RunResult, Runtime, TaskManager, ToolContext, ToolRegistry
     from .agent.tools import register_tool, remove_tool, reset_tools, tool
     from .models import set_custom_model

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     pygent_model: str = Field("gpt-4o-mini", description="Model name sent to the provider.")
     pygent_image: str = Field("python", description="Sandbox image: a bundled name or any local image.")
     pygent_workspace: Path | None = Field(None, description="Host directory mounted as /workspace (opt-in).")
+    pygent_backend: str | None = Field(None, description="Sandbox engine: 'docker' or 'podman'. Unset: podman when DOCKER_HOST names a Podman socket, else docker.")
     pygent_runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' for gVisor. Unset: crun when the engine registers it, else the engine's default.")
     pygent_max_tasks: int = Field(default_factory=_default_max_tasks, ge=1, le=256, description="Delegated tasks running at once.")
     pygent_task_depth: int = Field(1, ge=0, le=8, description="How deep sub-agents may delegate.")

@@ -256,7 +256,7 @@ def test_sigterm_while_the_sandbox_starts_leaves_nothing():
 # --------------------------------------------------------------------------- an open stdin never blocks
 
 
-def test_plain_exec_image_with_open_stdin_still_times_out():
+def test_minimal_image_with_open_stdin_still_times_out():
     proc = popen("exec", "--image", "minimal", "--timeout", "2", "--", "echo hi", stdin=subprocess.PIPE)
     try:  # stdin stays open: we never write to it or close it (communicate() would close it)
         proc.wait(timeout=6)

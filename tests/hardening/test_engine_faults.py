@@ -187,14 +187,14 @@ def test_engine_killed_while_a_command_runs_then_back_and_gc_leaves_nothing(engi
 SCRIPT_RUNTIME = """
 import json, docker
 from pygent.sandbox import open_sandbox
-from pygent.sandbox import docker as backend
+from pygent.sandbox.registry import get_backend
 api = docker.from_env().api
 runtimes, outs = [], []
 for _ in range(2):
     with open_sandbox("python", pool=False) as sb:
         outs.append(sb.exec("echo hi").stdout.decode().strip())
         runtimes.append(api.inspect_container(sb.id)["HostConfig"]["Runtime"])
-print(json.dumps({"runtimes": runtimes, "outs": outs, "crun_given_up": backend._preferred_broken}))
+print(json.dumps({"runtimes": runtimes, "outs": outs, "crun_given_up": get_backend()._preferred_broken}))
 """
 
 

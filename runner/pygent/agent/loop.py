@@ -2,13 +2,16 @@
 
 History is a list of plain OpenAI wire dicts, so it is JSON-serialisable and an
 Agent can resume from it (`Agent(history=saved)`). Models receive that list.
+
+Tools come from the agent's ToolRegistry (`Agent(tools=...)`; by default the
+module-level one in tools.py) and are called with a ToolContext made per step.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,29 +20,13 @@ from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
 from . import tools
+from .context import ToolContext
+from .events import StepEvent
 from .prompt import DEFAULT_PERSONA, build_system_msg
+from .registry import ToolRegistry
 from .runtime import Runtime
-
-
-@dataclass
-class StepEvent:
-    """What happened in a step, for displays (CLI) and transcripts.
-
-    Kinds: "model" (one model call: ``duration`` is its latency; ``data`` has
-    latency_s, attempts, retries, usage (token counts, None when the provider
-    reported none), error (None on success) and ``requests``, one
-    ``call_stats.CallRecord`` per HTTP chat completion the model made; a model
-    that makes no HTTP call has none), then "assistant", one "tool" per call,
-    and "task" for delegated tasks. New kinds may be added: displays should
-    ignore kinds they do not know.
-    """
-
-    kind: str  #: "model" | "assistant" | "tool" | "task"
-    content: str | None = None
-    tool: str | None = None
-    arguments: str | None = None
-    duration: float = 0.0
-    data: dict[str, Any] = field(default_factory=dict)
+from .tasks import AgentFactory, TaskManager
+from .tools import DEFAULT_TOOLS
 
 
 @dataclass
@@ -60,7 +47,11 @@ class Agent:
 
     Agent(model=None, runtime=None, model_name=None, system_msg=None, history=None,
           image=None, workspace=None, policy=None, fresh_sandbox_per_call=False,
-          persona=None, on_event=None, task_depth=0)
+          persona=None, on_event=None, task_depth=0, tools=None)
+
+    `tools`: this agent's ToolRegistry (default: the module-level registry, so
+    `register_tool` reaches every agent without one). Delegated tasks' agents
+    get the same registry.
     """
 
     def __init__(
@@ -78,6 +69,7 @@ class Agent:
         persona: str | None = None,
         on_event: Callable[[StepEvent], None] | None = None,
         task_depth: int = 0,
+        tools: ToolRegistry | None = None,
     ) -> None:
         from ..settings import get_settings
 
@@ -86,19 +78,18 @@ class Agent:
         self.runtime = runtime or Runtime(image=image, policy=policy, workspace=workspace, fresh_per_call=fresh_sandbox_per_call, task_depth=task_depth)
         self.persona = persona or DEFAULT_PERSONA
         self.on_event = on_event
+        self.tools: ToolRegistry = DEFAULT_TOOLS if tools is None else tools
         self._custom_system = system_msg
         self.history: list[dict[str, Any]] = [dict(m) if isinstance(m, dict) else openai_compat.message_to_dict(m) for m in (history or [])]
         if not self.history:
             self.history.append({"role": "system", "content": self._system_msg()})
-        from .tasks import TaskManager
-
-        self.tasks = TaskManager(parent=self)
+        self.tasks = TaskManager(parent=self, agent_factory=_task_agents(self.tools))
         self.runtime.tasks = self.tasks
         self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks)
 
     # -- prompt -------------------------------------------------------------
     def _system_msg(self) -> str:
-        return self._custom_system or build_system_msg(self.persona, tools.schemas(), self.runtime.image)
+        return self._custom_system or build_system_msg(self.persona, self.tools.schemas(), self.runtime.image)
 
     @property
     def system_msg(self) -> str:
@@ -116,7 +107,7 @@ class Agent:
         started = time.monotonic()
         with call_stats.record_calls() as calls:
             try:
-                message = models.call_model(self.model, self.history, self.model_name, tools.schemas())
+                message = models.call_model(self.model, self.history, self.model_name, self.tools.schemas())
             except PygentError as exc:
                 self._emit(_model_event(time.monotonic() - started, calls, str(exc)))
                 raise
@@ -124,13 +115,22 @@ class Agent:
         self.history.append(message.to_dict())
         self._emit(StepEvent("assistant", content=message.content, duration=time.monotonic() - started,
                              data={"tool_calls": [c.function.name for c in message.tool_calls or []]}))
+        ctx = self.tool_context()
         for call in message.tool_calls or []:
             t0 = time.monotonic()
-            output = tools.execute_tool(call, self.runtime)
+            output = self.tools.execute(call, ctx)
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0))
         return message
+
+    def tool_context(self) -> ToolContext:
+        """What this agent's tools may use: its runtime, task manager and event sink.
+
+        Made per step, not kept: the context refers to the Agent (its events),
+        and the Agent must stay collectable (its finalizer removes the container).
+        """
+        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit)
 
     def run_until_stop(
         self,
@@ -192,6 +192,19 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _task_agents(registry: ToolRegistry) -> AgentFactory:
+    """How an agent's delegated tasks build their agents: the default model, the parent's tools.
+
+    A closure over the registry, not a bound method: the task manager must not
+    keep its Agent alive (the Agent's finalizer is what removes containers).
+    """
+
+    def make(*, runtime: Runtime, persona: str | None, task_depth: int) -> "Agent":
+        return Agent(model=models.default_model(), runtime=runtime, persona=persona, task_depth=task_depth, tools=registry)
+
+    return make
 
 
 def _model_event(latency: float, calls: list[call_stats.CallRecord], error: str | None) -> StepEvent:

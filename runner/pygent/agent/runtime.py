@@ -14,14 +14,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import SandboxError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, open_sandbox
 from .format import clean_text, format_result
-
-if TYPE_CHECKING:
-    from .tasks import TaskManager
 
 
 class Runtime:
@@ -55,7 +52,9 @@ class Runtime:
         self.policy = base
         self.fresh_per_call = fresh_per_call
         self.task_depth = task_depth
-        self.tasks: "TaskManager | None" = None  # set by the owning Agent
+        # The owning Agent's TaskManager (set by the Agent; tools reach it as ToolContext.tasks).
+        # Typed Any on purpose: tasks.py builds Runtimes, so this module must not import it.
+        self.tasks: Any = None
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self._closed = False

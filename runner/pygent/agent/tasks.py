@@ -6,6 +6,11 @@ and nothing a task does — a model error, a crash, a hang — reaches the paren
 A per-task wall clock is enforced by a watchdog that removes the task's
 container, which ends whatever command the task was running.
 
+The manager builds each sub-agent with the agent factory it is given
+(`TaskManager(agent_factory=...)`; the Agent passes one), so this module never
+imports the agent loop: loop imports tasks, not the other way round. The
+model-facing task tools are in task_tools.py.
+
 A task's results outlive its container: when it ends, its /workspace is
 snapshotted (a tar kept in a host temp file, bounded in size), and
 `collect_file` copies from that snapshot into the parent's sandbox — tar to
@@ -27,19 +32,45 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import DelegationDepthExceeded, PygentError, TaskError
-from . import tools
+from ..errors import DelegationDepthExceeded, TaskError
+from .events import StepEvent
 
 if TYPE_CHECKING:
-    from .loop import Agent
     from .runtime import Runtime
 
 #: Largest workspace snapshot kept for a finished task.
 MAX_SNAPSHOT_BYTES = 64 << 20
 #: Steps a sub-agent may take before it is stopped.
 DEFAULT_TASK_STEPS = 30
+
+
+class TaskAgent(Protocol):
+    """What the manager uses of a sub-agent (pygent.agent.Agent is one)."""
+
+    runtime: "Runtime"
+    history: list[dict[str, Any]]
+    tasks: "TaskManager"
+
+    def run_until_stop(self, user_msg: str, max_steps: int = ..., step_timeout: float | None = ..., max_time: float | None = ...) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class AgentFactory(Protocol):
+    """Builds a task's sub-agent on the runtime (fresh sandbox) the manager made for it."""
+
+    def __call__(self, *, runtime: "Runtime", persona: str | None, task_depth: int) -> TaskAgent: ...
+
+
+class TaskParent(Protocol):
+    """What the manager uses of the agent that owns it: its sandbox (files in and out) and its events."""
+
+    runtime: "Runtime"
+    on_event: Any
+
+    def _emit(self, event: StepEvent) -> None: ...
 
 
 class TaskStatus(str, Enum):
@@ -74,7 +105,7 @@ class Task:
     answer: str | None = None  #: the sub-agent's last text
     container: str | None = None
     snapshot: str | None = None  #: path of the workspace tar, once ended
-    agent: "Agent | None" = None
+    agent: TaskAgent | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,15 +124,28 @@ class Task:
 
 
 class TaskManager:
-    """Runs one agent's delegated tasks. Closing it cancels them and removes their containers."""
+    """Runs one agent's delegated tasks. Closing it cancels them and removes their containers.
 
-    def __init__(self, parent: "Agent | None" = None, max_tasks: int | None = None, max_depth: int | None = None) -> None:
+    `agent_factory` builds each task's sub-agent; without one, start() refuses
+    tasks (the Agent always passes one: the default model and the parent's tools).
+    """
+
+    def __init__(
+        self,
+        parent: TaskParent | None = None,
+        max_tasks: int | None = None,
+        max_depth: int | None = None,
+        *,
+        agent_factory: AgentFactory | None = None,
+    ) -> None:
         from ..settings import get_settings
 
         s = get_settings()
         # Weak: the Agent's finalizer holds this manager, so a strong reference would keep
         # a dropped Agent (and its container) alive until interpreter exit.
         self._parent = weakref.ref(parent) if parent is not None else None
+        # Must not hold the parent Agent strongly either (see above): the Agent passes a closure.
+        self.agent_factory = agent_factory
         self.max_tasks = max_tasks or s.pygent_max_tasks
         self.max_depth = s.pygent_task_depth if max_depth is None else max_depth
         self.default_timeout = s.pygent_task_timeout
@@ -113,7 +157,7 @@ class TaskManager:
         self._snapdir: str | None = None
 
     @property
-    def parent(self) -> "Agent | None":
+    def parent(self) -> TaskParent | None:
         return self._parent() if self._parent is not None else None
 
     # -- starting -----------------------------------------------------------
@@ -128,9 +172,16 @@ class TaskManager:
         persona: str | None = None,
         depth: int = 0,
     ) -> Task:
-        """Queue a task and return at once. Raises DelegationDepthExceeded, TaskError."""
+        """Queue a task and return at once.
+
+        Raises:
+            DelegationDepthExceeded: `depth` is at the limit (PYGENT_TASK_DEPTH).
+            TaskError: the manager is closed, or has no agent factory.
+        """
         if self._closed:
             raise TaskError("this agent is closed; its task manager takes no new tasks")
+        if self.agent_factory is None:
+            raise TaskError("this task manager has no agent factory; create it with TaskManager(agent_factory=...)")
         if depth >= self.max_depth:
             raise DelegationDepthExceeded(
                 f"delegation depth {depth + 1} exceeds the limit of {self.max_depth} "
@@ -159,8 +210,6 @@ class TaskManager:
 
     # -- running ------------------------------------------------------------
     def _run(self, task: Task, parent_rt: "Runtime | None", depth: int) -> None:
-        from .. import models
-        from .loop import Agent
         from .runtime import Runtime
 
         with self._lock:
@@ -174,7 +223,8 @@ class TaskManager:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
-            agent = Agent(model=models.default_model(), runtime=runtime, persona=task.persona, task_depth=depth + 1)
+            assert self.agent_factory is not None  # checked by start()
+            agent = self.agent_factory(runtime=runtime, persona=task.persona, task_depth=depth + 1)
             agent.tasks.max_depth = self.max_depth
             task.agent = agent
             if task.files and parent_rt is not None:
@@ -256,8 +306,6 @@ class TaskManager:
     def _event(self, task: Task) -> None:
         parent = self.parent
         if parent is not None and parent.on_event is not None:
-            from .loop import StepEvent
-
             parent._emit(StepEvent("task", content=task.status.value, data=task.to_dict()))
 
     # -- queries and control ----------------------------------------------
@@ -415,85 +463,3 @@ def _last_text(history: list[dict[str, Any]]) -> str | None:
         if m.get("role") == "assistant" and m.get("content"):
             return str(m["content"])[:4000]
     return None
-
-
-# ---- the tools a model uses -------------------------------------------------------------
-
-
-def _manager(rt: "Runtime") -> TaskManager:
-    if rt.tasks is None:
-        raise TaskError("this runtime has no task manager")
-    return rt.tasks
-
-
-@tools.tool(
-    name="delegate_task",
-    description="Start a background sub-agent in its own fresh container; returns its task id at once.",
-    parameters={
-        "type": "object",
-        "properties": {
-            "prompt": {"type": "string", "minLength": 1, "description": "Instruction for the sub-agent"},
-            "files": {"type": "array", "items": {"type": "string"}, "description": "Files to copy from your sandbox into the task's"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Max seconds for the task"},
-            "step_timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Max seconds per step"},
-            "image": {"type": "string", "description": "Sandbox image for the task"},
-            "persona": {"type": "string", "description": "Persona for the sub-agent"},
-        },
-        "required": ["prompt"],
-        "additionalProperties": False,
-    },
-)
-def _delegate_task(rt: "Runtime", prompt: str, **kw: Any) -> str:
-    try:
-        task = _manager(rt).start(prompt, depth=rt.task_depth, **kw)
-    except PygentError as exc:
-        return f"error: {exc}"
-    return f"started {task.id}"
-
-
-_TASK_ID = {"type": "object", "properties": {"task_id": {"type": "string"}}, "required": ["task_id"], "additionalProperties": False}
-
-
-@tools.tool(name="task_status", description="Status of a delegated task.", parameters=_TASK_ID)
-def _task_status(rt: "Runtime", task_id: str) -> str:
-    return json.dumps(_manager(rt).status(task_id))
-
-
-@tools.tool(name="list_tasks", description="All delegated tasks and their status.", parameters={"type": "object", "properties": {}})
-def _list_tasks(rt: "Runtime") -> str:
-    return json.dumps(_manager(rt).list())
-
-
-@tools.tool(name="cancel_task", description="Cancel a delegated task and remove its container.", parameters=_TASK_ID)
-def _cancel_task(rt: "Runtime", task_id: str) -> str:
-    return json.dumps(_manager(rt).cancel(task_id))
-
-
-@tools.tool(
-    name="wait_tasks",
-    description="Block until the given tasks (default: all) end or the timeout passes; returns their status.",
-    parameters={
-        "type": "object",
-        "properties": {
-            "task_ids": {"type": "array", "items": {"type": "string"}},
-            "timeout": {"type": "number", "minimum": 0, "description": "Seconds to wait at most (default 300)"},
-        },
-        "additionalProperties": False,
-    },
-)
-def _wait_tasks(rt: "Runtime", task_ids: list[str] | None = None, timeout: float = 300.0) -> str:
-    return json.dumps(_manager(rt).wait(task_ids, timeout))
-
-
-@tools.tool(
-    name="collect_file",
-    description="Copy a file or directory from a finished task's workspace into yours.",
-    parameters={
-        "type": "object",
-        "properties": {"task_id": {"type": "string"}, "path": {"type": "string", "minLength": 1}, "dest": {"type": "string"}},
-        "required": ["task_id", "path"],
-        "additionalProperties": False,
-    },
-)
-def _collect_file(rt: "Runtime", task_id: str, path: str, dest: str | None = None) -> str:
-    return _manager(rt).collect_file(task_id, path, dest)

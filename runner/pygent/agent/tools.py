@@ -1,152 +1,91 @@
-"""The tool registry (pygent's API) and the dispatcher that never lets a bad call crash the loop.
+"""The module-level tool registry (pygent's API) and the built-in bash/file/stop/ask_user tools.
 
-A tool is `func(rt, **arguments) -> str`, where `rt` is the calling agent's
-Runtime. Arguments are checked against the tool's JSON schema first, so a tool
-body only ever sees well-formed input; any failure becomes an error string the
-model can read and react to.
+pygent's tool API is module-level: `register_tool`, `@tool`, `remove_tool`,
+`clear_tools`, `reset_tools`, `TOOLS`, `TOOL_SCHEMAS`, `execute_tool(call, rt)`.
+They all act on DEFAULT_TOOLS, one ToolRegistry (registry.py): the registry
+every Agent uses unless it is given its own (`Agent(tools=ToolRegistry(...))`).
+
+A user tool is `func(rt, **arguments) -> str`, where `rt` is the calling
+agent's Runtime. A tool registered with `context=True` is `func(ctx, ...)`
+with a ToolContext (context.py) instead: the built-ins are written that way.
+
+Built-in tools are the tools registered while pygent.agent is imported (here,
+in task_tools.py, and any agent module imported before `_snapshot_builtins()`
+in agent/__init__.py); `reset_tools()` and `builtin_registry()` restore them.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from copy import deepcopy
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from ..errors import PygentError, ToolError
+from .context import ToolContext
+from .registry import MAX_ARGUMENT_BYTES, ToolFunc, ToolRegistry
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+#: The default registry: what the module-level functions change and Agents use by default.
+DEFAULT_TOOLS = ToolRegistry()
+#: pygent's names for its live contents (name -> function; the OpenAI tool dicts).
+TOOLS: dict[str, ToolFunc] = DEFAULT_TOOLS.tools
+TOOL_SCHEMAS: list[dict[str, Any]] = DEFAULT_TOOLS.tool_schemas
+#: The built-in tools, as registered at import (filled by _snapshot_builtins; never changed after).
+_BUILTINS = ToolRegistry()
 
-ToolFunc = Callable[..., str]
-
-TOOLS: dict[str, ToolFunc] = {}
-TOOL_SCHEMAS: list[dict[str, Any]] = []
-_lock = threading.RLock()
-
-#: Tool-call argument JSON larger than this is refused before parsing.
-MAX_ARGUMENT_BYTES = 1 << 20
-
-
-def register_tool(name: str, description: str, parameters: dict[str, Any], func: ToolFunc) -> None:
-    """Register a tool. Raises ToolError if the name is taken or the schema is invalid."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
-        raise ToolError(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-'")
-    try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        raise ToolError(f"tool {name}: invalid parameters schema: {exc.message}") from None
-    with _lock:
-        if name in TOOLS:
-            raise ToolError(f"tool {name} already registered (remove_tool first)")
-        TOOLS[name] = func
-        TOOL_SCHEMAS.append({"type": "function", "function": {"name": name, "description": description, "parameters": parameters}})
-        _validators.pop(name, None)
+__all__ = [
+    "DEFAULT_TOOLS", "MAX_ARGUMENT_BYTES", "STOP_TOOLS", "TOOLS", "TOOL_SCHEMAS", "ToolContext", "ToolFunc",
+    "ToolRegistry", "builtin_registry", "clear_tools", "execute_tool", "parse_arguments", "register_tool",
+    "remove_tool", "reset_tools", "schemas", "tool",
+]
 
 
-def tool(name: str, description: str, parameters: dict[str, Any]) -> Callable[[ToolFunc], ToolFunc]:
-    """Decorator form of register_tool."""
+def register_tool(name: str, description: str, parameters: dict[str, Any], func: ToolFunc, *, context: bool = False) -> None:
+    """Register a tool in the default registry (`context=True`: func gets a ToolContext, not the Runtime).
 
-    def decorator(func: ToolFunc) -> ToolFunc:
-        register_tool(name, description, parameters, func)
-        return func
+    Raises:
+        ToolError: the name is taken or malformed, or the schema is invalid.
+    """
+    DEFAULT_TOOLS.register(name, description, parameters, func, context=context)
 
-    return decorator
+
+def tool(name: str, description: str, parameters: dict[str, Any], *, context: bool = False) -> Callable[[ToolFunc], ToolFunc]:
+    """Decorator form of register_tool. Raises ToolError as register_tool."""
+    return DEFAULT_TOOLS.tool(name, description, parameters, context=context)
 
 
 def remove_tool(name: str) -> None:
-    with _lock:
-        if name not in TOOLS:
-            raise ToolError(f"tool {name} not registered")
-        del TOOLS[name]
-        TOOL_SCHEMAS[:] = [s for s in TOOL_SCHEMAS if s["function"]["name"] != name]
-        _validators.pop(name, None)
+    """Raises ToolError if no tool has this name."""
+    DEFAULT_TOOLS.remove(name)
 
 
 def clear_tools() -> None:
-    with _lock:
-        TOOLS.clear()
-        TOOL_SCHEMAS.clear()
-        _validators.clear()
+    DEFAULT_TOOLS.clear()
 
 
 def reset_tools() -> None:
     """Back to exactly the built-in tools."""
-    with _lock:
-        clear_tools()
-        TOOLS.update(_BUILTIN_TOOLS)
-        TOOL_SCHEMAS.extend(deepcopy(_BUILTIN_SCHEMAS))
+    DEFAULT_TOOLS.reset(_BUILTINS)
+
+
+def builtin_registry() -> ToolRegistry:
+    """A new registry holding the built-in tools, to extend for one agent: `Agent(tools=builtin_registry())`."""
+    return ToolRegistry(_BUILTINS)
 
 
 def schemas() -> list[dict[str, Any]]:
-    with _lock:
-        return deepcopy(TOOL_SCHEMAS)
-
-
-_validators: dict[str, Any] = {}
-
-
-def _validator(name: str) -> Any:
-    from jsonschema import Draft202012Validator
-
-    v = _validators.get(name)
-    if v is None:
-        schema = next((s["function"]["parameters"] for s in TOOL_SCHEMAS if s["function"]["name"] == name), {})
-        v = _validators[name] = Draft202012Validator(schema)
-    return v
+    return DEFAULT_TOOLS.schemas()
 
 
 def parse_arguments(name: str, raw: Any) -> dict[str, Any]:
-    """JSON text -> validated dict. Raises ToolError with a message meant for the model."""
-    if raw is None or raw == "":
-        args: Any = {}
-    elif isinstance(raw, dict):
-        args = raw
-    elif isinstance(raw, str):
-        if len(raw.encode("utf-8", "surrogatepass")) > MAX_ARGUMENT_BYTES:
-            raise ToolError(f"arguments of {name} are larger than {MAX_ARGUMENT_BYTES} bytes")
-        try:
-            args = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise ToolError(f"arguments of {name} are not valid JSON ({exc}); send a JSON object") from None
-    else:
-        raise ToolError(f"arguments of {name} must be a JSON object")
-    if not isinstance(args, dict):
-        raise ToolError(f"arguments of {name} must be a JSON object, got {type(args).__name__}")
-    with _lock:
-        validator = _validator(name)
-    errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
-    if errors:
-        detail = "; ".join(f"{'/'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors[:5])
-        raise ToolError(f"invalid arguments for {name}: {detail}")
-    return args
+    """JSON text -> validated dict for a default-registry tool. Raises ToolError (a message for the model)."""
+    return DEFAULT_TOOLS.parse_arguments(name, raw)
 
 
-def execute_tool(call: Any, rt: "Runtime") -> str:
-    """Run one tool call; every failure is returned as an 'error: ...' string, never raised."""
-    try:
-        name = call.function.name
-        raw = call.function.arguments
-    except AttributeError:
-        return "error: malformed tool call (no function name)"
-    with _lock:
-        func = TOOLS.get(name) if isinstance(name, str) else None
-        known = ", ".join(TOOLS)
-    if func is None:
-        return f"error: unknown tool {str(name)[:100]!r}; available tools: {known}"
-    try:
-        args = parse_arguments(name, raw)
-        out = func(rt, **args)
-    except ToolError as exc:
-        return f"error: {exc}"
-    except PygentError as exc:
-        return f"error: {name} failed: {exc}"
-    except Exception as exc:  # a user tool raised: report it to the model, keep the loop going
-        return f"error: {name} raised {type(exc).__name__}: {str(exc)[:2000]}"
-    return out if isinstance(out, str) else json.dumps(out, default=str)
+def execute_tool(call: Any, rt: Any, registry: ToolRegistry | None = None) -> str:
+    """Run one tool call with `rt` (a Runtime, a ToolContext, or None); never raises.
+
+    pygent's entry point, kept for callers outside the loop (tests, benchmarks):
+    the Agent itself calls `registry.execute(call, ctx)` with its own context.
+    """
+    ctx = rt if rt is None or isinstance(rt, ToolContext) else ToolContext.of(rt)
+    return (registry or DEFAULT_TOOLS).execute(call, ctx)
 
 
 # ---- built-ins ---------------------------------------------------------------------------
@@ -164,9 +103,10 @@ def execute_tool(call: Any, rt: "Runtime") -> str:
         "required": ["cmd"],
         "additionalProperties": False,
     },
+    context=True,
 )
-def _bash(rt: "Runtime", cmd: str, timeout: float | None = None) -> str:
-    return rt.bash(cmd, timeout=timeout)
+def _bash(ctx: ToolContext, cmd: str, timeout: float | None = None) -> str:
+    return ctx.bash(cmd, timeout=timeout)
 
 
 @tool(
@@ -178,9 +118,10 @@ def _bash(rt: "Runtime", cmd: str, timeout: float | None = None) -> str:
         "required": ["path", "content"],
         "additionalProperties": False,
     },
+    context=True,
 )
-def _write_file(rt: "Runtime", path: str, content: str) -> str:
-    return rt.write_file(path, content)
+def _write_file(ctx: ToolContext, path: str, content: str) -> str:
+    return ctx.write_file(path, content)
 
 
 @tool(
@@ -192,17 +133,19 @@ def _write_file(rt: "Runtime", path: str, content: str) -> str:
         "required": ["path"],
         "additionalProperties": False,
     },
+    context=True,
 )
-def _read_file(rt: "Runtime", path: str) -> str:
-    return rt.read_file(path)
+def _read_file(ctx: ToolContext, path: str) -> str:
+    return ctx.read_file(path)
 
 
 @tool(
     name="stop",
     description="Stop the autonomous loop: call it when the task is finished.",
     parameters={"type": "object", "properties": {}},
+    context=True,
 )
-def _stop(rt: "Runtime") -> str:
+def _stop(ctx: ToolContext) -> str:
     return "Stopping."
 
 
@@ -210,20 +153,15 @@ def _stop(rt: "Runtime") -> str:
     name="ask_user",
     description="Stop and ask the user a question; the loop ends until the user answers.",
     parameters={"type": "object", "properties": {"question": {"type": "string"}}},
+    context=True,
 )
-def _ask_user(rt: "Runtime", question: str = "") -> str:
+def _ask_user(ctx: ToolContext, question: str = "") -> str:
     return "Waiting for the user's answer."
 
 
-_BUILTIN_TOOLS: dict[str, ToolFunc] = {}
-_BUILTIN_SCHEMAS: list[dict[str, Any]] = []
-
-
 def _snapshot_builtins() -> None:
-    """Called once the task tools are registered too (agent/__init__)."""
-    _BUILTIN_TOOLS.clear()
-    _BUILTIN_TOOLS.update(TOOLS)
-    _BUILTIN_SCHEMAS[:] = deepcopy(TOOL_SCHEMAS)
+    """Called once every built-in tool is registered (end of agent/__init__)."""
+    _BUILTINS.reset(DEFAULT_TOOLS)
 
 
 #: Tool names that end the run_until_stop loop.

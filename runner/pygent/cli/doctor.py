@@ -96,12 +96,14 @@ def _settings(checks: list[Check]) -> Any:
 
 
 def _engine(checks: list[Check]) -> Any:
+    """The backend (docker or podman, see PYGENT_BACKEND), once its engine answered; None otherwise."""
     from ..errors import EngineUnavailable
-    from ..sandbox.engine import get_client
+    from ..sandbox.registry import get_backend
 
     where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     try:
-        client = get_client()
+        client = get_backend()
+        where = client.address
         v = client.version()
     except EngineUnavailable as exc:
         checks.append(Check("engine", FAIL, f"{where}: {_short(exc).split('. Start one')[0]}", FIX_ENGINE))
@@ -111,7 +113,7 @@ def _engine(checks: list[Check]) -> Any:
         return None
     checks.append(Check(
         "engine", OK,
-        f"Docker {v.get('Version', '?')} (API {v.get('ApiVersion', '?')}) at {where}, "
+        f"{client.name} {v.get('Version', '?')} (API {v.get('ApiVersion', '?')}) at {where}, "
         f"{v.get('Os', '?')}/{v.get('Arch', '?')}, kernel {v.get('KernelVersion', '?')}",
     ))
     return client

@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from .common import EXIT_OOM, EXIT_OK, EXIT_PIPE, EXIT_SANDBOX, EXIT_TIMEOUT, PROG, report
+from .exec_options import Options
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox, SandboxPolicy
@@ -82,24 +83,6 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
 
 class UsageError(ValueError):
     """A bad option or value: reported in one line, exit 125."""
-
-
-class Options:
-    __slots__ = ("image", "timeout", "memory", "cpus", "pids", "network", "runtime", "workdir", "env", "mounts", "help", "command")
-
-    def __init__(self) -> None:
-        self.image: str | None = None
-        self.timeout: float | None = None  # None: the policy's (settings) default; inf: no limit
-        self.memory: str | None = None
-        self.cpus: float | None = None
-        self.pids: int | None = None
-        self.network: bool | None = None
-        self.runtime: str | None = None
-        self.workdir: str | None = None
-        self.env: dict[str, str] = {}
-        self.mounts: list[str] = []
-        self.help = False
-        self.command: list[str] = []
 
 
 def parse_args(argv: list[str]) -> Options:

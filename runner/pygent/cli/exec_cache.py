@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox
-    from .exec import Options
+    from .exec_options import Options
 
 FORMAT = 2
 #: Options that change the command, not the sandbox: everything else keys the entry.

@@ -93,6 +93,19 @@ class Backend(abc.ABC):
 
         raise ConfigError(f"the {self.name} backend cannot start sandboxes from a recipe")
 
+    @property
+    def address(self) -> str:
+        """Where the engine is reached (for messages)."""
+        return self.name
+
+    def version(self) -> dict[str, Any]:
+        """The engine's version record (Version, ApiVersion, Os, Arch, KernelVersion). Raises: EngineUnavailable."""
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        """The engine's facts (runtimes, cgroup version, limits supported, warnings). Raises: EngineUnavailable."""
+        return {}
+
     def runtimes(self) -> dict[str, Any]:
         """OCI runtimes the engine registers (name -> registration). Raises: EngineUnavailable."""
         return {}

@@ -40,10 +40,10 @@ def shell_prefix(cwd_fd, script_fd):
     Makes the command the first OOM victim (never the server), reports the
     final working directory so `cd` persists across calls like in a terminal,
     closes the fd the script came on (bash reads it through its own fd), and
-    names the shell /bin/bash again ($0, error messages), as with `bash -c`.
+    names the shell after its executable again ($0), as with `bash -c`.
     """
     return (
-        "builtin exec %d<&-; BASH_ARGV0=/bin/bash; builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
+        "builtin exec %d<&-; BASH_ARGV0=$BASH; builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
         "trap 'builtin printf %%s \"$PWD\" >&%d 2>/dev/null' EXIT; " % (script_fd, cwd_fd)
     )
 
@@ -256,7 +256,7 @@ class Command:
             script = script_file(shell_prefix(CWD_FD, SCRIPT_FD) + spec["cmd"])
             ours.append(script)
             self.proc.pid = spawn(
-                ["/bin/bash", "/dev/fd/%d" % SCRIPT_FD],
+                [BASH, "/dev/fd/%d" % SCRIPT_FD],
                 env,
                 spec.get("cwd") or default_cwd,
                 (in_r, out_w, err_w, cwd_w, script),
@@ -278,6 +278,18 @@ class Command:
 CWD_FD = 3
 #: The fd the command's script is on (bash reads it as /dev/fd/4; see script_file).
 SCRIPT_FD = 4
+
+
+def find_bash():
+    """The image's own bash when it has one (users' tools expect it), else pygent's static
+    bash from the tooling volume beside this file: commands run under bash in every image."""
+    for path in ("/bin/bash", "/usr/bin/bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "bash")):
+        if os.access(path, os.X_OK):
+            return path
+    return "/bin/bash"
+
+
+BASH = find_bash()
 
 
 def spawn(argv, env, cwd, fds):
@@ -690,9 +702,9 @@ class Server:
         """A command that could not start is its result, not a broken sandbox:
         127 when bash itself is missing, 126 otherwise (bad cwd, no fork), with the reason."""
         where = getattr(exc, "filename", None)
-        missing = isinstance(exc, FileNotFoundError) and where == "/bin/bash"
+        missing = isinstance(exc, FileNotFoundError) and where == BASH
         if where and getattr(exc, "strerror", None):
-            reason = "%s%s: %s" % ("" if where == "/bin/bash" else "working directory ", where, exc.strerror)
+            reason = "%s%s: %s" % ("" if where == BASH else "working directory ", where, exc.strerror)
         else:
             reason = "%s: %s" % (type(exc).__name__, exc)
         self.send(ERR, cid, ("pygent: cannot start the command: %s\n" % reason).encode("utf-8", "replace"))

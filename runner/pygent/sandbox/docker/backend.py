@@ -39,11 +39,20 @@ class DockerBackend(Backend):
         self._lock = threading.Lock()
 
     # -- engine facts -------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self.client.host
+
+    def version(self) -> dict[str, Any]:
+        return self.client.call("GET", "/version", timeout=10) or {}
+
+    def info(self) -> dict[str, Any]:
+        return self.client.call("GET", "/info", timeout=30) or {}
+
     def runtimes(self) -> dict[str, Any]:
         """Runtime name -> its registration (path, runtimeArgs), asked once per backend."""
         if self._runtimes is None:
-            info = self.client.call("GET", "/info") or {}
-            self._runtimes = dict(info.get("Runtimes") or {})
+            self._runtimes = dict(self.info().get("Runtimes") or {})
         return self._runtimes
 
     def chosen_runtime(self, policy: "SandboxPolicy") -> str | None:
@@ -78,7 +87,8 @@ class DockerBackend(Backend):
 
     def tooling_volume(self) -> str:
         """The read-only tooling volume sandboxes mount (made once per tooling version)."""
-        return tooling.ensure_volume(self.client, lambda: self.resolve_image("tooling"), self._tooling_ready)
+        extra = {"Ulimits": config.ulimits(self.flavor)} if self.flavor.ulimits else {}
+        return tooling.ensure_volume(self.client, lambda: self.resolve_image("tooling"), self._tooling_ready, extra)
 
     # -- Backend ------------------------------------------------------------
     def resolve_image(self, ref: str, *, build_missing: bool = True) -> str:

@@ -190,10 +190,10 @@ class EngineClient:
     def stream(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                timeout: float | None = None, what: str = "") -> Iterator[bytes]:
         """The answer's body as it comes (archives, events). Raises as call() before the first chunk."""
-        status, chunks = self._send(method, path, None, params or {}, self.timeout if timeout is None else timeout, stream=True)[:2]
-        if status >= 400:
-            raise _error(status, b"", what)
-        return chunks
+        answer = self._send(method, path, None, params or {}, self.timeout if timeout is None else timeout, stream=True)
+        if answer[0] >= 400:  # (status, None, body): the body says why
+            raise _error(answer[0], answer[2], what)
+        return answer[1]
 
     def json_stream(self, path: str, *, params: dict[str, Any] | None = None, timeout: float | None = None) -> Iterator[dict]:
         """Newline-delimited JSON objects (the events endpoint)."""

@@ -99,7 +99,7 @@ def create_body(
     if runtime:
         host["Runtime"] = runtime
     if flavor.ulimits:
-        host["Ulimits"] = [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
+        host["Ulimits"] = ulimits(flavor)
     if policy.network:
         host["NetworkMode"] = "bridge"
     elif not flavor.network_disabled:
@@ -122,6 +122,11 @@ def create_body(
         "Hostname": hostname,
         "HostConfig": host,
     }
+
+
+def ulimits(flavor: EngineFlavor) -> list[dict[str, Any]]:
+    """The engine's rlimits as the API spells them."""
+    return [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
 
 
 def _tmpfs_volume(target: str, opts: str) -> dict[str, Any]:

@@ -31,11 +31,13 @@ def volume_name(tag: str) -> str:
     return VOLUME_PREFIX + tag.rsplit(":", 1)[-1]
 
 
-def ensure_volume(client: EngineClient, tooling_tag: Callable[[], str], known: set[str]) -> str:
+def ensure_volume(client: EngineClient, tooling_tag: Callable[[], str], known: set[str],
+                  host_config: dict | None = None) -> str:
     """The populated tooling volume for the current tooling image; made when missing.
 
     tooling_tag: resolves (building if needed) the current pygent/tooling tag.
     known: names this backend has already seen ready (no engine call then).
+    host_config: engine-specific HostConfig fields for the copier (e.g. Podman's rlimits).
     Raises: EngineUnavailable, ImageBuildError, SandboxError.
     """
     tag = tooling_tag()
@@ -49,7 +51,7 @@ def ensure_volume(client: EngineClient, tooling_tag: Callable[[], str], known: s
 
                 with process_lock(f"tooling:{name}"):
                     if not _ready(client, name):
-                        _populate(client, tag, name)
+                        _populate(client, tag, name, host_config or {})
             known.add(name)
     return name
 
@@ -72,7 +74,7 @@ def _exists(client: EngineClient, volume: str) -> bool:
     return _inspect(client, volume) is not None
 
 
-def _populate(client: EngineClient, tag: str, name: str) -> None:
+def _populate(client: EngineClient, tag: str, name: str, host_config: dict) -> None:
     """Copy the tooling image's /opt/pygent into a fresh volume NAME, then mark it ready."""
     labels = {LABEL_TOOLING: tag.rsplit(":", 1)[-1], lifecycle.LABEL_MANAGED: "1"}
     if _exists(client, name):  # a copy that never completed (or an empty volume the engine made)
@@ -88,7 +90,7 @@ def _populate(client: EngineClient, tag: str, name: str) -> None:
         "Image": tag, "Entrypoint": ["/opt/pygent/bin/bash", "-c", "test -x /opt/pygent/bin/python3 && test -s /opt/pygent/server.pyc"],
         "Cmd": None, "Labels": dict(lifecycle.owner_labels()), "NetworkDisabled": True,
         "HostConfig": {"Mounts": [{"Target": "/opt/pygent", "Source": name, "Type": "volume"}],
-                       "LogConfig": {"Type": "none", "Config": {}}, "NetworkMode": "none"},
+                       "LogConfig": {"Type": "none", "Config": {}}, "NetworkMode": "none", **host_config},
     }
     cid = client.call("POST", "/containers/create", body, what="create tooling copier")["Id"]
     try:

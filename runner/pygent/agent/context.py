@@ -1,0 +1,94 @@
+"""What a tool may use of the agent that calls it (ToolContext).
+
+Why: a tool that reaches into Runtime depends on how the runtime keeps its
+sandbox (locks, lazy start, policy, recovery, the backend). The context is
+the small surface tools actually need — run a command, read and write files,
+the task manager, the agent's events, the loop's deadline — so the runtime can
+change under it without touching any tool.
+
+Tools registered with `context=True` receive one (the built-ins do); tools
+registered pygent's way still receive the Runtime itself (`ctx.runtime`).
+A context is made per step by the Agent and holds no reference back to the
+Agent, so it never keeps an agent (and its container) alive.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..sandbox import ExecResult
+    from .events import StepEvent
+    from .runtime import Runtime
+    from .tasks import TaskManager
+
+
+class ToolContext:
+    """The calling agent's runtime operations, for one tool call or one step."""
+
+    __slots__ = ("_runtime", "_tasks", "_emit")
+
+    def __init__(
+        self,
+        runtime: "Runtime",
+        tasks: "TaskManager | None" = None,
+        emit: "Callable[[StepEvent], None] | None" = None,
+    ) -> None:
+        self._runtime = runtime
+        self._tasks = tasks
+        self._emit = emit
+
+    @classmethod
+    def of(cls, runtime: "Runtime") -> "ToolContext":
+        """The context of a bare Runtime (its own task manager, no event sink): for `execute_tool(call, rt)`."""
+        return cls(runtime, tasks=getattr(runtime, "tasks", None))
+
+    # -- commands and files (each may start the sandbox) --------------------------
+    def bash(self, cmd: str, timeout: float | None = None) -> str:
+        """Run `cmd`; the compact text the model reads. Raises SandboxError (the sandbox cannot run it)."""
+        return self._runtime.bash(cmd, timeout=timeout)
+
+    def exec(self, cmd: str, timeout: float | None = None, **kw: Any) -> "ExecResult":
+        """Run `cmd`; the full result object. Raises SandboxError."""
+        return self._runtime.exec(cmd, timeout=timeout, **kw)
+
+    def write_file(self, path: str, content: str | bytes) -> str:
+        """Raises SandboxError."""
+        return self._runtime.write_file(path, content)
+
+    def read_file(self, path: str, binary: bool = False) -> str:
+        """Raises FileNotFoundError, IsADirectoryError, SandboxError."""
+        return self._runtime.read_file(path, binary=binary)
+
+    # -- the agent around the tool ------------------------------------------------
+    @property
+    def tasks(self) -> "TaskManager | None":
+        """The agent's delegated-task manager (None for a runtime no agent owns)."""
+        return self._tasks
+
+    @property
+    def task_depth(self) -> int:
+        """How deep in delegation the calling agent is (0: the top agent)."""
+        return self._runtime.task_depth
+
+    @property
+    def deadline(self) -> float | None:
+        """Absolute time.monotonic() by which the step's commands must end (None: no limit)."""
+        return self._runtime.deadline
+
+    @property
+    def image(self) -> str:
+        return self._runtime.image
+
+    def emit(self, event: "StepEvent") -> None:
+        """Report an event to the agent's on_event display; never raises (a display cannot break a tool)."""
+        if self._emit is not None:
+            try:
+                self._emit(event)
+            except Exception:
+                pass
+
+    @property
+    def runtime(self) -> "Runtime":
+        """The Runtime itself: what pygent-style tools receive. Built-in tools should not need it."""
+        return self._runtime

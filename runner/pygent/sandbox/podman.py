@@ -1,0 +1,78 @@
+"""The Podman backend: Podman's Docker-compatible API (`podman system service`).
+
+One module, as the interface promises: the Docker backend's client, config,
+channel and sandbox all apply, and only what Podman does differently is here.
+Chosen by PYGENT_BACKEND=podman, or by a DOCKER_HOST that names a Podman socket.
+
+Differences from Docker, each handled (and covered by the conformance suite):
+- no `NetworkDisabled`: Podman's compat API ignores it, so "no network" is
+  NetworkMode "none" (loopback only, as the suite checks);
+- the init is catatonit (Podman's `--init`), which must be installed;
+- container rlimits: Podman sets nofile 1048576 and nproc 4194304 by default,
+  which fail on hosts whose hard limits are lower; the create body asks for the host's own
+  hard limit (`make podman` also writes it to containers.conf.d);
+- runtimes: Podman's /info lists none the way Docker does, so the registered
+  OCI runtimes are read from `podman info` fields (OCIRuntime), and a policy
+  runtime is passed through for Podman to check.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from .docker import config
+from .docker.backend import DockerBackend
+from .registry import backend
+
+#: Where `make podman` (scripts/ensure-podman.sh) serves the API when DOCKER_HOST is unset.
+DEFAULT_SOCKET = "/run/pygent-podman.sock"
+
+
+def _hard(limit: int) -> int:
+    """This host's hard limit (Podman's defaults may exceed it, and then nothing starts)."""
+    try:
+        hard = resource.getrlimit(limit)[1]
+    except (OSError, ValueError):
+        return 4096
+    return 1 << 20 if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def default_host() -> str:
+    """DOCKER_HOST when it names Podman, else PYGENT_PODMAN_SOCKET, else the socket `make podman` serves."""
+    env = os.environ.get("DOCKER_HOST") or ""
+    if "podman" in env:
+        return env
+    return "unix://" + (os.environ.get("PYGENT_PODMAN_SOCKET") or DEFAULT_SOCKET)
+
+
+@backend("podman")
+class PodmanBackend(DockerBackend):
+    """Sandboxes as containers on Podman, through its Docker-compatible API."""
+
+    flavor = config.EngineFlavor(
+        name="podman", network_disabled=False, security_opt="no-new-privileges",
+        # nproc: the pids cgroup bounds a sandbox; 16384 stays under the hard limit Podman's own
+        # process gets (32768 seen here, lower than the shell's), which crun may not exceed.
+        ulimits=(("nofile", min(_hard(resource.RLIMIT_NOFILE), 65536), min(_hard(resource.RLIMIT_NOFILE), 65536)),
+                 ("nproc", min(_hard(resource.RLIMIT_NPROC), 16384), min(_hard(resource.RLIMIT_NPROC), 16384))),
+    )
+
+    def __init__(self, host: str | None = None) -> None:
+        host = host or default_host()
+        # Image builds use docker-py and the docker CLI (build-base.sh), which read DOCKER_HOST:
+        # point them at the same Podman, so a process with PYGENT_BACKEND=podman never mixes engines.
+        os.environ.setdefault("DOCKER_HOST", host)
+        super().__init__(host)
+
+    def runtimes(self) -> dict[str, Any]:
+        """Podman's runtimes: those its `info` reports (the default one at least)."""
+        if self._runtimes is None:
+            info = self.client.call("GET", "/info") or {}
+            runtimes = dict(info.get("Runtimes") or {})
+            default = info.get("DefaultRuntime")
+            if default:
+                runtimes.setdefault(default, {})
+            self._runtimes = runtimes
+        return self._runtimes
