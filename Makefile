@@ -23,7 +23,9 @@ engine:
 podman:
 	bash scripts/ensure-podman.sh
 
+# The build tools (static busybox/bash, debootstrap) are installed here, not by the CLI.
 images: venv engine
+	bash scripts/ensure-build-deps.sh
 	$(BIN)/pygent-runner images build
 
 demo: images

@@ -59,7 +59,11 @@ def run(ctx: Ctx, section: Section) -> None:
              lambda: tools.execute_tool(call, agent_sh.runtime)),
         ]
         # Warm-up (also starts the agent's sandbox) and a correctness check of every path.
+<<<<<<< HEAD
         samples = round_robin(methods, n, warm, after_warmup=lambda: _settle_pool(ctx))
+=======
+        samples = round_robin(methods, n, warm, after_warm=lambda: _settle_pool(ctx))
+>>>>>>> main
         for key, name, _ in methods:
             row = section.add(Row(key, name, samples[key], vs=dict(VS)))
             if key == "agent_tool":

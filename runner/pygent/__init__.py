@@ -4,15 +4,14 @@
 
 The public surface is pygent's: Agent, openai_compat, models.set_custom_model,
 tools.register_tool / tool. Attributes load on first use (PEP 562), so
-`pygent-runner exec`, which needs none of the agent, starts fast.
+`pygent-runner exec`, which needs none of the agent, starts fast; so does
+``__version__``, read from the installed package's metadata on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "Agent": ("pygent.agent", "Agent"),
@@ -33,7 +32,11 @@ __all__ = sorted([*_LAZY, "errors", "models", "openai_compat"])
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name == "__version__":
+        from .version import package_version
+
+        value: Any = package_version()
+    elif name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
     elif name in _SUBMODULES:
@@ -45,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"__version__"})
 
 
 if TYPE_CHECKING:

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")
     pygent_max_output: int = Field(64_000, ge=1024, description="Bytes of stdout/stderr kept per command (head+tail).")
     pygent_gc_max_age: float = Field(6 * 3600.0, gt=0, description="gc removes our containers older than this, seconds.")
+    pygent_mcp_token: str | None = Field(None, min_length=16, description="Bearer token `pygent-runner mcp --http` requires (unset: one is generated and printed on stderr).")
     pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
 
     @classmethod

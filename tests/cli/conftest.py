@@ -53,19 +53,20 @@ def run(*args: str, input: bytes | None = None, timeout: float = 60, env: dict[s
 
 
 def containers_of(pid: int) -> list[dict]:
+    from support.engine import owned_by
+
     from pygent.sandbox.engine import get_client
 
-    return get_client().api.containers(all=True, filters={"label": f"{OWNER_PID}={pid}"})
+    return owned_by(get_client().api, pid)
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> list[dict]:
     """Containers still owned by pid after waiting up to timeout (empty = all gone)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = containers_of(pid)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    from support.engine import wait_owned_gone
+
+    from pygent.sandbox.engine import get_client
+
+    return wait_owned_gone(get_client().api, pid, timeout)
 
 
 def wait_started(pid: int, timeout: float = 30.0) -> list[dict]:
@@ -89,13 +90,7 @@ def one_error_line(stderr: bytes) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def no_cli_leaks(docker_client):
     yield
-    leaked = []
-    for pid in _pids:
-        left = wait_gone(pid, timeout=10)
-        for c in left:
-            leaked.append((pid, c["Id"][:12]))
-            try:
-                docker_client.api.remove_container(c["Id"], force=True, v=True)
-            except Exception:
-                pass
+    from support.engine import reap_owned
+
+    leaked = reap_owned(docker_client.api, _pids, timeout=10)
     assert not leaked, f"CLI processes left containers behind: {leaked}"

@@ -129,6 +129,22 @@ def test_a_fast_started_sandbox_has_the_full_hardening(tmp_path, monkeypatch, do
     assert docker_client.api.containers(all=True, filters={"id": sandbox.id}) == []
 
 
+def test_an_upgrade_of_the_package_drops_the_entry(tmp_path):
+    """Every install rewrites the distribution's METADATA: the entry records it, so a new version takes the full path."""
+    from importlib.metadata import files
+
+    [metadata] = [str(f.locate()) for f in files("pygent-runner") if f.name == "METADATA"]
+    probe(tmp_path, "--", "true")
+    [path] = entry_files(tmp_path)
+    entry = json.loads(path.read_text())
+    [dep] = [d for d in entry["deps"] if d[0] == metadata]
+    dep[1] += 1  # as if an upgrade had rewritten it
+    path.write_text(json.dumps(entry))
+    r, out, _ = probe(tmp_path, "--", "echo hi")
+    assert (r["code"], out) == (0, b"hi\n")
+    assert "docker" in r["heavy"]
+
+
 def test_every_sandbox_option_keys_the_cache():
     """An option added to exec is part of the cache key without anyone listing it: a new
     option can never replay a body made without it (a weaker sandbox)."""

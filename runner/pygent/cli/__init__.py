@@ -1,6 +1,7 @@
 """The `pygent-runner` command line.
 
     pygent-runner exec [OPTIONS] -- CMD [ARGS...]   one command in a fresh sandbox
+    pygent-runner mcp [--http HOST:PORT] [OPTIONS]  sandboxes for any agent over MCP (cli/mcp.py, pygent/mcp/)
     pygent-runner gc [--max-age SECONDS] [--all]    remove orphaned sandboxes
     pygent-runner doctor                            check the engine, runtimes, images, limits
     pygent-runner images build|list                 the bundled sandbox images
@@ -9,6 +10,8 @@
 Start-up time: `main()` sends `exec` straight to cli/exec.py without importing
 typer/click/rich (~60-100 ms); the typer app is built only for the other
 commands (and is reachable as `pygent.cli.app`, built on first access).
+`mcp` is routed the same way (its options are exec's); the mcp SDK is imported
+only when that command runs.
 """
 
 
@@ -53,7 +56,7 @@ def build_app() -> "typer.Typer":
 
     @app.command(
         "exec",
-        help=EXEC_HELP.split("\n\n", 2)[1].strip() + f"\n\nOptions: see `pygent-runner exec --help`.",
+        help=EXEC_HELP.split("\n\n", 2)[1].strip() + "\n\nOptions: see `pygent-runner exec --help`.",
         short_help="Run one command in a fresh sandbox (exit status passes through).",
         add_help_option=False,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -63,6 +66,19 @@ def build_app() -> "typer.Typer":
         # when the app is driven directly (e.g. CliRunner). Click drops a `--` here, so
         # a command that starts with '-' needs main().
         from .exec import run
+
+        raise typer.Exit(run(list(ctx.args)))
+
+    @app.command(
+        "mcp",
+        help="Serve sandboxes to any MCP client (stdio, or --http HOST:PORT). Options: see `pygent-runner mcp --help`.",
+        short_help="Serve hardened sandboxes over the Model Context Protocol.",
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def _mcp(ctx: typer.Context) -> None:
+        # main() routes `mcp` before typer is imported; this runs when the app is driven directly.
+        from .mcp import run
 
         raise typer.Exit(run(list(ctx.args)))
 
@@ -89,12 +105,9 @@ def _register_run(app: "typer.Typer") -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from ..version import package_version
 
-        return f"pygent-runner {version('pygent-runner')}"
-    except Exception:
-        return "pygent-runner (version unknown)"
+    return f"pygent-runner {package_version()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
         from .exec import main as exec_main
 
         exec_main(args[1:])  # never returns
+    if args and args[0] == "mcp":
+        from .mcp import main as mcp_main
+
+        mcp_main(args[1:])  # never returns
     from ..errors import PygentError
     from .common import EXIT_ERROR, report
 

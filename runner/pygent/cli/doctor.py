@@ -106,10 +106,10 @@ def _engine(checks: list[Check]) -> Any:
         where = client.address
         v = client.version()
     except EngineUnavailable as exc:
-        checks.append(Check("engine", FAIL, f"{where}: {_short(exc).split('. Start one')[0]}", FIX_ENGINE))
+        checks.append(Check("engine", FAIL, f"{where}: {_short(exc).split('. Start one')[0]}", _fix_no_engine()))
         return None
     except Exception as exc:
-        checks.append(Check("engine", FAIL, f"{where}: {_short(exc)}", FIX_ENGINE))
+        checks.append(Check("engine", FAIL, f"{where}: {_short(exc)}", _fix_no_engine()))
         return None
     checks.append(Check(
         "engine", OK,
@@ -117,6 +117,13 @@ def _engine(checks: list[Check]) -> Any:
         f"{v.get('Os', '?')}/{v.get('Arch', '?')}, kernel {v.get('KernelVersion', '?')}",
     ))
     return client
+
+
+def _fix_no_engine() -> str:
+    """This machine's commands to start an engine (printed, never run), and the checkout's one."""
+    from .engine_fix import start_engine_commands
+
+    return f"{start_engine_commands()}   (in a checkout: make engine)"
 
 
 def _images(checks: list[Check]) -> str | None:
@@ -130,7 +137,7 @@ def _images(checks: list[Check]) -> str | None:
         checks.append(Check("images", FAIL, _short(exc), "pygent-runner images build"))
         return None
     if not rows:
-        checks.append(Check("images", FAIL, f"no bundled images found in {images.images_dir()}", "set PYGENT_IMAGES_DIR to the repository's images/ folder"))
+        checks.append(Check("images", FAIL, f"no bundled images found in {images.images_dir()}", "reinstall pygent-runner (the wheel carries them), or set PYGENT_IMAGES_DIR to an images/ folder"))
         return None
     probe: str | None = None
     for r in sorted(rows, key=lambda r: r["name"] != "minimal"):  # minimal starts fastest

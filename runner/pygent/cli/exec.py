@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn
 
 from .common import EXIT_OOM, EXIT_OK, EXIT_PIPE, EXIT_SANDBOX, EXIT_TIMEOUT, PROG, report
-from .exec_options import Options
+from .exec_options import Options, UsageError
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox, SandboxPolicy
@@ -81,30 +81,37 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
 }
 
 
-class UsageError(ValueError):
-    """A bad option or value: reported in one line, exit 125."""
+def parse_args(
+    argv: list[str],
+    opts: Options | None = None,
+    table: dict[str, tuple[str, bool]] | None = None,
+    *,
+    command: bool = True,
+    cmd: str = "exec",
+) -> Options:
+    """Options up to `--` or the first non-option word; the rest is the command.
 
-
-def parse_args(argv: list[str]) -> Options:
-    """Options up to `--` or the first non-option word; the rest is the command."""
-    opts = Options()
+    `mcp` reuses this with its own Options subclass and option table, command=False
+    (no command: any word left is an error) and cmd="mcp" (for messages). Raises UsageError.
+    """
+    opts = Options() if opts is None else opts
+    table = _OPTIONS if table is None else table
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--":
-            opts.command = argv[i + 1 :]
-            break
-        if not arg.startswith("-") or arg == "-":
-            opts.command = argv[i:]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            if not command:
+                raise UsageError(f"unexpected argument {arg!r} (see `{PROG} {cmd} --help`)")
+            opts.command = argv[i + 1 :] if arg == "--" else argv[i:]
             break
         name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if name not in _OPTIONS:
-            raise UsageError(f"no such option: {name} (see `{PROG} exec --help`)")
-        dest, takes_value = _OPTIONS[name]
+        if name not in table:
+            raise UsageError(f"no such option: {name} (see `{PROG} {cmd} --help`)")
+        dest, takes_value = table[name]
         if not takes_value:
             if eq:
                 raise UsageError(f"option {name} takes no value")
-            _set_flag(opts, dest)
+            _set_flag(opts, name, dest)
             i += 1
             continue
         if eq:
@@ -116,19 +123,20 @@ def parse_args(argv: list[str]) -> Options:
             raise UsageError(f"option {name} needs a value")
         _set_value(opts, name, dest, value)
         i += 1
-    if not opts.command and not opts.help:
+    if command and not opts.command and not opts.help:
         raise UsageError(f"no command given (usage: {PROG} exec [OPTIONS] -- CMD [ARGS...])")
     return opts
 
 
-def _set_flag(opts: Options, dest: str) -> None:
+def _set_flag(opts: Options, name: str, dest: str) -> None:
     if dest == "network":
         opts.network = True
     elif dest == "no_network":
         opts.network = False
     elif dest == "help":
         opts.help = True
-    # no_pool: exec always starts a fresh sandbox
+    elif dest != "no_pool":  # no_pool: exec always starts a fresh sandbox
+        opts.set_other(name, dest, None)
 
 
 def _set_value(opts: Options, name: str, dest: str, value: str) -> None:
@@ -160,6 +168,8 @@ def _set_value(opts: Options, name: str, dest: str, value: str) -> None:
         opts.env[key] = val
     elif dest == "mount":
         opts.mounts.append(value)
+    else:
+        opts.set_other(name, dest, value)
 
 
 def _number(name: str, value: str, kind: Callable[[str], float | int]) -> float | int:
@@ -325,17 +335,28 @@ class _Signals:
 # --------------------------------------------------------------------------- running
 
 
-def run(argv: list[str]) -> int:
-    """Run `exec` with argv (what follows the word exec); return the exit status."""
+def options_or_status(parse: Callable[[list[str]], Options], argv: list[str], help_text: str, bad: int) -> Options | int:
+    """The parsed options, or the exit status when they were bad (`bad`, reported) or --help (printed).
+
+    Shared with `mcp`, which parses exec's options too.
+    """
     try:
-        opts = parse_args(argv)
+        opts = parse(argv)
     except UsageError as exc:
         report(exc)
-        return EXIT_SANDBOX
+        return bad
     if opts.help:
-        sys.stdout.write(HELP)
+        sys.stdout.write(help_text)
         sys.stdout.flush()
         return EXIT_OK
+    return opts
+
+
+def run(argv: list[str]) -> int:
+    """Run `exec` with argv (what follows the word exec); return the exit status."""
+    opts = options_or_status(parse_args, argv, HELP, EXIT_SANDBOX)
+    if isinstance(opts, int):
+        return opts
     signals = _Signals()
     signals.install()
     opened: list["Sandbox"] = []

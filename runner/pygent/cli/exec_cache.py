@@ -3,7 +3,8 @@
 Why: building the body needs the policy and settings (pydantic) and docker-py,
 ~150 ms of imports per process. The body is a pure function of the options,
 our environment variables, the current directory's pygent.toml, pygent's own
-source and the bundled image's build context; so the first `exec` with a given
+source, its installed version (the METADATA file every install rewrites) and
+the bundled image's build context; so the first `exec` with a given
 configuration stores it (the sandbox's `recipe()`), and the next ones start
 from it through the same backend code (`Backend.start_from_recipe`).
 
@@ -48,18 +49,11 @@ def _key(opts: "Options") -> str:
 
     engine_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
     options = tuple((name, repr(getattr(opts, name, None))) for name in sorted(type(opts).__slots__) if name not in PER_COMMAND)
-    parts = (FORMAT, sys.version_info[:2], _version(), options, settings_key(), engine_env)
+    # No version lookup here (importlib.metadata is ~30 ms of imports on the fast path):
+    # the entry records the installed METADATA file instead (store), which every
+    # install or upgrade rewrites; the package's location keeps two installs apart.
+    parts = (FORMAT, sys.version_info[:2], str(_PACKAGE), options, settings_key(), engine_env)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
-def _version() -> str:
-    """The installed package's version (an upgrade never replays an older body)."""
-    try:
-        from importlib.metadata import version
-
-        return version("pygent-runner")
-    except Exception:
-        return "unknown"
 
 
 def usable(opts: "Options") -> bool:
@@ -97,6 +91,7 @@ def store(opts: "Options", sandbox: "Sandbox", image: str | None) -> None:
     try:
         deps = [p for p in _PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
         deps += _image_context(image)
+        deps += _package_metadata()
         entry = {
             "format": FORMAT,
             "recipe": recipe,
@@ -123,3 +118,11 @@ def _image_context(image: str | None) -> list[Path]:
     if name not in images.bundled_names():
         return []
     return images.context_paths(name)
+
+
+def _package_metadata() -> list[Path]:
+    """The installed METADATA file: an upgrade (new version, new tags) drops the entry."""
+    from ..version import metadata_file
+
+    found = metadata_file()
+    return [Path(found)] if found else []

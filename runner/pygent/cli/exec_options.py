@@ -7,6 +7,10 @@ exec.py uses the cache, so the type lives below both (no import cycle).
 from __future__ import annotations
 
 
+class UsageError(ValueError):
+    """A bad option or value: reported in one line (exec: exit 125; mcp: exit 2)."""
+
+
 class Options:
     """What the command line asked for; None means the settings' default. Plain slots: no pydantic on the fast path."""
 
@@ -25,3 +29,11 @@ class Options:
         self.mounts: list[str] = []
         self.help = False
         self.command: list[str] = []
+
+    def set_other(self, name: str, dest: str, value: str | None) -> None:
+        """An option of a command that reuses exec's parser (`mcp`); value None for a flag.
+
+        Raises:
+            UsageError: always here; subclasses handle their own options.
+        """
+        raise UsageError(f"no such option: {name}")

@@ -1,4 +1,4 @@
-"""`pygent-runner images`: build and list the bundled sandbox images."""
+"""`pygent-runner images`: build, list and prune the bundled sandbox images."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from ..errors import PygentError
 
-app = typer.Typer(help="Build and list the bundled sandbox images.", no_args_is_help=True)
+app = typer.Typer(help="Build, list and prune the bundled sandbox images.", no_args_is_help=True)
 
 
 def _fail(exc: BaseException) -> NoReturn:
@@ -63,14 +63,15 @@ def _size(n: int | None) -> str:
 
 @app.command("list")
 def list_() -> None:
-    """Show the bundled images: tag of the current context, built, current, size."""
+    """Show the bundled images (tag of the current context, built, current, size), then outdated builds."""
     try:
         from rich.console import Console
         from rich.table import Table
 
-        from ..sandbox import images
+        from ..sandbox import image_prune, images
 
         rows = images.list_images()
+        stale = image_prune.outdated()
         table = Table(title=None, show_edge=False)
         for col in ("name", "tag", "built", "current", "size"):
             table.add_column(col, justify="right" if col == "size" else "left")
@@ -81,7 +82,31 @@ def list_() -> None:
                 "yes" if r["current"] else "no",
                 _size(r["size"]),
             )
+        for item in stale:
+            table.add_row(item["name"], item["tag"], "yes", "no (outdated)", _size(item["size"]))
         Console().print(table)
+        if stale:
+            print(f"{len(stale)} outdated tag(s): `pygent-runner images prune` removes them")
+    except PygentError as exc:
+        _fail(exc)
+
+
+@app.command()
+def prune() -> None:
+    """Remove our outdated builds and unused Debian bases; the current builds stay."""
+    try:
+        from ..sandbox import image_prune
+
+        result = image_prune.prune()
+        for item in result["removed"]:
+            print(f"removed {item['tag']}")
+        for volume in result["volumes"]:
+            print(f"removed volume {volume}")
+        for item, why in result["kept"]:
+            print(f"kept {item['tag']}: {why}", file=sys.stderr)
+        n, v = len(result["removed"]), len(result["volumes"])
+        volumes = f", {v} tooling volume(s)" if v else ""
+        print(f"{n} tag(s){volumes} removed, {_size(result['freed'])} freed" if n or v else "nothing to prune")
     except PygentError as exc:
         _fail(exc)
 

@@ -1,14 +1,17 @@
 """The bundled sandbox images: where they come from, when they are (re)built, how refs resolve.
 
-Bundled images are the folders under ``<repo>/images`` (``PYGENT_IMAGES_DIR``
-overrides it): ``minimal`` (static busybox + bash, FROM scratch) and ``python``
-(a debootstrapped Debian with python3 and git). No registry is ever used: the
+Bundled images are the folders under ``<repo>/images``, shipped in the wheel as
+``pygent/_images`` (``PYGENT_IMAGES_DIR`` overrides both; see images_dir()):
+``minimal`` (static busybox + bash, FROM scratch) and ``python`` (a
+debootstrapped Debian with python3 and git). No registry is ever used: the
 minimal image is made of two host files, the python image of a Debian base built
 with ``images/python/build-base.sh`` (debootstrap from the machine's apt mirror).
 
 Each build is tagged ``pygent/NAME:<context hash>`` and ``pygent/NAME:latest``;
-the hash covers the folder's files (plus the server and protocol for tooling), so
-an image is rebuilt only when what it is made of changed.
+the hash covers pygent's version and the folder's files (plus the server and
+protocol for tooling), so an image is rebuilt only when what it is made of
+changed. ``pygent-runner images prune`` (sandbox/image_prune.py) removes the
+builds a change left behind.
 
 ``resolve_image`` sits on the sandbox-creation hot path: after the first call
 for a ref it is a dict lookup, with no engine call.
@@ -55,7 +58,7 @@ TOOLING = "tooling"
 
 
 class _HostFile:
-    """A host binary copied into a build context (installed with apt-get when missing)."""
+    """A host binary copied into a build context (its Debian package is named when it is missing)."""
 
     def __init__(self, dest: str, source: str, package: str) -> None:
         self.dest, self.source, self.package = dest, source, package
@@ -81,12 +84,30 @@ _resolved: dict[tuple[str | None, str | None, str], str] = {}
 # --------------------------------------------------------------------------- layout
 
 
+#: Where the wheel puts the repository's images/ folder (pyproject.toml: force-include).
+PACKAGED_IMAGES = Path(__file__).resolve().parents[1] / "_images"
+#: The repository's images/ folder, seen from runner/pygent/sandbox/ in a checkout.
+CHECKOUT_IMAGES = Path(__file__).resolve().parents[3] / "images"
+
+
 def images_dir() -> Path:
-    """The folder holding one sub-folder per bundled image."""
+    """The folder holding one sub-folder per bundled image.
+
+    Why three places: ``PYGENT_IMAGES_DIR`` overrides; an installed wheel carries
+    its own copy (``pygent/_images``); an editable install or a source checkout
+    uses the repository's ``images/``. The checkout's folder is used only when it
+    sits next to a pyproject.toml, so an unrelated ``images/`` folder three levels
+    above an installed package is never mistaken for ours. Raises nothing: a
+    missing folder shows up as "no bundled images" where one is looked up.
+    """
     env = os.environ.get("PYGENT_IMAGES_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "images"
+    if PACKAGED_IMAGES.is_dir():
+        return PACKAGED_IMAGES
+    if CHECKOUT_IMAGES.is_dir() and (CHECKOUT_IMAGES.parent / "pyproject.toml").is_file():
+        return CHECKOUT_IMAGES
+    return PACKAGED_IMAGES
 
 
 def bundled_names() -> list[str]:
@@ -136,8 +157,16 @@ def context_paths(name: str) -> list[Path]:
 
 
 def context_hash(name: str) -> str:
-    """First 12 hex chars of a sha256 over NAME's context (paths, modes, bytes)."""
+    """First 12 hex chars of a sha256 over pygent's version and NAME's context (paths, modes, bytes).
+
+    The version is in so that an upgrade of the package gets its own builds even
+    where a context file happens to be unchanged (what the image must hold may
+    have changed with the code around it).
+    """
+    from ..version import package_version
+
     h = hashlib.sha256()
+    h.update(f"pygent-runner {package_version()}\0".encode())
     for rel, path in _context_files(name):
         data = path.read_bytes()
         h.update(rel.encode() + b"\0")
@@ -428,29 +457,10 @@ def _is_static_elf(path: str) -> bool:
         return False
 
 
-def _apt_install(packages: list[str], progress: _Progress) -> None:
-    """apt-get install packages (updating the lists once if needed), as root or via sudo -n."""
-    if shutil.which("apt-get") is None:
-        raise ImageBuildError(
-            f"needs the Debian package(s) {', '.join(packages)} and apt-get is not available;"
-            " install them (a static busybox at /bin/busybox, static bash at /bin/bash-static)"
-        )
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            raise ImageBuildError(f"needs {', '.join(packages)}: run `sudo apt-get install {' '.join(packages)}`")
-        prefix = ["sudo", "-n"]
-    install = prefix + ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    progress.step(f"apt-get install {' '.join(packages)}")
-    if _run_streamed(install, progress) == 0:
-        return
-    progress.step("apt-get update")
-    if _run_streamed(prefix + ["apt-get", "update", "-q"], progress) != 0 or _run_streamed(install, progress) != 0:
-        raise _failure(f"installing {', '.join(packages)}", "apt-get failed", progress)
-
-
 def _host_files(name: str, progress: _Progress) -> list[_HostFile]:
-    """Make sure the host files NAME needs are present, installing their packages if not."""
+    """The host files NAME needs; raises ImageBuildError (with the install command) when one is missing."""
+    from . import host_packages
+
     wanted = _HOST_FILES.get(name, [])
 
     def ok(hf: _HostFile) -> bool:
@@ -458,10 +468,8 @@ def _host_files(name: str, progress: _Progress) -> list[_HostFile]:
 
     missing = [hf for hf in wanted if not ok(hf)]
     if missing:
-        _apt_install(sorted({hf.package for hf in missing}), progress)
-        still = [hf.source for hf in wanted if not ok(hf)]
-        if still:
-            raise _failure(f"preparing {name}", f"no static binary at {', '.join(still)} after apt-get install", progress)
+        raise host_packages.missing([hf.package for hf in missing],
+                                    f"building {name} (static {', '.join(hf.source for hf in missing)})")
     return wanted
 
 
@@ -475,6 +483,9 @@ def _ensure_base(name: str, *, quiet: bool) -> str:
     if _inspect(client, tag) is not None:
         return tag
     script = _image_dir(name) / "build-base.sh"
+    from .host_packages import require_debootstrap
+
+    require_debootstrap(f"building the Debian base of {name} ({tag})")
     with _name_lock(tag), process_lock(f"base:{name}"):
         if _inspect(client, tag) is not None:
             return tag

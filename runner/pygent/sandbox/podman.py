@@ -7,6 +7,10 @@ Chosen by PYGENT_BACKEND=podman, or by a DOCKER_HOST that names a Podman socket.
 Differences from Docker, each handled (and covered by the conformance suite):
 - no `NetworkDisabled`: Podman's compat API ignores it, so "no network" is
   NetworkMode "none" (loopback only, as the suite checks);
+- /workspace and /tmp: Podman ignores the size options of the anonymous
+  tmpfs-backed volumes Docker gets (a write would fill the host's disk; the
+  suite's workspace_is_size_bounded caught it), so they are plain tmpfs
+  mounts with `U` (owned by the sandbox user), which Podman's archive API sees;
 - the init is catatonit (Podman's `--init`), which must be installed;
 - container rlimits: Podman sets nofile 1048576 and nproc 4194304 by default,
   which fail on hosts whose hard limits are lower; the create body asks for the host's own
@@ -52,7 +56,7 @@ class PodmanBackend(DockerBackend):
     """Sandboxes as containers on Podman, through its Docker-compatible API."""
 
     flavor = config.EngineFlavor(
-        name="podman", network_disabled=False, security_opt="no-new-privileges",
+        name="podman", network_disabled=False, security_opt="no-new-privileges", tmpfs_mounts=True,
         # nproc: the pids cgroup bounds a sandbox; 16384 stays under the hard limit Podman's own
         # process gets (32768 seen here, lower than the shell's), which crun may not exceed.
         ulimits=(("nofile", min(_hard(resource.RLIMIT_NOFILE), 65536), min(_hard(resource.RLIMIT_NOFILE), 65536)),

@@ -40,6 +40,9 @@ class EngineFlavor:
 
     name: str = "docker"
     network_disabled: bool = True
+    #: Plain tmpfs mounts for /workspace and /tmp (Podman: its archive API sees them, and it
+    #: ignores the size options of an anonymous tmpfs-backed volume, leaving it unbounded).
+    tmpfs_mounts: bool = False
     security_opt: str = "no-new-privileges:true"
     ulimits: tuple[tuple[str, int, int], ...] = ()
 
@@ -65,18 +68,25 @@ def create_body(
         {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,
          "VolumeOptions": {"NoCopy": True}},
     ]
+    tmpfs: dict[str, str] = {}
     if policy.workspace is not None:
         mounts.append({"Target": "/workspace", "Source": str(policy.workspace), "Type": "bind", "ReadOnly": False})
+    elif flavor.tmpfs_mounts:
+        tmpfs["/workspace"] = f"size={policy.workspace_size},mode=0755,U"  # U: owned by the sandbox user
     else:
-        # A tmpfs-backed anonymous volume, not a plain tmpfs: the engine's archive API
+        # A tmpfs-backed anonymous volume, not a plain tmpfs: Docker's archive API
         # (put/get files) sees volumes but not tmpfs mounts. Removed with the container.
         opts = f"size={policy.workspace_size},uid={policy.uid},gid={policy.gid},mode=0755"
         mounts.append(_tmpfs_volume("/workspace", opts))
-    # /tmp too is a tmpfs-backed volume and not a plain --tmpfs: with a plain tmpfs,
+    # /tmp too is a tmpfs-backed volume and not a plain --tmpfs on Docker: with a plain tmpfs,
     # write_file('/tmp/x') failed ("rootfs is marked read-only") and read_file('/tmp/x')
     # said "no such file" for a file the command had just written there.
     if not any(m.target.rstrip("/") == "/tmp" for m in policy.mounts):
-        mounts.append(_tmpfs_volume("/tmp", f"size={policy.tmp_size},mode=1777,nosuid,nodev,noexec"))
+        tmp_opts = f"size={policy.tmp_size},mode=1777,nosuid,nodev,noexec"
+        if flavor.tmpfs_mounts:
+            tmpfs["/tmp"] = tmp_opts
+        else:
+            mounts.append(_tmpfs_volume("/tmp", tmp_opts))
     for m in policy.mounts:
         mounts.append({"Target": m.target, "Source": str(m.source), "Type": "bind", "ReadOnly": m.read_only})
     memory = size_bytes(policy.memory)
@@ -96,6 +106,8 @@ def create_body(
         # fill the engine's disk (json-file keeps all of it, unbounded, by default).
         "LogConfig": {"Type": "none", "Config": {}},
     }
+    if tmpfs:
+        host["Tmpfs"] = tmpfs
     if runtime:
         host["Runtime"] = runtime
     if flavor.ulimits:

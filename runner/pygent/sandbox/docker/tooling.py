@@ -114,16 +114,29 @@ def list_volumes(client: EngineClient) -> list[dict]:
 
 
 def prune(client: EngineClient, current_tag: str | None) -> list[str]:
-    """Remove tooling volumes of other versions that no container uses; return their names."""
+    """Remove tooling volumes of other versions that no container uses; return their names.
+
+    The data volume goes first and its ready marker only after it: a volume still
+    in use keeps its marker, so it is never mistaken for an incomplete copy.
+    """
     keep = volume_name(current_tag) if current_tag else None
+    names = {v["Name"] for v in list_volumes(client)}
     removed = []
-    for vol in sorted(list_volumes(client), key=lambda v: v["Name"].endswith("-ready"), reverse=True):
-        name = vol["Name"]
-        if keep and name in (keep, keep + "-ready"):
+    for name in sorted(n for n in names if not n.endswith("-ready")):
+        if keep and name == keep:
             continue
         try:
             client.call("DELETE", f"/volumes/{name}")
             removed.append(name)
         except EngineAPIError:
             continue  # in use
+    for marker in sorted(n for n in names if n.endswith("-ready")):
+        data = marker[: -len("-ready")]
+        if (keep and data == keep) or (data in names and data not in removed):
+            continue
+        try:
+            client.call("DELETE", f"/volumes/{marker}")
+            removed.append(marker)
+        except EngineAPIError:
+            continue
     return removed
