@@ -65,8 +65,23 @@ def run_cmd(argv: list[str], timeout: float = 120) -> subprocess.CompletedProces
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
 
 
+_demand = None
+
+
 def wait_pool_full(pool: Any, timeout: float = 60.0) -> bool:
-    """Block until a SandboxPool holds `size` ready sandboxes (and is not creating more)."""
+    """Block until a SandboxPool holds `size` ready sandboxes (and is not creating more).
+
+    The bench is a long-lived process that keeps wanting sandboxes, as an app with a live
+    Agent does: it holds demand (so the pool's linger never drains it between rows) and
+    asks for one sandbox first when the pool has not been asked yet (it fills on demand).
+    """
+    global _demand
+    if _demand is None:
+        from pygent.sandbox import demand
+
+        _demand = demand.hold(wait_pool_full)
+    if not getattr(pool, "running", True):
+        pool.acquire().close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pool.ready >= pool.size:

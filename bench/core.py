@@ -47,15 +47,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def round_robin(
     methods: list[tuple[str, str, Callable[[], Any]]],
-<<<<<<< HEAD
-    n: int,
-    warm: int,
-    expect: str = "hi",
-    after_warmup: Callable[[], None] | None = None,
-) -> dict[str, list[float]]:
-    """Time each (key, name, fn) n times, one call of each per round (so background noise
-    hits them alike), after `warm` uncounted rounds that also check each output has `expect`."""
-=======
     rounds: int,
     warm: int,
     expect: str = "hi",
@@ -66,24 +57,16 @@ def round_robin(
     `warm` uncounted rounds first, each output checked for `expect` (a path that
     prints something else is broken, not fast). Raises RuntimeError for such a path.
     """
->>>>>>> main
     for _ in range(warm):
         for key, _, fn in methods:
             out = fn()
             text = out.decode() if isinstance(out, bytes) else str(out)
             if expect not in text:
                 raise RuntimeError(f"{key} did not print {expect!r}: {text[:200]!r}")
-<<<<<<< HEAD
-    if after_warmup is not None:
-        after_warmup()
-    samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
-    for _ in range(n):
-=======
     if after_warm is not None:
         after_warm()
     samples: dict[str, list[float]] = {key: [] for key, _, _ in methods}
     for _ in range(rounds):
->>>>>>> main
         for key, _, fn in methods:
             ms, _ = timed(fn)
             samples[key].append(ms)

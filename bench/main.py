@@ -29,11 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-<<<<<<< HEAD
-    from .sections import cli, inspect_provider, latency, lifecycle, memory, model_client, output, tasks
-=======
-    from .sections import cli, latency, lifecycle, mcp, memory, model_client, output, tasks
->>>>>>> main
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -43,19 +39,13 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("memory", "5. Host memory per live sandbox", memory.run),
         ("tasks", "6. Delegated tasks", tasks.run),
         ("model_client", "7. Model client: openai_compat vs the official SDK (loopback)", model_client.run),
-<<<<<<< HEAD
-        ("inspect", "8. inspect_ai: exec through the pygent provider", inspect_provider.run),
-    ]
-
-
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "inspect"]
-=======
         ("mcp", "8. MCP bash round trip (stdio, the SDK's client)", mcp.run),
+        ("egress", "9. Network by name (egress allowlist)", egress.run),
+        ("inspect", "10. inspect_ai: exec through the pygent provider", inspect_provider.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp"]
->>>>>>> main
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -33,6 +33,14 @@ def run(ctx: Ctx, section: Section) -> None:
     sb_py = open_sandbox("python", pool=False)
     sb_min = open_sandbox("minimal", pool=False)
     agent = Agent(model=ScriptedModel(), image="python")
+    # An agent whose shell carries a realistic state (issue 14): every call loads and saves it.
+    stateful = Agent(model=ScriptedModel(), image="python")
+    stateful.runtime.bash(
+        "export PATH=$HOME/.local/bin:$PATH VIRTUAL_ENV=/workspace/.venv; set -o pipefail; shopt -s globstar; "
+        "for i in $(seq 20); do declare -x V$i=value$i; done; "
+        "for f in build test lint fmt run; do eval \"$f() { echo $f \\\"\\$@\\\"; }\"; done; "
+        "alias ll='ls -l' la='ls -A' gs='git status'"
+    )
     agent_min = Agent(model=ScriptedModel(), image="minimal")
     agent_sh = Agent(model=ScriptedModel(), image=sh_only)
     try:
@@ -53,21 +61,20 @@ def run(ctx: Ctx, section: Section) -> None:
              lambda: agent.runtime.bash("echo hi")),
             ("agent_tool", "agent path: tools.execute_tool(bash call)",
              lambda: tools.execute_tool(call, agent.runtime)),
+            ("agent_tool_state", "agent path, shell state of 20 exports, 5 functions, 3 aliases, options",
+             lambda: tools.execute_tool(call, stateful.runtime)),
             ("agent_tool_minimal", "agent path, minimal image (static busybox + bash, no python)",
              lambda: tools.execute_tool(call, agent_min.runtime)),
             ("agent_tool_sh", "agent path, sh-only image (busybox sh: no bash, no python, no libc)",
              lambda: tools.execute_tool(call, agent_sh.runtime)),
         ]
         # Warm-up (also starts the agent's sandbox) and a correctness check of every path.
-<<<<<<< HEAD
-        samples = round_robin(methods, n, warm, after_warmup=lambda: _settle_pool(ctx))
-=======
         samples = round_robin(methods, n, warm, after_warm=lambda: _settle_pool(ctx))
->>>>>>> main
         for key, name, _ in methods:
             row = section.add(Row(key, name, samples[key], vs=dict(VS)))
-            if key == "agent_tool":
+            if key in ("agent_tool", "agent_tool_state"):
                 row.targets = [Target("p50", "<=", 5), Target("p95", "<=", 15)]
+                row.vs["÷ host bash -c"] = "host"
             if key in ("agent_tool_minimal", "agent_tool_sh"):
                 row.extra["p50 ÷ python image"] = percentile(samples[key], 50) / percentile(samples["agent_tool"], 50)
                 row.targets = [Target("p50 ÷ python image", "<=", 1.2, unit="x")]
@@ -77,7 +84,12 @@ def run(ctx: Ctx, section: Section) -> None:
             "(as the agent's tool does), which adds bash start-up (~1 ms) inside the container."
         )
         section.notes.append("CLI/exec_run baselines use the same (python-image, hardened) container as sb.exec.")
+        section.notes.append(
+            "Both agent rows keep shell state (variables, functions, aliases, options) across calls: each "
+            "command's bash loads the saved state (BASH_ENV) and dumps its own at exit, read by the server."
+        )
     finally:
+        stateful.close()
         agent.close()
         agent_min.close()
         agent_sh.close()

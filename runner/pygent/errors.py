@@ -12,6 +12,7 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     │   ├── ImageBuildError                  a bundled image failed to build
     │   ├── RuntimeUnavailable               e.g. runsc asked for, engine lacks it
     │   ├── SandboxClosed                    used after close()
+    │   ├── SandboxGone                      the sandbox died under us (removed, killed, OOM, engine restart)
     │   ├── CommandTimeout (TimeoutError)    raised only by APIs that raise on timeout
     │   ├── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
     │   └── FileTooLarge (ValueError)        a file over the size limit of a read
@@ -73,6 +74,17 @@ class RuntimeUnavailable(SandboxError):
 
 class SandboxClosed(SandboxError):
     """The sandbox was used after close(); create a new one."""
+
+
+class SandboxGone(SandboxError):
+    """The sandbox is dead: its container was removed or killed, its server exited, the whole
+    sandbox ran out of memory, or the engine restarted. Nothing in it survives (a host-directory
+    workspace does); open a new sandbox. `reason` says what happened, in a few words.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CommandTimeout(SandboxError, TimeoutError):

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from .allowlist import parse_allow_entry
 from .errors import ConfigError
 from .settings_key import settings_key as _cache_key
 
@@ -42,12 +43,23 @@ class Settings(BaseSettings):
     pygent_task_depth: int = Field(1, ge=0, le=8, description="How deep sub-agents may delegate.")
     pygent_task_timeout: float = Field(600.0, gt=0, description="Default wall clock of a delegated task, seconds.")
     pygent_pool_size: int = Field(2, ge=0, le=64, description="Warm sandboxes kept started per (image, policy); 0 = off.")
+    pygent_pool_linger: float = Field(3.0, ge=0, le=3600, description="Seconds warm sandboxes stay once no Agent, TaskManager or open sandbox of the process remains.")
     pygent_api_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the model provider's answer (per attempt).")
     pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")
     pygent_max_output: int = Field(64_000, ge=1024, description="Bytes of stdout/stderr kept per command (head+tail).")
     pygent_gc_max_age: float = Field(6 * 3600.0, gt=0, description="gc removes our containers older than this, seconds.")
+    pygent_allow_hosts: str | None = Field(None, description="Comma-separated hosts sandboxes may reach over HTTP(S) through our egress proxy (HOST[:PORT], *.suffix, ADDR/PREFIX for private ranges); unset: no network.")
+    pygent_egress_network: str = Field("bridge", description="Engine network the egress proxy reaches allowed hosts through.")
+    pygent_egress_hosts: str | None = Field(None, description="NAME=ADDRESS pairs the egress proxy resolves itself (its /etc/hosts), comma-separated.")
+    pygent_egress_linger: float = Field(30.0, gt=0, le=3600, description="Seconds an egress proxy nobody uses stays up before it exits.")
     pygent_mcp_token: str | None = Field(None, min_length=16, description="Bearer token `pygent-runner mcp --http` requires (unset: one is generated and printed on stderr).")
     pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
+
+    @field_validator("pygent_allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, v: str | None) -> str | None:
+        entries = [parse_allow_entry(e) for e in (v or "").split(",") if e.strip()]
+        return ",".join(entries) or None
 
     @classmethod
     def settings_customise_sources(

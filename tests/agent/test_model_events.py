@@ -74,5 +74,5 @@ def test_tool_steps_keep_their_events_in_order(fake_openai: FakeOpenAI, agents: 
     events: list[StepEvent] = []
     agents.append(agent := Agent(on_event=events.append))
     agent.step("go")
-    assert [e.kind for e in events] == ["model", "assistant", "tool"]
-    assert events[2].tool == "bash" and "hi" in events[2].content
+    assert [e.kind for e in events] == ["model", "assistant", "output", "tool"]  # output: as the command prints
+    assert events[2].content == "hi\n" and events[3].tool == "bash" and "hi" in events[3].content

@@ -15,7 +15,8 @@ from pygent.sandbox import default_policy
 from support.scripted import Script, call, say
 
 BUILTINS = {"bash", "write_file", "read_file", "stop", "ask_user", "delegate_task", "task_status",
-            "list_tasks", "cancel_task", "wait_tasks", "collect_file"}
+            "list_tasks", "cancel_task", "wait_tasks", "collect_file",
+            "process_output", "process_status", "process_input", "process_kill", "process_list"}
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,8 @@ def test_bash_timeout_is_reported(rt):
     t0 = time.monotonic()
     out = rt.bash("echo before; sleep 30; echo after", timeout=1)
     assert time.monotonic() - t0 < 6
-    assert out == "exit code: 124 (timed out after 1s; the command and all its children were killed)\nstdout:\nbefore"
+    assert out == ("exit code: 124 (timed out after 1s; the command and all its children were killed)\n"
+                   "[pygent] the shell state from before this command is kept\nstdout:\nbefore")
     assert rt.bash("echo alive") == "exit code: 0\nstdout:\nalive"  # the sandbox survives
 
 

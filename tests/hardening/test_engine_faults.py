@@ -164,7 +164,7 @@ def test_engine_killed_while_a_command_runs_then_back_and_gc_leaves_nothing(engi
         proc.kill()
         pytest.fail("the caller hung after the engine died")
     result = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
-    assert result["error"] in ("EngineUnavailable", "SandboxError"), result
+    assert result["error"] in ("EngineUnavailable", "SandboxGone"), result
     assert result["elapsed"] < 30, result
     assert "Traceback" not in err
 
@@ -224,6 +224,67 @@ def test_engine_stopped_before_a_sandbox_is_created(engine2):
     ok = _run(SCRIPT_CREATE, engine2.env())
     assert ok["error"] is None, ok  # and it works again once the engine is back
     deadline = time.monotonic() + 15
+    while engine2.containers() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert engine2.containers() == []
+
+
+SCRIPT_RESTART = r"""
+import json, sys, time
+from pygent import Agent
+from pygent.sandbox import default_policy, open_sandbox
+from pygent.sandbox.images import resolve_image
+from pygent.sandbox.pool import get_pool
+from support.scripted import Script, call, say
+ag = Agent(model=Script(
+    say(call("bash", {"cmd": "echo one > f.txt"})),
+    say(call("bash", {"cmd": "echo two"})),
+    say(call("bash", {"cmd": "echo three; ls"})),
+))
+ag.step("go")
+pool = get_pool(resolve_image("python"), default_policy())
+deadline = time.monotonic() + 60
+while pool.ready < pool.size and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"members": [sb.id for sb in list(pool._ready)], "agent": ag.runtime.sandbox.id}), flush=True)
+sys.stdin.readline()  # the engine restarts meanwhile
+ag.step(None)
+ag.step(None)
+sb = open_sandbox("python")
+pooled = {"id": sb.id, "out": sb.exec("echo pooled").stdout.decode()}
+print(json.dumps({"tools": [m["content"] for m in ag.history if m.get("role") == "tool"], "pooled": pooled}), flush=True)
+sb.close()
+ag.close()
+"""
+
+
+def test_engine_restart_the_pool_drops_its_dead_members_and_an_agent_recovers(engine2):
+    if engine2.proc is None or engine2.proc.poll() is not None:
+        engine2.start()
+    env = dict(engine2.env(), PYGENT_POOL_SIZE="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT_RESTART], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("{"), proc.stderr.read()
+        before = json.loads(line)
+        assert len(before["members"]) == 2
+        engine2.stop()  # a restart, as `systemctl restart docker` does it: every container dies
+        engine2.start()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    after = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    _, lost, again = after["tools"]
+    assert lost.startswith("error:") and "died" in lost and "lost" in lost and "fresh sandbox" in lost, lost
+    assert "engine" in lost, lost  # says what happened
+    assert again.startswith("exit code: 0") and "three" in again and "f.txt" not in again, again
+    assert after["pooled"]["out"] == "pooled\n" and after["pooled"]["id"] not in before["members"], after
+    assert "Traceback" not in err, err[-2000:]
+    deadline = time.monotonic() + 20
     while engine2.containers() and time.monotonic() < deadline:
         time.sleep(0.3)
     assert engine2.containers() == []

@@ -4,6 +4,7 @@ Import order matters once: every built-in tool must be registered (tools.py,
 task_tools.py) before `_snapshot_builtins()` records them as the built-ins.
 """
 
+from . import process_tools as _process_tools  # noqa: F401  registers the background-command tools
 from . import task_tools as _task_tools  # noqa: F401  registers the task tools
 from .context import ToolContext
 from .events import StepEvent

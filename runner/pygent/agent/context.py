@@ -26,17 +26,19 @@ if TYPE_CHECKING:
 class ToolContext:
     """The calling agent's runtime operations, for one tool call or one step."""
 
-    __slots__ = ("_runtime", "_tasks", "_emit")
+    __slots__ = ("_runtime", "_tasks", "_emit", "_live")
 
     def __init__(
         self,
         runtime: "Runtime",
         tasks: "TaskManager | None" = None,
         emit: "Callable[[StepEvent], None] | None" = None,
+        live: bool = False,
     ) -> None:
         self._runtime = runtime
         self._tasks = tasks
         self._emit = emit
+        self._live = live  # emit "output" events while a command runs (someone displays them)
 
     @classmethod
     def of(cls, runtime: "Runtime") -> "ToolContext":
@@ -44,9 +46,35 @@ class ToolContext:
         return cls(runtime, tasks=getattr(runtime, "tasks", None))
 
     # -- commands and files (each may start the sandbox) --------------------------
-    def bash(self, cmd: str, timeout: float | None = None) -> str:
-        """Run `cmd`; the compact text the model reads. Raises SandboxError (the sandbox cannot run it)."""
-        return self._runtime.bash(cmd, timeout=timeout)
+    def bash(self, cmd: str, timeout: float | None = None, background: bool = False,
+             idle_timeout: float | None = None) -> str:
+        """Run `cmd` in the agent's shell; the compact text the model reads.
+        Raises SandboxError (the sandbox cannot run it), ToolError (background with fresh_per_call)."""
+        on_output = self._output_event if self._live and self._emit is not None else None
+        return self._runtime.bash(cmd, timeout=timeout, background=background, idle_timeout=idle_timeout,
+                                  on_output=on_output)
+
+    def _output_event(self, stream: str, data: bytes) -> None:
+        from .events import StepEvent
+
+        self.emit(StepEvent("output", content=data.decode("utf-8", "replace"), tool="bash", data={"stream": stream}))
+
+    # -- background commands (the `bash` handle) ----------------------------------
+    def process_output(self, handle: str, since: int = 0) -> str:
+        """Raises SandboxError (unknown handle, broken sandbox)."""
+        return self._runtime.process_output(handle, since)
+
+    def process_status(self, handle: str) -> str:
+        return self._runtime.process_status(handle)
+
+    def process_input(self, handle: str, text: str, eof: bool = False) -> str:
+        return self._runtime.process_input(handle, text, eof)
+
+    def process_kill(self, handle: str) -> str:
+        return self._runtime.process_kill(handle)
+
+    def process_list(self) -> str:
+        return self._runtime.process_list()
 
     def exec(self, cmd: str, timeout: float | None = None, **kw: Any) -> "ExecResult":
         """Run `cmd`; the full result object. Raises SandboxError."""

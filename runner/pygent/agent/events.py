@@ -21,11 +21,13 @@ class StepEvent:
     reported none), error (None on success) and ``requests``, one
     ``call_stats.CallRecord`` per HTTP chat completion the model made; a model
     that makes no HTTP call has none), then "assistant", one "tool" per call,
-    and "task" for delegated tasks. New kinds may be added: displays should
+    "task" for delegated tasks, and "output" while a bash command runs (``content``: a chunk of
+    its output as it arrives, ``data["stream"]``: "stdout" or "stderr"; at most 1 MiB a
+    command; the tool's result still follows). New kinds may be added: displays should
     ignore kinds they do not know.
     """
 
-    kind: str  #: "model" | "assistant" | "tool" | "task"
+    kind: str  #: "model" | "assistant" | "tool" | "task" | "output"
     content: str | None = None
     tool: str | None = None
     arguments: str | None = None

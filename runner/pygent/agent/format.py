@@ -1,25 +1,57 @@
 """What the model reads back from a command: compact, clean text.
 
-Why cleaned: ANSI colour codes, NUL bytes and invalid UTF-8 waste tokens and
-confuse models; the exit code and the place where output was cut must be
-unmistakable so the model does not reason over half a log as if it were whole.
+Why cleaned: terminal control sequences waste tokens, confuse models and can
+hide text from a human reviewing a transcript (`safe\\rEVIL` prints as `EVIL`;
+a bidi override reorders what is shown). So the text the model, the live view
+and the JSON transcript get carries no control character but newline and tab.
+The exit code and the place where output was cut must be unmistakable so the
+model does not reason over half a log as if it were whole.
 """
 
 from __future__ import annotations
 
 import re
 
+from typing import TYPE_CHECKING
+
 from ..sandbox.result import ExecResult
 
-_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+if TYPE_CHECKING:
+    from ..sandbox.processes import ProcessOutput, ProcessStatus
+
+#: Escape sequences, 7-bit (ESC ...) and 8-bit (C1 introducers), removed whole:
+#: string commands (OSC, DCS, SOS, PM, APC) up to BEL/ST (unterminated: only the introducer
+#: goes, so a stray byte cannot swallow the rest of a log),
+#: CSI with its parameters, and the short ones (ESC c, ESC ( B, ESC 7 ...).
+_ESCAPES = re.compile(
+    r"(?:\x1b[\]PX^_]|[\x9d\x90\x98\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+#: Every control character left but \n and \t: C0, DEL, C1.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Bidi embeddings, overrides and isolates: shown, not obeyed (they reorder what a reader sees).
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_str(text: str) -> str:
+    """Text safe to show a model or a terminal: only \\n and \\t of the control characters.
+
+    CRLF becomes LF; a lone CR becomes a line break (so it cannot hide what came
+    before it); bidi controls become visible as <U+XXXX>.
+    """
+    text = _ESCAPES.sub("", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROLS.sub("", text)
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
 def clean_text(data: bytes) -> str:
-    """Strip ANSI escapes and NUL bytes; replace invalid UTF-8 with U+FFFD."""
-    return _ANSI.sub(b"", data).replace(b"\x00", b"").decode("utf-8", "replace")
+    """Command output -> clean_str of it; invalid UTF-8 becomes U+FFFD."""
+    return clean_str(data.decode("utf-8", "replace"))
 
 
-def format_result(result: ExecResult, timeout: float | None = None, memory: str | None = None) -> str:
+def format_result(result: ExecResult, timeout: float | None = None, memory: str | None = None, idle: float | None = None) -> str:
     """The `bash` tool's answer. Documented in the README ("What the model sees").
 
         exit code: 1
@@ -29,8 +61,13 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
         ...
     """
     head = f"exit code: {result.exit_code}"
-    if result.timed_out:
+    if result.handle is not None:
+        head = (f"still running (no output for {idle:g}s): moved to the background\nhandle: {result.handle}\n"
+                "(process_output / process_status / process_input / process_kill take this handle)")
+    elif result.timed_out:
         head += f" (timed out after {timeout:g}s; the command and all its children were killed)" if timeout else " (timed out)"
+        if result.state:
+            head += "\n[pygent] the shell state from before this command is kept"
     elif result.oom_killed:
         head += f" (killed: out of memory{f', limit {memory}' if memory else ''})"
     parts = [head]
@@ -40,4 +77,36 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
             parts.append(f"{name}:\n{text}" if text.endswith("\n") else f"{name}:\n{text}\n")
     if len(parts) == 1:
         parts.append("(no output)")
+    note = state_note(result)
+    if note:
+        parts.append(note)
     return "\n".join(p.rstrip("\n") for p in parts)
+
+
+def state_note(result: ExecResult) -> str | None:
+    """A line when the shell state could not be saved because it is too large."""
+    state = result.state or ""
+    if state.startswith("too_large"):
+        return f"[pygent] shell state not saved ({state.partition(': ')[2]}): the state from before this command is kept"
+    return None
+
+
+def format_status(status: "ProcessStatus") -> str:
+    """One line about a background command."""
+    if status.running:
+        what = f"running for {status.seconds:.1f}s"
+    elif status.killed:
+        what = f"killed (exit code {status.exit_code})"
+    else:
+        what = f"exited with code {status.exit_code} after {status.seconds:.1f}s"
+    return f"handle {status.handle}: {what}, {status.output_bytes} bytes of output: {status.cmd[:80]}"
+
+
+def format_output(out: "ProcessOutput") -> str:
+    """A background command's new output, and the offset to ask from next."""
+    lines = [format_status(out.status), f"offset: {out.offset} (pass as since to get only newer output)"]
+    if out.lost:
+        lines.append(f"[... {out.lost} older bytes no longer kept ...]")
+    text = clean_text(out.output.encode("utf-8", "replace"))
+    lines.append(text.rstrip("\n") if text else "(no new output)")
+    return "\n".join(lines)

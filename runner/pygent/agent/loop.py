@@ -22,6 +22,7 @@ from ..sandbox import SandboxPolicy
 from . import tools
 from .context import ToolContext
 from .events import StepEvent
+from .format import clean_str
 from .prompt import DEFAULT_PERSONA, build_system_msg
 from .registry import ToolRegistry
 from .runtime import Runtime
@@ -118,7 +119,7 @@ class Agent:
         ctx = self.tool_context()
         for call in message.tool_calls or []:
             t0 = time.monotonic()
-            output = self.tools.execute(call, ctx)
+            output = clean_str(self.tools.execute(call, ctx))  # any tool's text, not only bash's
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0))
@@ -130,7 +131,7 @@ class Agent:
         Made per step, not kept: the context refers to the Agent (its events),
         and the Agent must stay collectable (its finalizer removes the container).
         """
-        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit)
+        return ToolContext(self.runtime, tasks=self.tasks, emit=self._emit, live=self.on_event is not None)
 
     def run_until_stop(
         self,

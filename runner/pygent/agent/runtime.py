@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import SandboxError
-from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, open_sandbox
-from .format import clean_text, format_result
+from ..errors import EngineUnavailable, SandboxError, SandboxGone, ToolError
+from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, open_sandbox
+from .format import clean_text, format_output, format_result, format_status
 
 
 class Runtime:
@@ -58,21 +58,68 @@ class Runtime:
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self._closed = False
+        #: False for delegated tasks: a dead sandbox ends the task (status lost) instead of being replaced.
+        self.recover = True
+        #: Why the sandbox died, once a runtime with recover=False has lost it.
+        self.lost: str | None = None
+        #: The message of a sandbox lost together with the last command's result (see exec).
+        self.last_loss: str | None = None
+        self._release_demand = demand.hold(self)  # warm pools stay while this runtime lives
         #: Absolute time.monotonic() by which commands must end (set by the agent loop's limits).
         self.deadline: float | None = None
         #: Called once before the first command (the task manager times task start-up with it).
         self.on_first_command: Any = None
+        #: on_output(stream, data): a bash command's output as it arrives (the Agent's on_event).
+        self.on_output: Any = None
 
     # -- the sandbox ----------------------------------------------------------
     @property
     def sandbox(self) -> Sandbox:
-        """The agent's sandbox, started now if it is not yet."""
+        """The agent's sandbox, started now if it is not yet.
+
+        Raises SandboxGone (once) when the sandbox died since its last use: the next
+        use starts a fresh one. Raises what open_sandbox raises.
+        """
         with self._lock:
             if self._closed:
+                if self.lost is not None:
+                    raise SandboxGone(f"the task's sandbox was lost: {self.lost}", reason=self.lost)
                 raise SandboxError("this runtime was cleaned up; create a new Agent")
+            if self._sandbox is not None and not self._sandbox.closed and not self._sandbox.healthy():
+                dead = self._sandbox
+                raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
             if self._sandbox is None or self._sandbox.closed:
                 self._sandbox = open_sandbox(self.image, self.policy)
             return self._sandbox
+
+    def _lose(self, dead: Sandbox, reason: str, ran: bool) -> SandboxGone:
+        """Forget a dead sandbox and say so, once: what happened, what is lost, what comes next.
+
+        Why one message and then a fresh sandbox: an agent that reads `is gone` on every
+        call never recovers; one that is told its files are gone can redo the work.
+        With recover=False (delegated tasks) the runtime closes instead: the task is lost.
+        """
+        if self._sandbox is dead:
+            self._sandbox = None
+        try:
+            dead.close(wait=False)  # whatever is left of it (a stopped container, our stream)
+        except Exception:
+            pass
+        what = "the command may not have finished" if ran else "the command did not run"
+        kept = (
+            f"the workspace is the host directory {self.policy.workspace}, so its files are kept"
+            if self.policy.workspace is not None
+            else "everything in it is lost (files in /workspace, installed packages, running processes)"
+        )
+        if not self.recover:
+            self.lost = reason
+            self._closed = True
+            return SandboxGone(f"the sandbox {dead.id[:12]} died: {reason}; {what}. This task cannot continue.", reason=reason)
+        return SandboxGone(
+            f"the sandbox {dead.id[:12]} died: {reason}; {what}. {kept[0].upper()}{kept[1:]}. "
+            f"The next command runs in a fresh sandbox (same image {self.image}, same policy).",
+            reason=reason,
+        )
 
     @property
     def closed(self) -> bool:
@@ -99,7 +146,27 @@ class Runtime:
                 return sb.exec(cmd, timeout=timeout, **kw)
         sandbox = self.sandbox
         self._first_command()
-        return sandbox.exec(cmd, timeout=timeout, **kw)
+        result = self._using(sandbox, lambda: sandbox.exec(cmd, timeout=timeout, **kw))
+        if result.oom_killed and not sandbox.healthy():
+            # The whole sandbox went with the command (gVisor's OOM): say so now, with the
+            # result, rather than on the next call.
+            with self._lock:
+                if not self._closed:
+                    self.last_loss = str(self._lose(sandbox, "it ran out of memory and the engine killed it", ran=True))
+        return result
+
+    def _using(self, sandbox: Sandbox, use: Any) -> Any:
+        """use() on the agent's sandbox; when the sandbox dies under it, raise _lose's SandboxGone."""
+        try:
+            return use()
+        except (SandboxGone, EngineUnavailable) as exc:
+            with self._lock:
+                if self._closed or sandbox.closed:
+                    raise
+                reason = getattr(exc, "reason", "") or (
+                    "the engine stopped answering (restarted or down)" if isinstance(exc, EngineUnavailable) else str(exc)
+                )
+                raise self._lose(sandbox, reason, ran=True) from None
 
     def _first_command(self) -> None:
         """Fire the hook once, when the sandbox is ready and the first command is about to run."""
@@ -108,22 +175,65 @@ class Runtime:
             hook()
 
     # -- pygent's Runtime API -----------------------------------------------------
-    def bash(self, cmd: str, timeout: float | None = None) -> str:
-        """Run `cmd`; return the compact text the model reads (see format.py)."""
+    def bash(self, cmd: str, timeout: float | None = None, background: bool = False, idle_timeout: float | None = None,
+             on_output: Any = None) -> str:
+        """Run `cmd` in the agent's shell (its state persists: README "Shell state");
+        return the compact text the model reads (see format.py).
+
+        background=True: start it and return its handle at once. idle_timeout: after
+        that many seconds without output, return what it printed and keep it running
+        under a handle. on_output(stream, data) (default: self.on_output) sees the
+        output as it arrives. Raises ToolError when asked for either with fresh_per_call.
+        """
+        if (background or idle_timeout is not None) and self.fresh_per_call:
+            raise ToolError("background commands need a sandbox that lives on; this agent uses a fresh sandbox per call")
+        if background:
+            handle = self.start_background(cmd)
+            return (f"started in the background\nhandle: {handle}\n"
+                    "(process_output / process_status / process_input / process_kill take this handle)")
         # Report the limit that applied: the loop's deadline may have shortened it.
         limit = self._limit(timeout) or self.policy.timeout
-        result = self.exec(cmd, timeout=limit)
-        return format_result(result, round(limit, 2), self.policy.memory)
+        self.last_loss = None
+        result = self.exec(cmd, timeout=limit, shell_state=True, idle_timeout=idle_timeout, on_chunk=on_output or self.on_output)
+        text = format_result(result, round(limit, 2), self.policy.memory, idle_timeout)
+        return text + f"\n[pygent] {self.last_loss}" if self.last_loss else text
+
+    # -- background commands (issue 14) -------------------------------------------
+    def start_background(self, cmd: str) -> str:
+        """Start `cmd` in the agent's sandbox, with its shell state; its handle."""
+        sandbox = self.sandbox
+        self._first_command()
+        return sandbox.exec_background(cmd, shell_state=True)
+
+    def process_output(self, handle: str, since: int = 0) -> str:
+        return format_output(self.sandbox.process_output(handle, since))
+
+    def process_status(self, handle: str) -> str:
+        return format_status(self.sandbox.process_status(handle))
+
+    def process_input(self, handle: str, text: str, eof: bool = False) -> str:
+        status = self.sandbox.process_input(handle, text, eof=eof)
+        return f"wrote {len(text.encode())} bytes{' and closed its input' if eof else ''}\n" + format_status(status)
+
+    def process_kill(self, handle: str) -> str:
+        return format_status(self.sandbox.process_kill(handle))
+
+    def process_list(self) -> str:
+        if self._sandbox is None or self._sandbox.closed:
+            return "no background commands"
+        found = self._sandbox.process_list()
+        return "\n".join(format_status(p) for p in found) if found else "no background commands"
 
     def write_file(self, path: str, content: str | bytes) -> str:
         sb = self.sandbox
         full = sb.absolute(path)
-        sb.write_file(full, content)
+        self._using(sb, lambda: sb.write_file(full, content))
         size = len(content.encode() if isinstance(content, str) else content)
         return f"Wrote {size} bytes to {full}"
 
     def read_file(self, path: str, binary: bool = False) -> str:
-        data = self.sandbox.read_file(path)  # symlinks are followed inside the container
+        sb = self.sandbox
+        data = self._using(sb, lambda: sb.read_file(path))  # symlinks are followed inside the container
         if binary:
             import base64
 
@@ -147,6 +257,7 @@ class Runtime:
             sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
             sandbox.close(wait=wait)
+        self._release_demand()
         if self._tmp_workspace:
             shutil.rmtree(self._tmp_workspace, ignore_errors=True)  # does not follow symlinks
             self._tmp_workspace = None

@@ -23,18 +23,19 @@ import io
 import json
 import os
 import posixpath
+import queue
+import random
 import tarfile
 import tempfile
 import threading
 import time
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import DelegationDepthExceeded, TaskError
+from ..errors import DelegationDepthExceeded, SandboxGone, TaskError
 from .events import StepEvent
 
 if TYPE_CHECKING:
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 MAX_SNAPSHOT_BYTES = 64 << 20
 #: Steps a sub-agent may take before it is stopped.
 DEFAULT_TASK_STEPS = 30
+
+
+class _Lost(Exception):
+    """Internal: the task's runtime lost its sandbox (the message is the reason)."""
 
 
 class TaskAgent(Protocol):
@@ -80,6 +85,7 @@ class TaskStatus(str, Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    LOST = "lost"  #: its sandbox died (removed, killed, OOM, engine restart); `reason` says how
 
     @property
     def ended(self) -> bool:
@@ -152,9 +158,13 @@ class TaskManager:
         self.tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._dispatched = False
         self._watchdog: threading.Thread | None = None
         self._closed = False
         self._snapdir: str | None = None
+        from ..sandbox import demand
+
+        self._release_demand = demand.hold(self)  # warm pools stay while this manager is open
 
     @property
     def parent(self) -> TaskParent | None:
@@ -188,7 +198,7 @@ class TaskManager:
                 "(PYGENT_TASK_DEPTH); do this work yourself instead of delegating"
             )
         task = Task(
-            id=uuid.uuid4().hex[:8],
+            id=self._new_id(),
             prompt=prompt,
             timeout=float(timeout or self.default_timeout),
             step_timeout=step_timeout,
@@ -199,14 +209,35 @@ class TaskManager:
         parent_rt = self.parent.runtime if self.parent is not None else None
         with self._lock:
             self.tasks[task.id] = task
-            if self._executor is None:
+            if self._executor is None and not self._dispatched:
+                self._dispatched = True
                 _close_at_exit(self)
+        _dispatch_later(self, (task, parent_rt, depth))
+        self._event(task)
+        return task
+
+    def _new_id(self) -> str:
+        """8 hex digits, unique in this manager. Why not uuid4: os.urandom releases the GIL, and
+        getting it back behind busy task threads cost the parent's delegate_task call milliseconds."""
+        while True:
+            task_id = f"{random.getrandbits(32):08x}"
+            if task_id not in self.tasks:
+                return task_id
+
+    def _submit(self, item: tuple) -> None:
+        """On the dispatcher thread: hand one queued task to this manager's worker pool."""
+        with self._lock:
+            if self._closed:
+                return  # close() marked it cancelled
+            if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
                 self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
                 self._watchdog.start()
-            self._executor.submit(self._run, task, parent_rt, depth)
-        self._event(task)
-        return task
+            executor = self._executor
+        try:
+            executor.submit(self._run, *item)
+        except RuntimeError:  # shut down by close() meanwhile
+            pass
 
     # -- running ------------------------------------------------------------
     def _run(self, task: Task, parent_rt: "Runtime | None", depth: int) -> None:
@@ -222,6 +253,7 @@ class TaskManager:
         try:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
+            runtime.recover = False  # a dead sandbox ends the task (lost), it is not silently replaced
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
             assert self.agent_factory is not None  # checked by start()
             agent = self.agent_factory(runtime=runtime, persona=task.persona, task_depth=depth + 1)
@@ -234,9 +266,15 @@ class TaskManager:
             result = agent.run_until_stop(task.prompt, max_steps=DEFAULT_TASK_STEPS, step_timeout=task.step_timeout, max_time=task.timeout)
             task.steps = result.steps
             task.answer = _last_text(agent.history)
+            if runtime.lost is not None:
+                raise _Lost(runtime.lost)
             outcome, reason = (TaskStatus.FAILED, result.error or "error") if result.reason == "error" else (
                 (TaskStatus.TIMEOUT, f"no stop within {task.timeout:g}s") if result.reason == "max_time" else (TaskStatus.FINISHED, result.reason)
             )
+        except _Lost as exc:
+            outcome, reason = TaskStatus.LOST, f"its sandbox died: {exc}; its workspace is lost"[:2000]
+        except SandboxGone as exc:  # e.g. while copying the task's files in
+            outcome, reason = TaskStatus.LOST, f"its sandbox died: {exc.reason}; its workspace is lost"[:2000]
         except BaseException as exc:  # never reaches the parent
             outcome, reason = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
         finally:
@@ -370,6 +408,7 @@ class TaskManager:
     def close(self) -> None:
         """Cancel every task and remove every container they started."""
         self._closed = True
+        self._release_demand()
         for task in list(self.tasks.values()):
             if task.status == TaskStatus.QUEUED:
                 with self._lock:
@@ -377,8 +416,10 @@ class TaskManager:
                 task.done.set()
             elif task.status == TaskStatus.RUNNING:
                 self._stop(task, TaskStatus.CANCELLED, "parent closed")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            executor = self._executor
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         if self._snapdir:
             import shutil
 
@@ -421,6 +462,45 @@ def _container_of(runtime: "Runtime") -> str | None:
     """The runtime's container id, without starting one (and without racing its cleanup)."""
     sandbox = runtime._sandbox
     return sandbox.id if sandbox is not None and not sandbox.closed else None
+
+
+_queue: "queue.SimpleQueue[tuple[TaskManager, tuple]]" = queue.SimpleQueue()
+_dispatcher: threading.Thread | None = None
+_dispatcher_lock = threading.Lock()
+
+
+def _dispatch_later(manager: TaskManager, item: tuple) -> None:
+    """Queue a task for the process's one dispatcher thread, which submits it to its manager.
+
+    Why: the executor starts a worker thread on submit (up to max_tasks), and a thread
+    start waits for the new thread; done in delegate_task, that wait behind the running
+    tasks' threads was most of the call's time (p95 15-17 ms at N=8/32). Queued here, the
+    call costs a put; only the process's first delegated task starts the dispatcher.
+    """
+    global _dispatcher
+    if _dispatcher is None:
+        with _dispatcher_lock:
+            if _dispatcher is None:
+                _dispatcher = threading.Thread(target=_dispatch_forever, name="pygent-task-dispatch", daemon=True)
+                _dispatcher.start()
+    _queue.put((manager, item))
+
+
+def _forget_dispatcher() -> None:
+    global _dispatcher, _queue
+    _dispatcher, _queue = None, queue.SimpleQueue()  # a forked child has no such thread
+
+
+os.register_at_fork(after_in_child=_forget_dispatcher)
+
+
+def _dispatch_forever() -> None:
+    while True:
+        manager, item = _queue.get()
+        try:
+            manager._submit(item)
+        except Exception:
+            pass  # the task stays queued; its manager's close() cancels it
 
 
 _open_managers: "weakref.WeakSet[TaskManager]" = weakref.WeakSet()

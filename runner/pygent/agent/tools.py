@@ -93,20 +93,27 @@ def execute_tool(call: Any, rt: Any, registry: ToolRegistry | None = None) -> st
 
 @tool(
     name="bash",
-    description="Run a bash command in the sandboxed container (working directory and files persist).",
+    description=(
+        "Run a bash command in the sandboxed container. Like one terminal: the working directory, "
+        "files, variables, functions, aliases and set/shopt options persist between calls."
+    ),
     parameters={
         "type": "object",
         "properties": {
             "cmd": {"type": "string", "description": "Command to execute"},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds before the command is killed"},
+            "background": {"type": "boolean", "description": "Start it and return its handle at once (servers, watchers)"},
+            "idle_timeout": {"type": "number", "exclusiveMinimum": 0,
+                             "description": "Seconds without output after which it returns and runs on as a handle"},
         },
         "required": ["cmd"],
         "additionalProperties": False,
     },
     context=True,
 )
-def _bash(ctx: ToolContext, cmd: str, timeout: float | None = None) -> str:
-    return ctx.bash(cmd, timeout=timeout)
+def _bash(ctx: ToolContext, cmd: str, timeout: float | None = None, background: bool = False,
+          idle_timeout: float | None = None) -> str:
+    return ctx.bash(cmd, timeout=timeout, background=background, idle_timeout=idle_timeout)
 
 
 @tool(

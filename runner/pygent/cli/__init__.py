@@ -1,6 +1,7 @@
 """The `pygent-runner` command line.
 
     pygent-runner exec [OPTIONS] -- CMD [ARGS...]   one command in a fresh sandbox
+    pygent-runner shell [OPTIONS]                   an interactive terminal in a fresh sandbox
     pygent-runner mcp [--http HOST:PORT] [OPTIONS]  sandboxes for any agent over MCP (cli/mcp.py, pygent/mcp/)
     pygent-runner gc [--max-age SECONDS] [--all]    remove orphaned sandboxes
     pygent-runner doctor                            check the engine, runtimes, images, limits
@@ -82,6 +83,17 @@ def build_app() -> "typer.Typer":
 
         raise typer.Exit(run(list(ctx.args)))
 
+    @app.command(
+        "shell",
+        help="An interactive terminal in a fresh, hardened sandbox (same options as exec; removed on exit).",
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
+    )
+    def _shell(ctx: typer.Context) -> None:
+        from .shell import run
+
+        raise typer.Exit(run(list(ctx.args)))
+
     gc.register(app)
     doctor.register(app)
     app.add_typer(images_app, name="images")
@@ -117,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
         from .exec import main as exec_main
 
         exec_main(args[1:])  # never returns
+    if args and args[0] == "shell":  # as exec: click would eat a `--` before the command
+        from .shell import run as shell_run
+
+        sys.exit(shell_run(args[1:]))
     if args and args[0] == "mcp":
         from .mcp import main as mcp_main
 

@@ -7,7 +7,10 @@ Kept free of heavy imports (no typer, rich, docker or pydantic at module level):
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from ..sandbox import SandboxPolicy
 
 PROG = "pygent-runner"
 
@@ -71,3 +74,48 @@ def fail(exc: BaseException | str, code: int = EXIT_ERROR) -> NoReturn:
     import typer
 
     raise typer.Exit(code)
+
+
+#: --allow-host, shared by every command that starts sandboxes (exec, run, mcp).
+ALLOW_HOST_HELP = (
+    "Let sandboxes reach HOST over HTTP(S), through pygent's egress proxy, and nothing else "
+    "(repeatable; HOST, *.suffix, HOST:PORT; ADDR/PREFIX lets allowed names resolve into that private range) "
+    "[default: PYGENT_ALLOW_HOSTS]"
+)
+
+
+def allow_host_option() -> object:
+    """The typer option `--allow-host HOST[:PORT]` (repeatable), for `allow_host: Optional[list[str]] = allow_host_option()`."""
+    import typer
+
+    return typer.Option(None, "--allow-host", help=ALLOW_HOST_HELP, metavar="HOST[:PORT]")
+
+
+def network_value(network: bool | None, allow_hosts: list[str] | None) -> bool | tuple[str, ...] | None:
+    """The policy's `network` from --network/--no-network and --allow-host (None: the settings' default).
+
+    Raises ValueError when both --network and --allow-host are given (one opens everything, the other narrows).
+    """
+    if allow_hosts:
+        if network is not None:
+            raise ValueError("--allow-host narrows the network and --network/--no-network sets it all or nothing: pass one of them")
+        return tuple(allow_hosts)
+    return network
+
+
+def cli_policy(*, network: bool | None = None, allow_hosts: list[str] | None = None, **overrides: object) -> "SandboxPolicy":
+    """The default (settings) policy with a command's sandbox options applied.
+
+    Raises ConfigError naming the option that was wrong (e.g. `--allow-host: ... is an IP address`).
+    """
+    from ..errors import ConfigError
+    from ..sandbox import default_policy
+
+    try:
+        value = network_value(network, allow_hosts)
+        return default_policy(network=value, **overrides)
+    except ValueError as exc:
+        text = _message(exc)
+        if text.startswith("network: "):
+            text = ("--allow-host: " if allow_hosts else "network: ") + text.removeprefix("network: ")
+        raise ConfigError(text) from None

@@ -44,6 +44,11 @@ Options:
   --cpus N               CPU limit in cores, e.g. 0.5 [default: 1]
   --pids N               Max processes+threads [default: 256]
   --network/--no-network Network access [default: --no-network: loopback only]
+  --allow-host HOST[:PORT]
+                         Reach only HOST over HTTP(S), through pygent's egress
+                         proxy (repeatable; *.suffix; ADDR/PREFIX lets allowed
+                         names resolve into that private range)
+                         [default: PYGENT_ALLOW_HOSTS]
   --runtime NAME         OCI runtime, e.g. runsc (gVisor) [default: PYGENT_RUNTIME, engine's]
   -w, --workdir DIR      Working directory inside the sandbox [default: /workspace]
   -e, --env KEY=VALUE    Set a variable for the command (repeatable)
@@ -73,6 +78,7 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "-e": ("env", True),
     "--mount": ("mount", True),
     "-v": ("mount", True),
+    "--allow-host": ("allow_host", True),
     "--network": ("network", False),
     "--no-network": ("no_network", False),
     "--no-pool": ("no_pool", False),
@@ -88,11 +94,13 @@ def parse_args(
     *,
     command: bool = True,
     cmd: str = "exec",
+    require_command: bool = True,
 ) -> Options:
     """Options up to `--` or the first non-option word; the rest is the command.
 
     `mcp` reuses this with its own Options subclass and option table, command=False
-    (no command: any word left is an error) and cmd="mcp" (for messages). Raises UsageError.
+    (no command: any word left is an error) and cmd="mcp" (for messages); `shell` with
+    require_command=False (a command is allowed, its default is an interactive bash). Raises UsageError.
     """
     opts = Options() if opts is None else opts
     table = _OPTIONS if table is None else table
@@ -123,7 +131,7 @@ def parse_args(
             raise UsageError(f"option {name} needs a value")
         _set_value(opts, name, dest, value)
         i += 1
-    if command and not opts.command and not opts.help:
+    if command and require_command and not opts.command and not opts.help:
         raise UsageError(f"no command given (usage: {PROG} exec [OPTIONS] -- CMD [ARGS...])")
     return opts
 
@@ -168,6 +176,8 @@ def _set_value(opts: Options, name: str, dest: str, value: str) -> None:
         opts.env[key] = val
     elif dest == "mount":
         opts.mounts.append(value)
+    elif dest == "allow_host":
+        opts.allow_hosts.append(value)
     else:
         opts.set_other(name, dest, value)
 
@@ -185,7 +195,9 @@ _FIELD_OPTION = {"memory": "--memory", "cpus": "--cpus", "pids": "--pids", "runt
 
 def build_policy(opts: Options) -> "SandboxPolicy":
     """The default (settings) policy with the options applied; ValueError -> UsageError."""
-    from ..sandbox import Mount, default_policy
+    from ..errors import ConfigError
+    from ..sandbox import Mount
+    from .common import cli_policy
 
     mounts = []
     for spec in opts.mounts:
@@ -200,14 +212,20 @@ def build_policy(opts: Options) -> "SandboxPolicy":
         "memory": opts.memory,
         "cpus": opts.cpus,
         "pids": opts.pids,
-        "network": opts.network,
         "runtime": opts.runtime,
         "mounts": tuple(mounts) or None,
     }
     try:
-        return default_policy(**overrides)
-    except ValueError as exc:
-        raise UsageError(_first_error(exc, _FIELD_OPTION)) from None
+        policy = cli_policy(network=opts.network, allow_hosts=opts.allow_hosts, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise UsageError(_option_named(str(exc))) from None
+    return policy
+
+
+def _option_named(text: str) -> str:
+    """'memory: ...' -> '--memory: ...' (the option the user typed)."""
+    field, sep, rest = text.partition(": ")
+    return f"{_FIELD_OPTION[field]}: {rest}" if sep and field in _FIELD_OPTION else text
 
 
 def _first_error(exc: ValueError, names: dict[str, str] | None = None) -> str:

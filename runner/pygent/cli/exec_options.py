@@ -14,7 +14,7 @@ class UsageError(ValueError):
 class Options:
     """What the command line asked for; None means the settings' default. Plain slots: no pydantic on the fast path."""
 
-    __slots__ = ("image", "timeout", "memory", "cpus", "pids", "network", "runtime", "workdir", "env", "mounts", "help", "command")
+    __slots__ = ("image", "timeout", "memory", "cpus", "pids", "network", "runtime", "workdir", "env", "mounts", "allow_hosts", "help", "command")
 
     def __init__(self) -> None:
         self.image: str | None = None
@@ -27,6 +27,7 @@ class Options:
         self.workdir: str | None = None
         self.env: dict[str, str] = {}
         self.mounts: list[str] = []
+        self.allow_hosts: list[str] = []
         self.help = False
         self.command: list[str] = []
 

@@ -53,6 +53,9 @@ Sandbox (as `{PROG} exec`):
   --cpus N               CPU limit in cores [default: 1]
   --pids N               Max processes+threads [default: 256]
   --network/--no-network Network access [default: --no-network]
+  --allow-host HOST[:PORT]
+                         Reach only HOST over HTTP(S), through pygent's egress
+                         proxy (repeatable, as `{PROG} exec`) [default: PYGENT_ALLOW_HOSTS]
   --runtime NAME         OCI runtime, e.g. runsc (gVisor) [default: PYGENT_RUNTIME]
   -e, --env KEY=VALUE    Set a variable for every command (repeatable)
   -v, --mount SRC:DST[:ro|rw]

@@ -46,7 +46,10 @@ def load_custom_model(spec: str) -> Any:
     return obj
 
 
-def _make_agent(custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any) -> Any:
+def _make_agent(
+    custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any,
+    allow_hosts: Optional[list[str]] = None,
+) -> Any:
     from .. import models
     from ..agent import Agent
     from ..errors import ModelError
@@ -61,7 +64,10 @@ def _make_agent(custom_model: Optional[str], model: Optional[str], image: Option
         if models.get_custom_model() is None and not s.openai_api_key and s.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
             raise ModelError(NO_MODEL_MESSAGE.replace("pass Agent(model=...)", "pass --custom-model file.py:Class"))
         chosen = models.default_model()
-    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, on_event=on_event)
+    from .common import cli_policy
+
+    policy = cli_policy(allow_hosts=allow_hosts) if allow_hosts else None
+    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, policy=policy, on_event=on_event)
 
 
 def _agent_or_exit(*args: Any) -> Any:
@@ -93,13 +99,18 @@ class _Display:
         for col in ("id", "status", "steps", "elapsed", "reason"):
             table.add_column(col)
         for t in self.tasks.values():
-            colour = {"finished": "green", "failed": "red", "timeout": "red", "cancelled": "yellow"}.get(t["status"], "cyan")
+            colour = {"finished": "green", "failed": "red", "timeout": "red", "lost": "red", "cancelled": "yellow"}.get(t["status"], "cyan")
             table.add_row(t["task_id"], f"[{colour}]{t['status']}[/]", str(t["steps"]), f"{t['elapsed']:.1f}s", (t.get("reason") or "")[:60])
         return table if self.tasks else ""
 
     def __call__(self, event: Any) -> None:
-        from rich.markup import escape
+        from rich.markup import escape as escape_markup
         from rich.panel import Panel
+
+        from ..agent.format import clean_str
+
+        def escape(text: str) -> str:  # no control character reaches the terminal, whoever wrote it
+            return escape_markup(clean_str(text))
 
         if event.kind == "model":
             d = event.data
@@ -115,6 +126,9 @@ class _Display:
             self.console.print(Panel(escape(event.content[:4000]), title=f"{escape(event.tool or '')} ({event.duration * 1000:.0f} ms)", border_style=style, title_align="left"))
         elif event.kind == "task":
             self.tasks[event.data["task_id"]] = event.data
+        elif event.kind == "output":  # a running command's output as it arrives (dim: the result follows)
+            self.console.print(escape(event.content or ""), style="dim", end="", soft_wrap=True, highlight=False)
+            return
         self.live.update(self._table(), refresh=True)
 
 
@@ -145,8 +159,24 @@ def _transcript(task: str, result: Any, agent: Any, started: float, model_calls:
         "model_calls": model_calls.calls if model_calls is not None else [],
         "usage": model_calls.usage() if model_calls is not None else None,
         "tasks": agent.tasks.wait(timeout=0),
-        "history": agent.history,
+        "history": _clean_history(agent.history),
     }
+
+
+def _clean_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history with every string cleaned (format.clean_str): the model's own text may carry escapes."""
+    from ..agent.format import clean_str
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return clean_str(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return [clean(m) for m in history]
 
 
 def _exit_code(reason: str) -> int:
@@ -154,6 +184,8 @@ def _exit_code(reason: str) -> int:
 
 
 def register(app: typer.Typer) -> None:
+    from .common import allow_host_option
+
     @app.command()
     def run(
         task: str = typer.Argument(..., help="What the agent should do."),
@@ -164,6 +196,7 @@ def register(app: typer.Typer) -> None:
         max_time: Optional[float] = typer.Option(None, "--max-time", min=0.1, help="Seconds for the whole run."),
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace (explicit loosening)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable transcript instead of the live view."),
+        allow_host: Optional[list[str]] = allow_host_option(),
     ) -> None:
         """Run an agent on TASK until it calls stop; every command runs in a sandbox.
 
@@ -175,7 +208,7 @@ def register(app: typer.Typer) -> None:
         model_calls = _ModelCalls() if as_json else None
         display = None if as_json else _Display(console)
         started = time.monotonic()
-        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host)
         try:
             if display is not None:
                 with display.live:
@@ -196,13 +229,14 @@ def register(app: typer.Typer) -> None:
         custom_model: Optional[str] = typer.Option(None, "--custom-model", help="A Model to use: path/to/file.py:Class."),
         image: Optional[str] = typer.Option(None, help="Sandbox image (PYGENT_IMAGE)."),
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace."),
+        allow_host: Optional[list[str]] = allow_host_option(),
     ) -> None:
         """Interactive session: each message runs the agent until it stops. /exit quits, /tasks lists tasks."""
         from rich.console import Console
 
         console = Console()
         display = _Display(console)
-        agent = _agent_or_exit(custom_model, model, image, workspace, display)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display, allow_host)
         console.print("[bold green]pygent[/] in a sandbox. /exit to quit, /tasks for delegated tasks.")
         try:
             while True:

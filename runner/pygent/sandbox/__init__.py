@@ -53,7 +53,10 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
 
 
 def default_policy(**overrides: object) -> SandboxPolicy:
-    """The strict policy, with the limits users set in settings (timeouts, output cap, runtime)."""
+    """The strict policy, with the limits users set in settings (timeouts, output cap, runtime, allowlist).
+
+    Raises pydantic.ValidationError (a ValueError) for a bad override or PYGENT_ALLOW_HOSTS entry.
+    """
     from ..settings import get_settings
     from .policy import SandboxPolicy
 
@@ -61,5 +64,7 @@ def default_policy(**overrides: object) -> SandboxPolicy:
     values: dict[str, object] = {"timeout": s.pygent_command_timeout, "max_output": s.pygent_max_output}
     if s.pygent_runtime:
         values["runtime"] = s.pygent_runtime
+    if s.pygent_allow_hosts:
+        values["network"] = s.pygent_allow_hosts  # the allowlist form; an explicit network= overrides it
     values.update({k: v for k, v in overrides.items() if v is not None})
     return SandboxPolicy(**values)

@@ -9,13 +9,18 @@ import posixpath
 import stat
 import tarfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from ..errors import PathOutsideSandbox
+from ..errors import PathOutsideSandbox, SandboxError
 from .files import chunks_of, host_tree
 from .result import ExecResult
 
+if TYPE_CHECKING:
+    from .processes import ProcessOutput, ProcessStatus
+
 OutputCallback = Callable[[bytes], None]
+#: on_chunk(stream, data): output as it arrives ("stdout"/"stderr"), for displays.
+ChunkCallback = Callable[[str, bytes], None]
 
 #: Largest single file read_file() returns, unless asked for more.
 MAX_READ_BYTES = 16 << 20
@@ -38,13 +43,56 @@ class Sandbox(abc.ABC):
         max_output: int | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        shell_state: bool = False,
+        idle_timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> ExecResult:
         """Run `cmd` with bash. Never raises for the command's own failure or timeout:
         those are in the result. With on_stdout/on_stderr, output is streamed to them
-        as it comes (and not kept in the result).
+        as it comes (and not kept in the result). With on_chunk, output is shown to it
+        as it comes and kept (capped) in the result too.
+
+        shell_state=True: the command starts with the variables, functions, aliases,
+        options and umask the previous shell_state command of this sandbox left, and
+        leaves its own for the next (README, "Shell state"). Without it: a clean bash.
+        idle_timeout: after that many seconds without output the call returns what
+        was printed and the command runs on in the background (result.handle).
 
         Raises: SandboxClosed, EngineUnavailable, SandboxError (the sandbox broke).
         """
+
+    # -- background commands (a backend without them says so) ------------------
+    def exec_background(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        shell_state: bool = False,
+    ) -> str:
+        """Start `cmd` and return its handle at once; it runs until it ends, is killed, or
+        the sandbox closes (timeout: none unless given). Its output is kept (the newest
+        1 MiB) for process_output. Raises SandboxError, SandboxClosed."""
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    def process_output(self, handle: str, since: int = 0, max_bytes: int = 16000) -> "ProcessOutput":
+        """Output of a background command after offset `since` (head and tail within max_bytes)."""
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    def process_status(self, handle: str) -> "ProcessStatus":
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    def process_input(self, handle: str, data: bytes | str, eof: bool = False) -> "ProcessStatus":
+        """Write to a background command's stdin (eof=True closes it after)."""
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    def process_kill(self, handle: str) -> "ProcessStatus":
+        """SIGKILL the background command's whole tree."""
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    def process_list(self) -> "list[ProcessStatus]":
+        raise SandboxError(f"{type(self).__name__} cannot run background commands")
 
     @abc.abstractmethod
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
@@ -67,7 +115,13 @@ class Sandbox(abc.ABC):
     def closed(self) -> bool: ...
 
     def healthy(self) -> bool:
-        """Can this sandbox still run a command? Cheap (no engine call): the pool asks it on acquire."""
+        """Can it still run a command? Cheap enough to ask before every use (no round trip).
+
+        Why: a sandbox can die under its owner (removed or killed from outside, its
+        server killed by a command, OOM of the whole sandbox, an engine restart);
+        the pool must not hand such a one out, and an Agent must start afresh.
+        Backends override it; by default only close() makes a sandbox unhealthy.
+        """
         return not self.closed
 
     @property

@@ -28,20 +28,48 @@ GRACE = 15.0
 FILE_TIMEOUT = 300.0
 
 
-def command_spec(cmd: str, timeout: float, env: dict[str, str] | None, workdir: str | None, max_output: int) -> dict:
+def command_spec(
+    cmd: str,
+    timeout: float,
+    env: dict[str, str] | None,
+    workdir: str | None,
+    max_output: int,
+    *,
+    shell_state: bool = False,
+    idle_timeout: float | None = None,
+) -> dict:
     """The server's run request for one command, checked (raises SandboxError). timeout: math.inf = none."""
     if not isinstance(cmd, str) or "\0" in cmd:
         raise SandboxError("the command must be a string without NUL bytes")
     timeout = float(timeout)
     if not timeout > 0:  # also refuses NaN
         raise SandboxError("timeout must be positive (math.inf for no limit)")
-    return {
+    spec = {
         "cmd": cmd,
         "timeout": None if math.isinf(timeout) else timeout,
         "env": {str(k): str(v) for k, v in (env or {}).items()},
         "cwd": workdir,
         "max_output": max_output,
     }
+    if shell_state:
+        spec["state"] = STATE_KEY
+    if idle_timeout is not None:
+        if not float(idle_timeout) > 0 or math.isinf(float(idle_timeout)):
+            raise SandboxError("idle_timeout must be a positive number of seconds")
+        spec["idle_timeout"] = float(idle_timeout)
+    return spec
+
+
+#: The one shell state of a sandbox (the server keys states by name; one is all the API needs).
+STATE_KEY = "default"
+
+
+def _call_quietly(func: Callable[[str, bytes], None], stream: str, data: bytes) -> None:
+    """A display's callback: its failure must not lose the command's result."""
+    try:
+        func(stream, data)
+    except Exception:
+        pass
 
 
 class ChannelBroken(SandboxError):
@@ -115,6 +143,21 @@ class Channel:
             )
         return self.hello
 
+    def peer_closed(self) -> bool:
+        """True when the stream is known dead, or its transport saw the other end close it.
+
+        Why: a sandbox waiting in the pool has nobody reading its stream; when the container
+        is removed, killed or the engine restarts, the engine closes the connection, and a
+        transport that can tell without consuming anything (Docker: a poll and MSG_PEEK,
+        ~2 us) says so. A transport without `peer_closed` is taken to be open.
+        """
+        if self.broken:
+            return True
+        if self.lock.locked():
+            return False  # a command is reading the stream: it will see the end itself
+        probe = getattr(self.stream, "peer_closed", None)
+        return bool(probe()) if probe is not None else False
+
     # -- commands -----------------------------------------------------------
     def run(
         self,
@@ -122,13 +165,18 @@ class Channel:
         stdin: bytes | Iterable[bytes] | None,
         on_stdout: Callable[[bytes], None] | None,
         on_stderr: Callable[[bytes], None] | None,
+        on_chunk: Callable[[str, bytes], None] | None = None,
     ) -> ExecResult:
+        """Run one command to its end (or to its idle_timeout). on_chunk(stream, data) sees
+        output as it arrives while the result still holds the capped output."""
         if self.broken:
             raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
         with self.lock:
             cid = self.next_id
             self.next_id += 1
             spec = dict(spec, stdin=stdin is not None, stream=on_stdout is not None or on_stderr is not None)
+            if on_chunk is not None and not spec["stream"]:
+                spec["live"] = True
             self.send(proto.RUN, cid, marshal.dumps(spec, 4))
             feeder = self._feed_stdin(cid, stdin) if stdin is not None else None
             timeout = spec.get("timeout")
@@ -139,7 +187,10 @@ class Channel:
                     kind, fcid, payload = self.read_frame(deadline)
                     if fcid != cid:
                         continue  # a late frame of an earlier, abandoned command
-                    if kind == proto.OUT:
+                    if kind in (proto.LIVE_OUT, proto.LIVE_ERR):
+                        if on_chunk is not None:
+                            _call_quietly(on_chunk, "stdout" if kind == proto.LIVE_OUT else "stderr", payload)
+                    elif kind == proto.OUT:
                         on_stdout(payload) if on_stdout and spec["stream"] else out.extend(payload)
                     elif kind == proto.ERR:
                         on_stderr(payload) if on_stderr and spec["stream"] else err.extend(payload)
@@ -155,6 +206,8 @@ class Channel:
                             stderr_truncated=done["stderr_truncated"],
                             oom_killed=done.get("oom_killed", False),
                             cwd=done.get("cwd"),
+                            handle=done.get("handle"),
+                            state=done.get("state"),
                         )
                     elif kind == proto.FAILED:  # a malformed request (a command that cannot start is a result)
                         raise SandboxError(f"the sandbox's server refused the command: {json.loads(payload)['error']}")
@@ -171,19 +224,35 @@ class Channel:
                     # An iterable (host stdin) may never end: the command has, so don't wait on it.
                     feeder.join(timeout=0.05)
 
+    def start_background(self, spec: dict, timeout: float = 30.0) -> dict:
+        """Start a command that runs on after this returns: {"handle", "pid"}. Raises SandboxError."""
+        payload = marshal.dumps(dict(spec, background=True, stdin=True, stream=False), 4)
+        kind, answer = self._ask(proto.RUN, payload, (proto.STARTED, proto.FAILED), timeout)
+        if kind == proto.FAILED:
+            raise SandboxError(f"could not start the command: {answer['error']}")
+        return answer
+
+    def process_op(self, op: dict, timeout: float = 30.0) -> dict:
+        """One operation on a background command (protocol.ProcessOp); the server's JSON answer."""
+        return self._ask(proto.PROC, marshal.dumps(op, 4), (proto.PROC_REPLY,), timeout)[1]
+
     def look(self, path: str, timeout: float = 30.0) -> dict:
         """The server's look at a directory: {"empty", "mode", "uid", "gid", "mtime"} or {"error"}."""
+        return self._ask(proto.LOOK, os.fsencode(path), (proto.LOOKED,), timeout)[1]
+
+    def _ask(self, kind: int, payload: bytes, answers: tuple[int, ...], timeout: float) -> tuple[int, dict]:
+        """One request frame and its JSON answer (the first frame of one of `answers` kinds for it)."""
         if self.broken:
             raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
         with self.lock:
             cid = self.next_id
             self.next_id += 1
-            self.send(proto.LOOK, cid, os.fsencode(path))
+            self.send(kind, cid, payload)
             deadline = time.monotonic() + timeout
             while True:
-                kind, fcid, payload = self.read_frame(deadline)
-                if fcid == cid and kind == proto.LOOKED:
-                    return json.loads(payload)
+                got, fcid, data = self.read_frame(deadline)
+                if fcid == cid and got in answers:
+                    return got, json.loads(data)
 
     # -- files (as the sandbox user, see server.FileOps) ----------------------
     def put_file(self, spec: dict, chunks: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:

@@ -83,6 +83,7 @@ def collect(max_age: float | None = None, *, everything: bool = False, engine: "
             continue
         pid = labels.get(lifecycle.LABEL_OWNER_PID)
         removed.append(Removed(c.id, reason, int(pid) if pid and pid.isdigit() else None, age))
+    removed += [Removed(cid, reason, None, age) for cid, reason, age in engine.reclaim_shared(everything)]
     return removed
 
 

@@ -93,6 +93,14 @@ class Backend(abc.ABC):
 
         raise ConfigError(f"the {self.name} backend cannot start sandboxes from a recipe")
 
+    def interactive_shell(self, image: str, policy: "SandboxPolicy", command: list[str] | None = None,
+                          workdir: str | None = None, env: dict[str, str] | None = None) -> int:
+        """A person's terminal (a real TTY) in a fresh sandbox, removed when it ends; its exit
+        status (`pygent-runner shell`). Raises: as create(); ConfigError when the backend has none."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"the {self.name} backend has no interactive shell")
+
     @property
     def address(self) -> str:
         """Where the engine is reached (for messages)."""
@@ -109,6 +117,17 @@ class Backend(abc.ABC):
     def runtimes(self) -> dict[str, Any]:
         """OCI runtimes the engine registers (name -> registration). Raises: EngineUnavailable."""
         return {}
+
+    def follow_deaths(self, on: bool) -> None:
+        """Start (on=True) or stop following the engine's news of our sandboxes dying, so
+        `Sandbox.healthy()` knows without asking (the warm pool turns it on while warm).
+        Default: nothing to follow; healthy() relies on the sandbox's own state. Never raises."""
+
+    def reclaim_shared(self, everything: bool = False) -> list[tuple[str, str, float]]:
+        """Remove helpers shared by processes (e.g. the egress proxy) that no sandbox uses:
+        [(id, reason, age)]. They have no single owner, so gc's owner rules do not apply.
+        Raises: EngineUnavailable."""
+        return []
 
     def close(self) -> None:
         """Release what the backend holds (watchers, connections). Sandboxes are not touched."""

@@ -77,6 +77,12 @@ def close_all() -> None:
             pass
 
 
+def live() -> "list[Sandbox]":
+    """The sandboxes this process still tracks (open, or closed with their removal in flight)."""
+    with _lock:
+        return list(_live)
+
+
 def live_count() -> int:
     with _lock:
         return len(_live)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from ..allowlist import parse_allow_entry
 
 _SIZE = re.compile(r"\d+(\.\d+)?[kmgKMG]?[bB]?")  # used with fullmatch: "512m\n" is not a size
 
@@ -48,7 +51,12 @@ class SandboxPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    network: bool = Field(False, description="Network access. Off: the container has no network stack at all.")
+    network: bool | tuple[str, ...] = Field(
+        False,
+        description="Network access. False: no network stack at all. True: everything. "
+        "Host names (exact, or '*.suffix'; optional ':PORT'): HTTP(S) to those names only, through our egress proxy; "
+        "an ADDR/PREFIX entry lets allowed names resolve into that private range.",
+    )
     user: str = Field("1000:1000", description="uid:gid the commands run as. Root ('0') is a loosening.")
     cap_add: tuple[str, ...] = Field((), description="Capabilities added back (all are dropped by default).")
     read_only_root: bool = Field(True, description="Root filesystem read-only; only /workspace and /tmp are writable.")
@@ -63,6 +71,16 @@ class SandboxPolicy(BaseModel):
     mounts: tuple[Mount, ...] = Field((), description="Host directories mounted in (explicit loosening).")
     workspace: Path | None = Field(None, description="Host directory mounted read-write as /workspace.")
     env: tuple[tuple[str, str], ...] = Field((), description="Environment set for every command.")
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part for part in (p.strip() for p in v.split(",")) if part]
+        if isinstance(v, (list, tuple, set, frozenset)):
+            entries = sorted({parse_allow_entry(str(e)) for e in v})  # sorted: equal lists share a pool
+            return tuple(entries) if entries else False
+        return v
 
     @field_validator("memory", "workspace_size", "tmp_size")
     @classmethod
@@ -100,6 +118,11 @@ class SandboxPolicy(BaseModel):
         parts = self.user.split(":")
         return int(parts[1]) if len(parts) > 1 else int(parts[0])
 
+    @property
+    def allow_hosts(self) -> tuple[str, ...]:
+        """The allowlist (host patterns and address ranges), or () when network is a bool."""
+        return self.network if isinstance(self.network, tuple) else ()
+
     def pool_key(self) -> str:
         """Sandboxes are interchangeable only when everything in the policy matches."""
         return self.model_dump_json()
@@ -110,3 +133,4 @@ def size_in_bytes(size: str) -> int:
     num = float(re.match(r"[\d.]+", size).group())  # type: ignore[union-attr]
     unit = size[-1].lower() if size[-1].isalpha() else ""
     return int(num * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit])
+

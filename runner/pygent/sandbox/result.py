@@ -32,6 +32,10 @@ class ExecResult:
     stderr_truncated: int = 0
     oom_killed: bool = False
     cwd: str | None = None  #: working directory when the command ended (for `cd` persistence)
+    #: idle_timeout moved the command to the background: its handle (exit_code is -1 until it ends)
+    handle: str | None = None
+    #: shell_state=True: "saved", "kept: <why>" (the state from before stays) or "too_large: <why>"
+    state: str | None = None
 
     @property
     def truncated(self) -> bool:
@@ -39,7 +43,7 @@ class ExecResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and self.handle is None
 
     @property
     def text(self) -> str:

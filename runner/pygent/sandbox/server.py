@@ -22,6 +22,7 @@ The frames it speaks are defined in protocol.py (beside it in the tooling volume
 """
 
 import _signal as signal  # the C module: `signal` imports enum (+2 ms at every start)
+import fcntl
 import marshal
 import os
 import select
@@ -34,41 +35,20 @@ else:  # the container's main process: protocol.pyc sits beside server.pyc (isol
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from protocol import *  # noqa: F401,F403
 
+def script_prefix(script_fd):
+    """Bash prepended on the script's first line (line numbers stay right): closes the fd
+    the script came on (bash reads it through its own fd) and names the shell after its
+    executable again ($0), as with `bash -c`."""
+    return "builtin exec %d<&-; BASH_ARGV0=$BASH; " % script_fd
+
+
 def shell_prefix(cwd_fd, script_fd):
-    """Bash prepended on the same line as the command (line numbers stay right).
-
-    Makes the command the first OOM victim (never the server), reports the
-    final working directory so `cd` persists across calls like in a terminal,
-    closes the fd the script came on (bash reads it through its own fd), and
-    names the shell after its executable again ($0), as with `bash -c`.
-    """
-    return (
-        "builtin exec %d<&-; BASH_ARGV0=$BASH; builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
-        "trap 'builtin printf %%s \"$PWD\" >&%d 2>/dev/null' EXIT; " % (script_fd, cwd_fd)
+    """script_prefix, then: makes the command the first OOM victim (never the server), and
+    reports the final working directory so `cd` persists across calls like in a terminal."""
+    return script_prefix(script_fd) + (
+        "builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
+        "trap 'builtin printf %%s \"$PWD\" >&%d 2>/dev/null' EXIT; " % cwd_fd
     )
-
-
-def script_file(text):
-    """The command's script in an anonymous in-memory file, read by bash as /dev/fd/SCRIPT_FD.
-
-    Why not `bash -c script`: Linux caps one argv string at 128 KiB (E2BIG), so a
-    big heredoc or generated script could not run. Why not a pipe: the server
-    would have to feed it while the command runs; a memfd is written once, here.
-    """
-    data = text.encode("utf-8", "surrogateescape")
-    try:
-        fd = os.memfd_create("pygent-command")  # close-on-exec; dup2 onto SCRIPT_FD clears that
-    except (AttributeError, OSError):  # no memfd (old kernel or libc): an unnamed file in /tmp
-        fd = os.open("/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def cgroup_counter(paths, name):
@@ -209,10 +189,197 @@ def kill_tree(leader, marker):
         pass
 
 
+# -- shell state (issue 14) -------------------------------------------------
+# Each command's bash loads the previous state from a file the server writes
+# (BASH_ENV, so aliases and line numbers work as typed) and dumps its own state
+# at EXIT to a pipe only the server reads. No sentinel ever crosses stdout or
+# stderr; a dump is kept only when it is complete (its per-command nonce ends
+# it), the command was not killed or timed out, and it fits the cap.
+
+#: The fd the loader (BASH_ENV) is read from, and the one the dump is written to.
+LOADER_FD, STATE_FD = 104, 103
+SCRIPT_FD = 105
+#: Largest state kept, in bytes (the dump of variables, functions, aliases, options).
+STATE_MAX = 256 << 10
+#: Variables a shell sets itself, or the mechanism's own: never saved.
+STATE_SKIP = (
+    "BASH* SHELLOPTS EUID UID PPID RANDOM SRANDOM LINENO SECONDS EPOCHSECONDS EPOCHREALTIME FUNCNAME "
+    "PIPESTATUS GROUPS HISTCMD DIRSTACK COMP_* COLUMNS LINES SHLVL PWD _ POSIXLY_CORRECT HOSTTYPE MACHTYPE "
+    "OSTYPE OPTIND OPTERR __pygent_* " + MARKER_ENV
+).replace(" ", "|")
+#: `set -o` options a later command restores (the interactive-only ones and noexec/onecmd are left out).
+STATE_SET_OPTIONS = (
+    "allexport braceexpand errexit errtrace functrace hashall keyword noclobber noglob nolog notify "
+    "nounset physical pipefail posix verbose xtrace"
+).split()
+#: `shopt` options a later command restores (login_shell, restricted_shell cannot be set).
+STATE_SHOPT = (
+    "autocd assoc_expand_once cdable_vars cdspell checkhash checkjobs checkwinsize cmdhist compat31 compat32 "
+    "compat40 compat41 compat42 compat43 compat44 complete_fullquote direxpand dirspell dotglob execfail "
+    "expand_aliases extdebug extglob extquote failglob force_fignore globasciiranges globskipdots globstar "
+    "gnu_errfmt histappend histreedit histverify hostcomplete huponexit inherit_errexit interactive_comments "
+    "lastpipe lithist localvar_inherit localvar_unset mailwarn no_empty_cmd_completion nocaseglob nocasematch "
+    "noexpand_translation nullglob patsub_replacement progcomp progcomp_alias promptvars shift_verbose "
+    "sourcepath varredir_close xpg_echo"
+).split()
+_NAME_PREFIXES = " ".join('"${!%s@}"' % c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+#: Removes functions that would shadow what the mechanism calls. In posix mode `unset`
+#: (a special builtin) is found before any function, so this works whatever was defined.
+_UNSHADOW = "POSIXLY_CORRECT=y; unset -f builtin unset; unset POSIXLY_CORRECT"
+
+
+def state_dump_trap(nonce):
+    """The EXIT trap that writes the shell's state to STATE_FD, in sections ended by the nonce.
+
+    Options are read from variables first (no command is looked up), then the
+    shadowing functions are removed and errexit/xtrace turned off, and every
+    command after that is `builtin ...`: what the user's command defined cannot
+    take the dump over. Everything goes to STATE_FD, never stdout/stderr.
+    """
+    n = nonce.decode()
+    body = (
+        "{ __pygent_so=$SHELLOPTS __pygent_bo=$BASHOPTS __pygent_cwd=$PWD; "
+        "POSIXLY_CORRECT=y; unset -f builtin unset; set +euvx +o pipefail; unset POSIXLY_CORRECT; "
+        "builtin enable declare printf umask alias shopt; builtin shopt -u nocasematch extglob; "
+        'builtin printf "\\n%s cwd\\n%s\\n%s opts\\n%s\\n%s\\n%s umask\\n" ' + n + ' "$__pygent_cwd" ' + n
+        + ' "$__pygent_so" "$__pygent_bo" ' + n + "; builtin umask; "
+        'builtin printf "\\n%s vars\\n" ' + n + "; "
+        "for __pygent_v in " + _NAME_PREFIXES + "; do case $__pygent_v in " + STATE_SKIP + ") ;; "
+        '*) builtin declare -p -- "$__pygent_v";; esac; done; '
+        'builtin printf "\\n%s funcs\\n" ' + n + "; builtin declare -f; "
+        'builtin printf "\\n%s alias\\n" ' + n + "; builtin alias -p; "
+        # Ended only when every builtin the dump needs worked (`enable -n` can disable them).
+        "builtin declare -p __pygent_cwd >/dev/null && builtin alias -p >/dev/null && builtin umask >/dev/null && "
+        'builtin printf "\\n%s end\\n" ' + n + "; } >&%d 2>/dev/null" % STATE_FD
+    )
+    return body
+
+
+def parse_state_dump(data, nonce):
+    """The sections of a complete dump {name: bytes}, or None (incomplete: killed, exec'd, trap replaced)."""
+    parts = data.split(b"\n" + nonce + b" ")
+    if len(parts) < 2 or parts[0]:
+        return None
+    sections = {}
+    for part in parts[1:]:
+        name, _, body = part.partition(b"\n")
+        sections[name.decode("ascii", "replace")] = body
+    if set(sections) != {"cwd", "opts", "umask", "vars", "funcs", "alias", "end"} or sections["end"]:
+        return None
+    return sections
+
+
+def state_script(sections):
+    """The bash that restores a parsed dump (kept by the server as the sandbox's state)."""
+    opts = sections["opts"].decode("utf-8", "replace").split("\n")
+    so = set((opts[0] if opts else "").split(":"))
+    bo = set((opts[1] if len(opts) > 1 else "").split(":"))
+    umask = sections["umask"].strip()
+    if not umask.isdigit():
+        umask = b"0022"
+    # `declare -f` ends an exported function with `declare -fx NAME`: through `builtin`, so that a
+    # function named declare is not what runs (none named builtin is ever dumped: _UNSHADOW ran first).
+    funcs = sections["funcs"].replace(b"\ndeclare -fx ", b"\nbuiltin declare -fx ")
+    on = [o for o in STATE_SHOPT if o in bo]
+    off = [o for o in STATE_SHOPT if o not in bo]
+    tail = "builtin set %s\n" % " ".join(("-o " if o in so else "+o ") + o for o in STATE_SET_OPTIONS)
+    if on:
+        tail += "builtin shopt -s %s\n" % " ".join(on)
+    if off:
+        tail += "builtin shopt -u %s\n" % " ".join(off)
+    return b"".join((
+        b"{\n", sections["vars"], b"\n} 2>/dev/null\n",
+        funcs, b"\n", sections["alias"], b"\n",
+        _UNSHADOW.encode(), b"\n", b"builtin umask " + umask + b"\n", tail.encode(),
+    ))
+
+
+def _quote(value):
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def state_loader(state, env, nonce, background):
+    """What BASH_ENV runs before the command: the saved state (split so that the
+    options, errexit above all, apply only once the loader is done), the call's
+    own env on top, and the dump trap (none for a background command: its state is not kept)."""
+    head = b"builtin echo 1000 >|/proc/self/oom_score_adj 2>/dev/null\nbuiltin shopt -s expand_aliases\n"
+    body = state or b""
+    cut = body.rfind(b"\nbuiltin umask ")
+    script, options = (body[: cut + 1], body[cut + 1 :]) if cut >= 0 else (body, b"")
+    own = "".join(
+        "builtin export %s=%s\n" % (k, _quote(v)) for k, v in env.items() if k.isidentifier() and k.isascii()
+    ).encode()
+    trap = b"" if background else ("builtin trap %s EXIT\n" % _quote(state_dump_trap(nonce))).encode()
+    close = ("builtin exec %d<&-\n" % LOADER_FD).encode()
+    return b"".join((head, script, own, b"builtin unset BASH_ENV\n", trap, close, options))
+
+
+def memory_fd(data):
+    """An fd to read `data` from (a state loader, a command's script): an in-memory file,
+    else an unnamed file in /tmp, else a pipe (64 KiB at most). Close-on-exec."""
+    try:
+        fd = os.memfd_create("pygent", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        try:
+            fd = os.open("/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except (AttributeError, OSError):
+            r, w = os.pipe()
+            try:
+                os.write(w, data[:65536])  # what a fresh pipe holds
+            finally:
+                os.close(w)
+            return r
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class OutputRing:
+    """A background command's output (stdout and stderr interleaved, as a terminal shows it):
+    the last `cap` bytes, addressed by their offset since the command started."""
+
+    def __init__(self, cap):
+        self.cap = cap
+        self.buf = bytearray()
+        self.total = 0
+
+    def add(self, data):
+        self.total += len(data)
+        self.buf += data
+        if len(self.buf) > self.cap:
+            del self.buf[: len(self.buf) - self.cap]
+
+    def since(self, offset, limit):
+        """(bytes from offset on, head+tail within limit; bytes lost before them; the next offset)."""
+        first = self.total - len(self.buf)
+        offset = max(0, min(int(offset), self.total))
+        lost = max(0, first - offset)
+        data = bytes(self.buf[max(offset, first) - first :])
+        if len(data) > limit:
+            cut = HeadTail(limit)
+            cut.add(data)
+            data = cut.value()
+        return data, lost, self.total
+
+
+#: Bytes of a background command's output the server keeps (the newest).
+RING_CAP = 1 << 20
+#: Background commands (running and finished) one sandbox keeps track of.
+MAX_HANDLES = 64
+#: Bytes of live output (output as it arrives, for displays) sent per command.
+LIVE_MAX = 1 << 20
+
+
 class Command:
     """One running command and everything the server tracks for it."""
 
-    def __init__(self, cid, spec, default_cwd):
+    def __init__(self, cid, spec, default_cwd, state=None):
         self.cid = cid
         self.stream = bool(spec.get("stream"))
         cap = int(spec.get("max_output") or 64000)
@@ -229,6 +396,19 @@ class Command:
         self.returncode = None
         self.cwd_bytes = b""
         self.oom_before = oom_kills()
+        self.cmdline = spec["cmd"]
+        #: shell state (issue 14): the key of the state this command loads and saves, its dump's nonce
+        self.state_key = spec.get("state") if isinstance(spec.get("state"), str) else None
+        self.nonce = os.urandom(8).hex().encode() if self.state_key is not None else b""
+        self.state_max = int(spec.get("state_max") or STATE_MAX)
+        #: background (issue 14): started as one, or moved there by idle_timeout; output goes to a ring
+        self.background = bool(spec.get("background"))
+        self.ring = OutputRing(RING_CAP) if self.background else None
+        self.idle = float(spec["idle_timeout"]) if spec.get("idle_timeout") else None
+        self.last_output = self.started
+        self.live = bool(spec.get("live"))
+        self.live_left = LIVE_MAX
+        self.finished_at = None
         env = dict(os.environ)
         env.update(spec.get("env") or {})
         env[MARKER_ENV] = self.marker.decode().split("=", 1)[1]
@@ -236,9 +416,21 @@ class Command:
         self.cwd_r = cwd_r
         ours = [cwd_w]  # the child's ends, closed here once it runs
         mine = []  # our ends, closed again if the command cannot start
+        extra = {}
+        if self.state_key is not None:
+            loader = state_loader(state, spec.get("env") or {}, self.nonce, self.background)
+            extra[LOADER_FD] = memory_fd(loader)
+            ours.append(extra[LOADER_FD])
+            env["BASH_ENV"] = "/dev/fd/%d" % LOADER_FD
+            script = script_prefix(SCRIPT_FD) + spec["cmd"]
+        else:
+            script = shell_prefix(CWD_FD, SCRIPT_FD) + spec["cmd"]
+        # The script is read from a file (fd SCRIPT_FD), not passed as `bash -c` argv: Linux
+        # caps one argv string at 128 KiB (E2BIG), so a big heredoc or generated script failed.
+        argv = [BASH, "/dev/fd/%d" % SCRIPT_FD]
         try:
             stdin = None
-            if spec.get("stdin"):
+            if spec.get("stdin") or self.background:
                 in_r, in_w = os.pipe()
                 ours.append(in_r)
                 stdin = Pipe(in_w)
@@ -253,14 +445,14 @@ class Command:
             ours.append(err_w)
             mine.append(Pipe(err_r))
             self.proc = Proc(stdin, mine[-2], mine[-1])
-            script = script_file(shell_prefix(CWD_FD, SCRIPT_FD) + spec["cmd"])
-            ours.append(script)
-            self.proc.pid = spawn(
-                [BASH, "/dev/fd/%d" % SCRIPT_FD],
-                env,
-                spec.get("cwd") or default_cwd,
-                (in_r, out_w, err_w, cwd_w, script),
-            )
+            fds = [in_r, out_w, err_w, cwd_w]
+            if self.state_key is not None:  # the dump goes to a high fd: scripts use 3-9 themselves
+                fds[3] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                ours.append(fds[3])
+                extra[STATE_FD] = cwd_w
+            extra[SCRIPT_FD] = memory_fd(script.encode("utf-8", "surrogateescape"))
+            ours.append(extra[SCRIPT_FD])
+            self.proc.pid = spawn(argv, env, spec.get("cwd") or default_cwd, fds, extra)
         except BaseException:
             os.close(cwd_r)
             for pipe in mine:
@@ -276,8 +468,6 @@ class Command:
 
 #: The fd the command's shell reports its final working directory on.
 CWD_FD = 3
-#: The fd the command's script is on (bash reads it as /dev/fd/4; see script_file).
-SCRIPT_FD = 4
 
 
 def find_bash():
@@ -292,8 +482,8 @@ def find_bash():
 BASH = find_bash()
 
 
-def spawn(argv, env, cwd, fds):
-    """Start argv in its own session with fds as its 0, 1, 2, ...; return the pid.
+def spawn(argv, env, cwd, fds, extra=None):
+    """Start argv in its own session with fds as its 0, 1, 2, 3 (and extra {target: fd}); return the pid.
 
     Why not subprocess: importing it costs ~5 ms of CPU at every sandbox start.
     Same protocol as subprocess.Popen: a close-on-exec pipe reports a failure
@@ -308,8 +498,13 @@ def spawn(argv, env, cwd, fds):
             step = "chdir"
             os.chdir(cwd)
             step = "dup2"
-            for target, fd in enumerate(fds):  # every source fd is > 5 (opened after 0-2 and the server's own 3-5)
+            if extra:  # out of the way of every target first: a source may sit on a high target
+                moved = {t: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for t, fd in extra.items()}
+            for target, fd in enumerate(fds):  # every source fd is > 3 (opened after 0-2 and the server's own)
                 os.dup2(fd, target)  # dup2 clears close-on-exec on the target
+            if extra:
+                for target, fd in moved.items():
+                    os.dup2(fd, target)
             step = "exec"
             os.execve(argv[0], argv, env)
         except BaseException as exc:
@@ -590,6 +785,8 @@ class Server:
         self.cwd = self.home = os.getcwd()
         self.drains = set()  # pipes a finished command's background children still hold
         self.pids_hits = pids_limit_hits()
+        self.states = {}  # state key -> the bash that restores it (issue 14)
+        self.handles = {}  # handle -> background Command, running or finished (issue 14)
         r, w = os.pipe()
         os.set_blocking(r, False)
         os.set_blocking(w, False)
@@ -652,6 +849,9 @@ class Server:
                 return
             self.start(cid, spec)
             return
+        if kind == PROC:
+            self.on_process_op(cid, payload)
+            return
         cmd = self.cmds.get(cid)
         if cmd is None:
             return
@@ -683,13 +883,18 @@ class Server:
             self.cwd = self.home
         try:
             try:
-                cmd = Command(cid, spec, self.cwd)
+                if spec.get("background"):
+                    self.make_room_for_handle()
+                cmd = Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
             except BlockingIOError:  # fork failed (EAGAIN): the process limit is reached
                 note = self.reclaim()
                 self.pids_hits = pids_limit_hits()
-                cmd = Command(cid, spec, self.cwd)
+                cmd = Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
         except Exception as exc:  # bad cwd, bash missing, no memory: a result, as a shell reports it
-            self.cannot_start(cid, exc)
+            if spec.get("background"):  # the host waits for B or F: no result to give
+                self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
+            else:
+                self.cannot_start(cid, exc)
             return
         self.cmds[cid] = cmd
         if note:
@@ -697,6 +902,9 @@ class Server:
         self.sel.register(cmd.proc.stdout, EVENT_READ, ("out", cmd))
         self.sel.register(cmd.proc.stderr, EVENT_READ, ("err", cmd))
         self.sel.register(cmd.cwd_r, EVENT_READ, ("cwd", cmd))
+        if cmd.background:
+            self.handles[str(cid)] = cmd
+            self.send_json(STARTED, cid, {"handle": str(cid), "pid": cmd.proc.pid})
 
     def cannot_start(self, cid, exc):
         """A command that could not start is its result, not a broken sandbox:
@@ -783,6 +991,14 @@ class Server:
             self.keep(which, cmd, data)
 
     def keep(self, which, cmd, data):
+        cmd.last_output = time.monotonic()
+        if cmd.ring is not None:
+            cmd.ring.add(data)
+            return
+        if cmd.live and cmd.live_left > 0:
+            chunk = data[: cmd.live_left]
+            cmd.live_left -= len(chunk)
+            self.send(LIVE_OUT if which == "out" else LIVE_ERR, cmd.cid, chunk)
         if cmd.stream:
             self.send(OUT if which == "out" else ERR, cmd.cid, data)
         else:
@@ -794,7 +1010,10 @@ class Server:
         except OSError:
             data = b""
         if data:
-            cmd.cwd_bytes += data
+            if len(cmd.cwd_bytes) <= cmd.state_max + 4096:  # past the cap: counted as too large, not kept
+                cmd.cwd_bytes += data
+            else:
+                cmd.cwd_bytes += b"\0"
         else:
             self.sel.unregister(cmd.cwd_r)
 
@@ -813,6 +1032,9 @@ class Server:
     def finish(self, cmd, code):
         """The command's main process ended: collect what is buffered and report."""
         del self.cmds[cmd.cid]
+        if cmd.background:
+            self.finish_background(cmd, code)
+            return
         for which, pipe in (("out", cmd.proc.stdout), ("err", cmd.proc.stderr)):
             while not pipe.closed:
                 try:
@@ -829,12 +1051,7 @@ class Server:
                     pipe.close()
                     break
                 self.keep(which, cmd, data)
-        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
-            try:
-                self.sel.unregister(cmd.proc.stdin)
-            except KeyError:
-                pass
-            cmd.proc.stdin.close()
+        self.close_stdin(cmd)
         try:
             cmd.cwd_bytes += os.read(cmd.cwd_r, 4096)
         except OSError:
@@ -844,7 +1061,11 @@ class Server:
         except KeyError:
             pass
         os.close(cmd.cwd_r)
-        cwd = cmd.cwd_bytes.decode("utf-8", "replace") or None
+        state = None
+        if cmd.state_key is not None:
+            state, cwd = self.keep_state(cmd)
+        else:
+            cwd = cmd.cwd_bytes.decode("utf-8", "replace") or None
         if cwd and not cmd.timed_out:
             self.cwd = cwd
         oom_after = oom_kills()
@@ -865,8 +1086,17 @@ class Server:
                 "stdout_truncated": cmd.out.omitted,
                 "stderr_truncated": cmd.err.omitted,
                 "oom_killed": oom,
+                "state": state,
             },
         )
+
+    def close_stdin(self, cmd):
+        if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
+            try:
+                self.sel.unregister(cmd.proc.stdin)
+            except KeyError:
+                pass
+            cmd.proc.stdin.close()
 
     def on_drain(self, pipe):
         self.read_pipe(pipe)  # a background child's output after its command ended: discarded
@@ -877,12 +1107,130 @@ class Server:
             if cmd.deadline is not None and now >= cmd.deadline and not cmd.timed_out:
                 cmd.timed_out = True
                 kill_tree(cmd.proc.pid, cmd.marker)
+            elif cmd.idle is not None and not cmd.background and now - cmd.last_output >= cmd.idle:
+                self.to_background(cmd)
 
     def next_timeout(self):
         deadlines = [c.deadline for c in self.cmds.values() if c.deadline is not None and not c.timed_out]
+        deadlines += [c.last_output + c.idle for c in self.cmds.values() if c.idle is not None and not c.background]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
+
+    # -- shell state and background commands (issue 14) --------------------
+    def keep_state(self, cmd):
+        """Keep a state command's dump as its key's state if it is whole; (what happened, its cwd).
+
+        Not kept when the command timed out, was killed or went to the background
+        (the state from before it stays), when the dump is missing (exec, a
+        replaced EXIT trap) or incomplete, or when it is over the cap.
+        """
+        data = cmd.cwd_bytes
+        if cmd.timed_out or cmd.killed:
+            return "kept: the command was killed", None
+        if len(data) > cmd.state_max:
+            return "too_large: %d+ bytes is over the %d byte cap" % (len(data), cmd.state_max), None
+        sections = parse_state_dump(data, cmd.nonce)
+        if sections is None:
+            return "kept: the command left no state (exec, or its own EXIT trap)", None
+        script = state_script(sections)
+        if len(script) > cmd.state_max:
+            return "too_large: %d bytes is over the %d byte cap" % (len(script), cmd.state_max), None
+        self.states[cmd.state_key] = script
+        return "saved", sections["cwd"].rstrip(b"\n").decode("utf-8", "replace") or None
+
+    def to_background(self, cmd):
+        """idle_timeout: report what the command printed so far and keep it running under a handle."""
+        self.make_room_for_handle()
+        self.send(OUT, cmd.cid, cmd.out.value())
+        self.send(ERR, cmd.cid, cmd.err.value())
+        cmd.background = True
+        cmd.ring = OutputRing(RING_CAP)
+        cmd.deadline = None
+        self.handles[str(cmd.cid)] = cmd
+        self.send_json(
+            DONE,
+            cmd.cid,
+            {
+                "exit_code": -1,
+                "timed_out": False,
+                "duration": time.monotonic() - cmd.started,
+                "cwd": self.cwd,
+                "stdout_truncated": cmd.out.omitted,
+                "stderr_truncated": cmd.err.omitted,
+                "oom_killed": False,
+                "handle": str(cmd.cid),
+                "state": "kept: the command went on in the background" if cmd.state_key is not None else None,
+            },
+        )
+
+    def finish_background(self, cmd, code):
+        """A background command's main process ended: keep its code; its pipes are read to EOF."""
+        cmd.returncode = 124 if cmd.timed_out else code
+        cmd.finished_at = time.monotonic()
+        self.close_stdin(cmd)
+        try:
+            self.sel.unregister(cmd.cwd_r)
+        except KeyError:
+            pass
+        os.close(cmd.cwd_r)
+
+    def make_room_for_handle(self):
+        """Forget the oldest finished handles past MAX_HANDLES; raise when all are running."""
+        while len(self.handles) >= MAX_HANDLES:
+            done = [c for c in self.handles.values() if c.returncode is not None]
+            if not done:
+                raise OSError("%d background commands are running: stop some (process_kill)" % MAX_HANDLES)
+            del self.handles[str(min(done, key=lambda c: c.finished_at).cid)]
+
+    def on_process_op(self, cid, payload):
+        """A P frame: one operation on a background command; the answer is a Q frame (JSON)."""
+        try:
+            req = marshal.loads(payload)
+            op = req["op"]
+        except (EOFError, ValueError, TypeError, KeyError):
+            self.send_json(PROC_REPLY, cid, {"error": "malformed process request"})
+            return
+        if op == "list":
+            self.send_json(PROC_REPLY, cid, {"processes": [self.status(c) for c in self.handles.values()]})
+            return
+        cmd = self.handles.get(str(req.get("handle")))
+        if cmd is None:
+            known = ", ".join(self.handles) or "none"
+            self.send_json(PROC_REPLY, cid, {"error": "no background command %r (handles: %s)" % (req.get("handle"), known)})
+            return
+        if op == "output":
+            data, lost, offset = cmd.ring.since(req.get("since") or 0, int(req.get("max") or 16000))
+            reply = dict(self.status(cmd), output=data.decode("utf-8", "replace"), lost=lost, offset=offset)
+        elif op == "input":
+            if cmd.returncode is not None or cmd.proc.stdin is None or cmd.proc.stdin.closed:
+                reply = dict(self.status(cmd), error="its input is closed")
+            else:
+                cmd.stdin_buf += req.get("data") or b""
+                cmd.stdin_eof = bool(req.get("eof"))
+                self.want_stdin(cmd)
+                reply = self.status(cmd)
+        elif op == "kill":
+            if cmd.returncode is None:
+                cmd.killed = True
+                kill_tree(cmd.proc.pid, cmd.marker)
+            reply = self.status(cmd)
+        else:
+            reply = self.status(cmd)
+        self.send_json(PROC_REPLY, cid, reply)
+
+    def status(self, cmd):
+        end = cmd.finished_at if cmd.finished_at is not None else time.monotonic()
+        return {
+            "handle": str(cmd.cid),
+            "cmd": cmd.cmdline[:200],
+            "running": cmd.returncode is None,
+            "exit_code": cmd.returncode,
+            "killed": cmd.killed,
+            "pid": cmd.proc.pid,
+            "seconds": round(end - cmd.started, 3),
+            "output_bytes": cmd.ring.total,
+        }
 
     def shutdown(self):
         for cmd in list(self.cmds.values()):

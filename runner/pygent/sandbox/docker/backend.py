@@ -14,8 +14,9 @@ from ...errors import ConfigError, EngineUnavailable, RuntimeUnavailable
 from .. import lifecycle
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
-from . import config, tooling
+from . import config, egress, tooling
 from .client import EngineClient, NotFound
+from .deaths import DeathWatch
 from .sandbox import DockerSandbox, Limits, force_remove
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class DockerBackend(Backend):
         self._preferred_broken = False
         self._tooling_ready: set[str] = set()
         self._lock = threading.Lock()
+        #: Which of our containers the engine reported dead (followed while a pool is warm).
+        self.deaths = DeathWatch(self.client)
 
     # -- engine facts -------------------------------------------------------
     @property
@@ -79,7 +82,7 @@ class DockerBackend(Backend):
                 "and register it with the engine, or `make engine` on an engine we manage."
             )
         args = (runtimes.get(policy.runtime) or {}).get("runtimeArgs") or [] if policy.runtime else []
-        if policy.runtime and policy.network and "--network=none" in args:
+        if policy.runtime and policy.network is True and "--network=none" in args:
             raise ConfigError(
                 f"network=True cannot be honoured: the engine registers {policy.runtime!r} with --network=none "
                 "(Debian's runsc cannot start with networking on this kernel). Use the default runtime for networked sandboxes."
@@ -96,10 +99,11 @@ class DockerBackend(Backend):
 
         return resolve_image(ref, build_missing=build_missing)
 
-    def create_body(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False, runtime: str | None = None) -> dict:
+    def create_body(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False, runtime: str | None = None,
+                    proxy: str | None = None) -> dict:
         """The create request for one sandbox (config.py), with this engine's flavor and tooling."""
         return config.create_body(image, policy, tooling_volume=self.tooling_volume(), runtime=runtime,
-                                  pooled=pooled, flavor=self.flavor)
+                                  pooled=pooled, flavor=self.flavor, proxy=proxy)
 
     def create(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False) -> DockerSandbox:
         from ..gc import reclaim_in_background
@@ -107,22 +111,51 @@ class DockerBackend(Backend):
         reclaim_in_background(self)
         self.check_policy(policy)
         runtime = self.chosen_runtime(policy)
+        proxy = self.egress_proxy(policy, runtime)
         try:
-            return self._start(image, policy, pooled, runtime)
+            return self._start(image, policy, pooled, runtime, proxy)
         except RuntimeUnavailable:
             if policy.runtime or runtime is None:
                 raise
             # The engine registers crun but may not run it (e.g. a hybrid cgroup layout crun
             # refuses): when the engine's default works, use it from now on.
-            sandbox = self._start(image, policy, pooled, None)
+            sandbox = self._start(image, policy, pooled, None, proxy)
             self._preferred_broken = True
             return sandbox
 
-    def _start(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None) -> DockerSandbox:
-        body = self.create_body(image, policy, pooled=pooled, runtime=runtime)
+    def reclaim_shared(self, everything: bool = False) -> list[tuple[str, str, float]]:
+        """Egress proxies no sandbox uses (egress.collect_unused). Raises: EngineUnavailable."""
+        return egress.collect_unused(self.client, everything)
+
+    def egress_proxy(self, policy: "SandboxPolicy", runtime: str | None) -> str | None:
+        """The running egress proxy for the policy's allowlist (started once, shared), or None without one.
+
+        Raises ConfigError (a runtime that cannot reach it: runsc), EngineUnavailable, SandboxError.
+        """
+        if not policy.allow_hosts:
+            return None
+        if self.flavor.name != "docker":
+            raise ConfigError(f"an allowlist (network=[hosts]) is implemented for the docker backend only, not {self.flavor.name}")
+        egress.check_supported(policy, runtime, self.runtimes())
+        return egress.ensure_proxy(self.client, self.resolve_image, policy)
+
+    def _start(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None, proxy: str | None = None) -> DockerSandbox:
+        body = self.create_body(image, policy, pooled=pooled, runtime=runtime, proxy=proxy)
         body, name = config.fresh_identity(body, pooled=pooled)
-        return DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
-                                   backend=self.name)
+        sandbox = DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
+                                      backend=self.name)
+        sandbox.deaths = self.deaths
+        return sandbox
+
+    def follow_deaths(self, on: bool) -> None:
+        """Follow the engine's kill/die/destroy events of this session's containers (deaths.py)."""
+        self.deaths.start() if on else self.deaths.stop()
+
+    def interactive_shell(self, image: str, policy: "SandboxPolicy", command: list[str] | None = None,
+                          workdir: str | None = None, env: dict[str, str] | None = None) -> int:
+        from .terminal import interactive_shell
+
+        return interactive_shell(self, image, policy, command, workdir, env)
 
     def start_from_recipe(self, recipe: dict) -> DockerSandbox:
         """Start a sandbox from a create body made earlier (the exec cache): no policy, no pydantic."""

@@ -62,8 +62,12 @@ def create_body(
     runtime: str | None,
     pooled: bool = False,
     flavor: EngineFlavor = EngineFlavor(),
+    proxy: str | None = None,
 ) -> dict[str, Any]:
-    """The create request for one hardened sandbox of `image` under `policy`."""
+    """The create request for one hardened sandbox of `image` under `policy`.
+
+    proxy: the egress proxy's container id when the policy has an allowlist (network.py).
+    """
     mounts: list[dict[str, Any]] = [
         {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,
          "VolumeOptions": {"NoCopy": True}},
@@ -112,12 +116,8 @@ def create_body(
         host["Runtime"] = runtime
     if flavor.ulimits:
         host["Ulimits"] = ulimits(flavor)
-    if policy.network:
-        host["NetworkMode"] = "bridge"
-    elif not flavor.network_disabled:
-        host["NetworkMode"] = "none"
     hostname = f"sandbox-{uuid.uuid4().hex[:8]}"
-    return {
+    body = {
         "Image": image,
         # Entrypoint, not Cmd: an image's own ENTRYPOINT (docker-entrypoint.sh, tini) must not wrap the server.
         "Entrypoint": list(SERVER_COMMAND),
@@ -129,11 +129,17 @@ def create_body(
         "AttachStdin": True, "AttachStdout": True, "AttachStderr": True,
         "OpenStdin": True, "StdinOnce": True, "Tty": False,
         "Labels": lifecycle.owner_labels(pooled=pooled),
-        # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
-        "NetworkDisabled": (not policy.network) and flavor.network_disabled,
         "Hostname": hostname,
         "HostConfig": host,
     }
+    from .network import network_settings
+
+    # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
+    top, net_host = network_settings(policy, list(SERVER_COMMAND), proxy, can_disable=flavor.network_disabled)
+    top["Env"] = body["Env"] + top.get("Env", [])
+    body.update(top)
+    host.update(net_host)
+    return body
 
 
 def ulimits(flavor: EngineFlavor) -> list[dict[str, Any]]:

@@ -11,19 +11,22 @@ sandboxes through this same code from a remembered create body.
 from __future__ import annotations
 
 import dataclasses
+import math
 import posixpath
 import shlex
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ...errors import EngineUnavailable, FileTooLarge, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError
+from ...errors import EngineUnavailable, FileTooLarge, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
-from ..base import OutputCallback, Sandbox
+from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
 from ..files import raise_for
+from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound
+from .deaths import DeathWatch, gone_reason
 from .stream import DockerStream
 
 if TYPE_CHECKING:
@@ -120,30 +123,95 @@ class DockerSandbox(Sandbox):
         max_output: int | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
+        shell_state: bool = False,
+        idle_timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
     ) -> ExecResult:
         self._check_open()
         spec = command_spec(cmd, self.limits.timeout if timeout is None else timeout, env, workdir,
-                            max_output or self.limits.max_output)
+                            max_output or self.limits.max_output, shell_state=shell_state, idle_timeout=idle_timeout)
         started, wall = time.monotonic(), time.time()
         try:
-            result = self._channel.run(spec, stdin, on_stdout, on_stderr)
+            result = self._channel.run(spec, stdin, on_stdout, on_stderr, on_chunk)
         except ChannelBroken as exc:
             return self._after_broken_stream(exc, started, wall)
         if result.cwd:
             self._cwd = result.cwd
         return result
 
+    # -- background commands (issue 14) ------------------------------------------
+    def exec_background(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        shell_state: bool = False,
+    ) -> str:
+        self._check_open()
+        spec = command_spec(cmd, math.inf if timeout is None else timeout, env, workdir, 0, shell_state=shell_state)
+        try:
+            return str(self._channel.start_background(spec)["handle"])
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+
+    def process_output(self, handle: str, since: int = 0, max_bytes: int = 16000) -> ProcessOutput:
+        return output_of(self._process_op({"op": "output", "handle": str(handle), "since": int(since), "max": int(max_bytes)}))
+
+    def process_status(self, handle: str) -> ProcessStatus:
+        return status_of(self._process_op({"op": "status", "handle": str(handle)}))
+
+    def process_input(self, handle: str, data: bytes | str, eof: bool = False) -> ProcessStatus:
+        blob = data.encode() if isinstance(data, str) else bytes(data)
+        reply = self._process_op({"op": "input", "handle": str(handle), "data": blob, "eof": bool(eof)})
+        if "error" in reply and "handle" in reply:
+            raise SandboxError(f"background command {handle}: {reply['error']}")
+        return status_of(reply)
+
+    def process_kill(self, handle: str) -> ProcessStatus:
+        status = status_of(self._process_op({"op": "kill", "handle": str(handle)}))
+        for _ in range(200):  # the server reaps it right after the kill: report the end
+            if not status.running:
+                break
+            time.sleep(0.01)
+            status = self.process_status(handle)
+        return status
+
+    def process_list(self) -> list[ProcessStatus]:
+        return [status_of(p) for p in self._process_op({"op": "list"})["processes"]]
+
+    def _process_op(self, op: dict) -> dict:
+        self._check_open()
+        try:
+            return self._channel.process_op(op)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+
     @property
     def memory_limit(self) -> str:
         return self.limits.memory
 
-    def recipe(self) -> dict:
+    def recipe(self) -> dict | None:
+        if self.policy is not None and self.policy.allow_hosts:
+            return None  # wired to the egress proxy of the moment: a replay must find (or start) the current one
         return {"backend": self._backend, "body": self.create_config, "image": self.image,
                 "limits": dataclasses.asdict(self.limits), "api": self.api_version}
 
+    #: The backend's watch of the engine's events (set by the backend that made this sandbox).
+    deaths: "DeathWatch | None" = None
+
     def healthy(self) -> bool:
-        """Can this sandbox still run a command? Cheap: the stream's own state, no engine call."""
-        return not self._closed and not self._channel.broken
+        """Can this sandbox still run a command? Cheap, no engine call: the death watch's
+        record (removed, killed, exited) and the stream's state (closed by the engine)."""
+        if self._closed or (self.deaths is not None and self.deaths.reason(self.id) is not None):
+            return False
+        return not self._channel.peer_closed()
+
+    @property
+    def gone_reason(self) -> str:
+        """What happened to a sandbox that is not healthy(), in words (asks the engine: failure path only)."""
+        return "it was closed" if self._closed else gone_reason(self.deaths or DeathWatch(self._client), self.id)
 
     def _after_broken_stream(self, exc: Exception, started: float, wall: float) -> ExecResult:
         """A command's stream broke: the whole-sandbox OOM result (gVisor), else raise what happened."""
@@ -152,7 +220,7 @@ class DockerSandbox(Sandbox):
                     f"{self.id[:12]}; create a new one\n").encode()
             return ExecResult(exit_code=SIGKILL_EXIT_CODE, stderr=note, duration=time.monotonic() - started,
                               oom_killed=True, cwd=self._cwd)
-        raise broken(self._client, self.id, exc) from None
+        raise broken(self._client, self.id, exc, self.deaths) from None
 
     # -- files --------------------------------------------------------------
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
@@ -184,7 +252,8 @@ class DockerSandbox(Sandbox):
         """404 on an archive call: the path, or the whole container, is missing."""
         if self._container_exists():
             return FileNotFoundError(f"{path}: no such file or directory in the sandbox")
-        return SandboxError(f"sandbox {self.id[:12]} is gone (removed from outside); create a new one")
+        return SandboxGone(f"sandbox {self.id[:12]} is gone (removed from outside); create a new one",
+                           reason="its container was removed from outside")
 
     def _container_exists(self) -> bool:
         try:
@@ -202,7 +271,7 @@ class DockerSandbox(Sandbox):
         try:
             seen = self._channel.look(posixpath.join(parent, name))
         except ChannelBroken as exc:
-            raise broken(self._client, self.id, exc) from None
+            raise broken(self._client, self.id, exc, self.deaths) from None
         if seen.get("empty"):  # nothing to pack: no process started in the sandbox
             return _empty_dir_tar(name, seen)
         r, data, _ = self._tar_inside(parent, name, max_bytes)
@@ -335,13 +404,18 @@ def oom_event_since(client: EngineClient, cid: str, wall: float) -> bool:
     return False
 
 
-def broken(client: EngineClient, cid: str, exc: Exception) -> SandboxError:
-    """Tell an engine outage apart from a dead container, for a message that says what to do."""
+def broken(client: EngineClient, cid: str, exc: Exception, deaths: "DeathWatch | None" = None) -> SandboxError:
+    """Tell an engine outage apart from a dead container, for a message that says what to do.
+
+    Returns EngineUnavailable when the engine does not answer, else SandboxGone saying why
+    the container died (the engine's events).
+    """
     try:
         client.ping()
     except Exception:
         return EngineUnavailable(f"lost the engine while using sandbox {cid[:12]}")
-    return SandboxError(f"sandbox {cid[:12]} is gone ({exc}); create a new one")
+    reason = gone_reason(deaths or DeathWatch(client), cid, str(exc))
+    return SandboxGone(f"sandbox {cid[:12]} is gone: {reason}; create a new one", reason=reason)
 
 
 def force_remove(client: EngineClient, cid: str) -> None:
@@ -411,7 +485,7 @@ def map_error(exc: BaseException, image: str) -> BaseException:
     if isinstance(exc, NotFound):
         if "image" in exc.message.lower():
             return ImageNotFound(f"image {image!r} not found on the engine: {exc.message}")
-        return SandboxError(f"the container is gone: {exc.message}")
+        return SandboxGone(f"the container is gone: {exc.message}", reason="its container was removed")
     if isinstance(exc, EngineAPIError):
         text = exc.message
         if "runtime" in text.lower():

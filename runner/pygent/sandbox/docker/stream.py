@@ -7,6 +7,7 @@ non-tty container's stdout and stderr.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import time
@@ -65,6 +66,24 @@ class DockerStream:
                 return b""
             self.kind, self.pending = _DOCKER_HEADER.unpack_from(self.buf)
             del self.buf[:8]
+
+    def peer_closed(self) -> bool:
+        """Has the engine closed the connection? A zero-timeout poll and a MSG_PEEK: nothing consumed.
+
+        Buffered or readable data means open (a late frame); only the end of the stream,
+        or a socket error, means closed. Never blocks.
+        """
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(0):
+                return False  # nothing to read: the connection is open
+            data = self.sock.recv(1, socket.MSG_PEEK)  # readable: the poll says it will not block
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+        return not data
 
     def sendall(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -1,0 +1,68 @@
+"""The policy's `network` field -> the create request's network settings.
+
+One function, so every form of network access is decided in one place:
+- False: no network stack but loopback (`NetworkDisabled`; NetworkMode "none"
+  on engines without it);
+- True: the engine's default bridge, everything reachable;
+- an allowlist: still no network stack at all; the egress proxy's socket
+  volume is mounted read-only and the server starts behind the relay that
+  HTTP_PROXY/HTTPS_PROXY point at (egress.py says why not a Docker network).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..policy import SandboxPolicy
+
+#: Where the egress proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
+SOCKET_DIR = "/run/pygent-egress"
+SOCKET = f"{SOCKET_DIR}/proxy.sock"
+#: The relay's port on the sandbox's own loopback.
+RELAY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
+
+
+def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str | None, *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(top-level fields, HostConfig fields) to merge into the create request.
+
+    entrypoint: the container's command without networking (the command server).
+    proxy: the running egress proxy's container id (egress.ensure_proxy), for an allowlist.
+    can_disable: the engine honours `NetworkDisabled` (Docker); otherwise NetworkMode "none".
+    Raises ValueError when an allowlist comes without a proxy (a programming error).
+    """
+    if policy.network is True:
+        return {"NetworkDisabled": False}, {"NetworkMode": "bridge"}
+    top: dict[str, Any] = {"NetworkDisabled": can_disable}
+    host: dict[str, Any] = {} if can_disable else {"NetworkMode": "none"}
+    if not policy.allow_hosts:
+        return top, host
+    if proxy is None:
+        raise ValueError("an allowlisted sandbox needs its egress proxy (egress.ensure_proxy)")
+    top["Entrypoint"] = relay_command(entrypoint)
+    top["Env"] = [f"{k}={v}" for k, v in proxy_env().items()]
+    host["VolumesFrom"] = [f"{proxy}:ro"]
+    return top, host
+
+
+def proxy_env() -> dict[str, str]:
+    """The variables that send a sandbox's HTTP(S) clients to its relay (both spellings: tools differ)."""
+    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
+    return {**env, **{k.lower(): v for k, v in env.items()}}
+
+
+def relay_command(entrypoint: list[str]) -> list[str]:
+    """The sandbox's command, started behind the relay (which execs it in its place).
+
+    The relay runs on the same interpreter as the command server (the tooling volume's, with
+    its loader): any image works.
+    """
+    python = entrypoint[: entrypoint.index("-I")]  # loader, --library-path, lib, python3
+    return [*python, "-I", "-S", "-c", egress_source(), "relay", str(RELAY_PORT), SOCKET, *entrypoint]
+
+
+def egress_source() -> str:
+    """egress_proxy.py's text: the proxy and the relay both run it with `python3 -c` (nothing to install)."""
+    return (Path(__file__).resolve().parents[1] / "egress_proxy.py").read_text()

@@ -1,0 +1,363 @@
+"""Both ends of the egress path: the proxy (HTTP, and HTTPS by CONNECT, to allowed names only)
+and the relay inside each allowlisted sandbox that leads to it. One file because
+both run as `python3 -I -S -c <this file> ...` in containers (stdlib only: the
+image has nothing else) and share the byte pumps.
+
+The proxy (`serve CONFIG`) runs in the bundled python image, hardened like a
+sandbox, listening on a unix socket in a volume the sandboxes mount read-only.
+Sandboxes have no network stack at all: their relay is their only way to this
+socket, and the proxy is the only one that resolves names.
+
+The relay (`relay CONFIG CMD...`) is a sandbox's command: why a relay? The
+sandbox has nothing but loopback (no route, no gateway, no resolver, no other
+container), yet HTTP_PROXY must be a TCP address: the relay listens on
+127.0.0.1:PORT and forwards each connection to the proxy's socket. It binds the
+port first (so it listens before the command server says hello), forks itself
+into the background and execs CMD (the command server) in its own place.
+
+Why a check after resolution: an allowed name may point at a private,
+loopback, link-local or metadata address (DNS rebinding, or a name an attacker
+controls). We resolve once, refuse any such address unless its range is
+listed, and connect to the address we checked (never resolving twice).
+Raw IP targets are always refused: the allowlist is about names.
+
+Lifetime: each sandbox's relay holds one `PYGENT-HOLD` connection open while
+the sandbox lives; with no holder and no request for `linger` seconds the
+proxy exits, and the engine's auto-remove deletes the container. We do not
+intercept TLS: after CONNECT the bytes pass through untouched.
+
+The proxy's CONFIG is JSON: {"socket": path, "allow": [entries], "linger": seconds};
+the relay's arguments are `relay PORT SOCKET CMD...`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _imports() -> None:
+    """The modules both ends need. The relay imports them only once forked off: asyncio and
+    ipaddress alone cost ~45 ms, which would otherwise delay every allowlisted sandbox's start."""
+    global asyncio, ipaddress, json, socket, time
+    import asyncio
+    import ipaddress
+    import json
+    import socket
+    import time
+
+
+if not (__name__ == "__main__" and sys.argv[1:2] == ["relay"]):
+    _imports()
+
+MAX_HEAD = 64 * 1024
+HEAD_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+DEFAULT_PORTS = (80, 443)
+#: Hop-by-hop headers we drop from forwarded plain-HTTP requests.
+_HOP = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
+
+
+class Denied(Exception):
+    """A request we refuse; the message is the 403 body's first line."""
+
+
+class Allowlist:
+    """Host patterns ('a.b', '*.b', each with an optional ':port') and address ranges."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.hosts: list[tuple[str, int | None]] = []
+        self.ranges: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in entries:
+            if "/" in entry:
+                self.ranges.append(ipaddress.ip_network(entry, strict=False))
+                continue
+            host, _, port = entry.partition(":")
+            self.hosts.append((host, int(port) if port else None))
+
+    def allows_name(self, host: str, port: int) -> bool:
+        for pattern, allowed_port in self.hosts:
+            if allowed_port is None and port not in DEFAULT_PORTS or allowed_port not in (None, port):
+                continue
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]):
+                    return True
+            elif host == pattern:
+                return True
+        return False
+
+    def allows_address(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Public addresses always; others (private, loopback, link-local, ...) only in a listed range."""
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if addr.is_global and not addr.is_multicast:
+            return True
+        return any(addr.version == r.version and addr in r for r in self.ranges)
+
+
+def how_to_allow(host: str, port: int) -> str:
+    spec = host if port in DEFAULT_PORTS else f"{host}:{port}"
+    return (
+        f"Allow it with --allow-host {spec}, PYGENT_ALLOW_HOSTS or SandboxPolicy(network=[{spec!r}]); "
+        "an allowed name that resolves to a private address also needs its range, e.g. 10.0.0.0/8."
+    )
+
+
+def split_host_port(authority: str, default: int) -> tuple[str, int]:
+    """'h', 'h:p', '[v6]:p' -> (host lowercased without a trailing dot, port). Raises Denied."""
+    text = authority.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    try:
+        port = int(port_text) if port_text else default
+    except ValueError:
+        raise Denied(f"bad port in {authority!r}") from None
+    if not 0 < port < 65536:
+        raise Denied(f"bad port in {authority!r}")
+    return host.lower().rstrip("."), port
+
+
+class Proxy:
+    def __init__(self, allow: Allowlist, linger: float) -> None:
+        self.allow = allow
+        self.linger = linger
+        self.holders = 0
+        self.active = 0
+        self.last_use = time.monotonic()
+
+    async def check(self, host: str, port: int) -> tuple[str, int]:
+        """The address to connect to for host:port. Raises Denied with the reason."""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            raise Denied(f"pygent egress proxy: {host!r} is a raw IP address; only allowed host names are reachable")
+        if not self.allow.allows_name(host, port):
+            raise Denied(f"pygent egress proxy: host {host!r} (port {port}) is not allowed. {how_to_allow(host, port)}")
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise Denied(f"pygent egress proxy: cannot resolve {host!r}: {exc}") from None
+        refused = []
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            if self.allow.allows_address(addr):
+                return str(addr), port
+            refused.append(str(addr))
+        raise Denied(
+            f"pygent egress proxy: host {host!r} resolves to {', '.join(sorted(set(refused)))}, a private, loopback, "
+            "link-local or reserved address, which is refused unless its range is allowed explicitly (e.g. 10.0.0.0/8)"
+        )
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.active += 1
+        self.last_use = time.monotonic()
+        try:
+            await self._handle(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            self.active -= 1
+            self.last_use = time.monotonic()
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+        if head.startswith(b"PYGENT-HOLD"):
+            self.holders += 1
+            try:
+                await reader.read()  # until the sandbox (its relay) goes away
+            finally:
+                self.holders -= 1
+            return
+        lines = head.split(b"\r\n")
+        try:
+            method, target, version = lines[0].decode("latin-1").split(" ")
+        except ValueError:
+            return await _answer(writer, 400, "pygent egress proxy: malformed request line")
+        try:
+            if method.upper() == "CONNECT":
+                host, port = split_host_port(target, 443)
+                addr = await self.check(host, port)
+                up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*addr), CONNECT_TIMEOUT)
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+                return await _pipe(reader, writer, up_reader, up_writer)
+            if not target.lower().startswith("http://"):
+                raise Denied(
+                    f"pygent egress proxy: {target[:100]!r} is not an absolute http:// URL; "
+                    "use HTTP_PROXY for http and CONNECT (HTTPS_PROXY) for https"
+                )
+            rest = target[len("http://"):]
+            authority, slash, path = rest.partition("/")
+            host, port = split_host_port(authority.rpartition("@")[2], 80)
+            addr = await self.check(host, port)
+        except Denied as exc:
+            return await _answer(writer, 403, str(exc))
+        except (OSError, asyncio.TimeoutError) as exc:
+            return await _answer(writer, 502, f"pygent egress proxy: cannot connect to {target[:100]}: {exc or type(exc).__name__}")
+        try:
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*addr), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            return await _answer(writer, 502, f"pygent egress proxy: cannot connect to {host}:{port}: {exc or type(exc).__name__}")
+        out = [f"{method} /{path if slash else ''} {version}".encode("latin-1")]
+        for line in lines[1:]:
+            if line and line.split(b":", 1)[0].strip().lower() not in _HOP:
+                out.append(line)
+        out.append(b"Connection: close")
+        up_writer.write(b"\r\n".join(out) + b"\r\n\r\n")
+        await _pipe(reader, writer, up_reader, up_writer)
+
+    async def reap_when_idle(self, server: asyncio.AbstractServer) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.linger / 2))
+            if self.holders == 0 and self.active == 0 and time.monotonic() - self.last_use > self.linger:
+                server.close()
+                return
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+    body = (text + "\n").encode()
+    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Pygent-Egress: refused\r\n\r\n".encode() + body
+    )
+    await writer.drain()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        pass
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter
+) -> None:
+    try:
+        await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+    finally:
+        up_writer.close()
+
+
+async def serve(config: dict) -> None:
+    proxy = Proxy(Allowlist(list(config["allow"])), float(config.get("linger", 30.0)))
+    path = config["socket"]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server = await asyncio.start_unix_server(proxy.handle, path=path, limit=MAX_HEAD)
+    os.chmod(path, 0o666)  # sandboxes run as any uid; the socket is their only door and the proxy checks everything
+    print("ready", flush=True)  # the host waits for this line on the attach stream before using us
+    await proxy.reap_when_idle(server)
+
+
+# --------------------------------------------------------------------------- the relay (in the sandbox)
+
+
+async def _relay_one(path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        up_reader, up_writer = await asyncio.open_unix_connection(path)
+    except OSError:
+        await _answer(writer, 502, "pygent egress relay: the egress proxy is not reachable (it stopped?); start a new sandbox")
+        writer.close()
+        return
+    try:
+        await _pipe(reader, writer, up_reader, up_writer)
+    finally:
+        writer.close()
+
+
+_HOLD = b"PYGENT-HOLD\r\n\r\n"
+
+
+async def _hold(path: str, first: int | None) -> None:
+    """Keep one connection open to the proxy while we live (it lingers, then exits, without any)."""
+    while True:
+        try:
+            if first is not None:
+                reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=first))
+                first = None
+            else:
+                reader, writer = await asyncio.open_unix_connection(path)
+                writer.write(_HOLD)
+                await writer.drain()
+            await reader.read()
+        except OSError:
+            pass
+        await asyncio.sleep(0.5)
+
+
+async def _relay(fd: int, path: str, hold: int | None) -> None:
+    listener = socket.socket(fileno=fd)
+    server = await asyncio.start_server(lambda r, w: _relay_one(path, r, w), sock=listener)
+    async with server:
+        await asyncio.gather(_hold(path, hold), server.serve_forever())
+
+
+def relay(port: int, path: str, command: list[str]) -> None:
+    """Listen, fork the relay off (reparented to init), exec `command` here. Never returns.
+
+    Only `_socket` and `os` before the exec: this runs on every allowlisted sandbox's start path.
+    The relay shares the sandbox's CPU limit with the command server, so it holds the proxy
+    with a bare socket, lowers its priority and imports asyncio (~45 ms of CPU) only once a
+    first client connects: the server's start is not delayed, and a sandbox that never uses
+    the network never pays for it.
+    """
+    import _socket
+
+    listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:  # the command server never sees it as its child
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                os.nice(19)
+                hold = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                try:
+                    hold.connect(path)
+                    hold.sendall(_HOLD)
+                    held: int | None = hold.detach()
+                except OSError:
+                    hold.close()
+                    held = None  # _hold retries
+                import select
+
+                select.select([listener], [], [])
+                _imports()
+                asyncio.run(_relay(listener.detach(), path, held))
+            finally:
+                os._exit(0)
+        os._exit(0)
+    os.wait()
+    listener.close()
+    os.execvp(command[0], command)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "relay":
+        relay(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
+    else:
+        asyncio.run(serve(json.loads(sys.argv[2])))
