@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, latency, lifecycle, mcp, memory, model_client, output, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -41,10 +41,11 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("model_client", "7. Model client: openai_compat vs the official SDK (loopback)", model_client.run),
         ("mcp", "8. MCP bash round trip (stdio, the SDK's client)", mcp.run),
         ("egress", "9. Network by name (egress allowlist)", egress.run),
+        ("inspect", "10. inspect_ai: exec through the pygent provider", inspect_provider.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,7 +14,8 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     │   ├── SandboxClosed                    used after close()
     │   ├── SandboxGone                      the sandbox died under us (removed, killed, OOM, engine restart)
     │   ├── CommandTimeout (TimeoutError)    raised only by APIs that raise on timeout
-    │   └── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
+    │   ├── PathOutsideSandbox (ValueError)  a file path that escapes the sandbox
+    │   └── FileTooLarge (ValueError)        a file over the size limit of a read
     ├── APIError                             the model provider answered with an error
     │   ├── APIConnectionError (ConnectionError)  unreachable / timed out, after retries
     │   ├── MalformedResponse                2xx that is not a chat completion (HTML, no choices)
@@ -92,6 +93,20 @@ class CommandTimeout(SandboxError, TimeoutError):
 
 class PathOutsideSandbox(SandboxError, ValueError):
     """A file path would escape the sandbox's filesystem."""
+
+
+class FileTooLarge(SandboxError, ValueError):
+    """A file is larger than the read's limit: nothing of it was returned.
+
+    `size` is the file's size as seen (at least limit + 1), `limit` the limit.
+    """
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        self.path, self.size, self.limit = path, size, limit
+        super().__init__(
+            f"{path} is {size} bytes, over the {limit} byte read limit: "
+            "pass a larger max_bytes, or read it in parts with a command (head -c, split)"
+        )
 
 
 class APIError(PygentError):

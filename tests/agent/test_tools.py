@@ -239,7 +239,7 @@ def test_read_file_symlink_loops_directories_and_missing_files(rt):
     rt.bash("ln -sf loop1 loop2 && ln -sf loop2 loop1 && mkdir -p adir && ln -sfn /etc linkdir && "
             "echo target > t.txt && ln -sf t.txt l1 && ln -sf l1 l2")
     assert rt.read_file("l2") == "target\n"  # a chain of links
-    with pytest.raises(SandboxError, match="too many (levels of symbolic )?links"):
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):  # ELOOP, as for the user's `cat`
         rt.read_file("loop1")
     for path in ("adir", "linkdir"):
         with pytest.raises(IsADirectoryError):

@@ -160,7 +160,8 @@ def test_env_and_workdir():
             'echo "$A|$B|${EMPTY-unset}"; pwd')
     assert r.stdout == b"1|x y=z|\n/tmp\n"
     r = run("exec", "-w", "sub", "--", "pwd")  # relative: under /workspace (must exist)
-    assert r.returncode == 125 and b"sub" in r.stderr
+    # A command that cannot start is its result, as a shell reports it (126), not a sandbox error (125).
+    assert r.returncode == 126 and b"/workspace/sub: No such file or directory" in r.stderr
 
 
 def test_mounts_read_only_and_read_write(tmp_path):

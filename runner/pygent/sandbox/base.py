@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 import io
+import os
 import posixpath
+import stat
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import PathOutsideSandbox, SandboxError
+from .files import chunks_of, host_tree
 from .result import ExecResult
 
 if TYPE_CHECKING:
@@ -131,68 +134,106 @@ class Sandbox(abc.ABC):
         (`Backend.start_from_recipe`), or None. The exec fast path stores it."""
         return None
 
-    # -- files, built on the two archive primitives --------------------------
+    # -- files: as the sandbox user, over two primitives (_put_file, _get_file) ----
     def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
-        """Create or replace one file inside the sandbox (parents are created)."""
-        path = self.absolute(path)
-        blob = data.encode() if isinstance(data, str) else data
-        root = "/workspace" if path.startswith("/workspace/") else posixpath.dirname(path)
-        rel = posixpath.relpath(path, root)
-        parents = [(d, None, 0o755) for d in _parents(rel)]
-        self.put_archive(root, _tar_of(parents + [(rel, blob, mode)], self._owner()))
+        """Create or replace one file inside the sandbox, with the sandbox user's rights.
+
+        Missing parents are created wherever the user may write. A new file is the
+        user's, with `mode`; an existing one keeps its owner and mode; either way
+        its modification time is now. Symlinks resolve inside the container.
+
+        Raises: PermissionError (the user may not write there), IsADirectoryError
+        (`path` is a directory: nothing is changed), NotADirectoryError (a parent is
+        a file), PathOutsideSandbox (an invalid path), SandboxClosed, SandboxError
+        (the sandbox is gone), OSError (e.g. no space left).
+        """
+        blob = data.encode() if isinstance(data, str) else bytes(data)
+        self._put_file({"path": self.absolute(path), "mode": int(mode)}, [blob])
 
     def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
-        """Read one regular file from the sandbox (symlinks resolve inside the container)."""
-        target = self.absolute(path)
-        # The engine's archive of a symlink is the link itself: follow it here, each hop
-        # again through the archive API, so resolution stays inside the container.
-        for _ in range(40):
-            raw = self.get_archive(target, max_bytes=max_bytes + (64 << 10))
-            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-                member = tar.next()
-                if member is None:
-                    raise FileNotFoundError(path)
-                if member.issym():
-                    target = self.absolute(posixpath.join(posixpath.dirname(target), member.linkname))
-                    continue
-                if not member.isfile():
-                    raise IsADirectoryError(f"{path} is not a regular file in the sandbox")
-                if member.size > max_bytes:
-                    raise PathOutsideSandbox(f"{path} is {member.size} bytes, over the {max_bytes} byte limit")
-                return tar.extractfile(member).read()  # type: ignore[union-attr]
-        raise PathOutsideSandbox(f"{path}: too many levels of symbolic links")
+        """Read one regular file, with the sandbox user's rights (symlinks resolve inside).
+
+        Raises: FileNotFoundError, PermissionError (the user may not read it),
+        IsADirectoryError, NotADirectoryError, FileTooLarge (over max_bytes: nothing
+        is returned), PathOutsideSandbox, SandboxClosed, SandboxError (the sandbox is gone).
+        """
+        buf = bytearray()
+        self._get_file(self.absolute(path), max_bytes, buf.extend)
+        return bytes(buf)
 
     def upload(self, host_path: str | Path, dest: str) -> None:
-        """Copy a host file or directory to `dest` inside the sandbox."""
-        host_path = Path(host_path)
-        dest = self.absolute(dest)
-        buf = io.BytesIO()
-        uid, gid = self._owner()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
+        """Copy a host file or directory to `dest` inside, with the sandbox user's rights
+        (the rules of write_file; files keep their host permission bits, links stay links).
 
-            def owned(ti: tarfile.TarInfo) -> tarfile.TarInfo:
-                ti.uid, ti.gid, ti.uname, ti.gname = uid, gid, "", ""
-                return ti
-
-            tar.add(str(host_path), arcname=posixpath.basename(dest), filter=owned)
-        parent = posixpath.dirname(dest) or "/"
-        self.put_archive(parent, buf.getvalue())
-
-    def download(self, path: str, host_dest: str | Path) -> Path:
-        """Copy a file or directory out of the sandbox into host directory `host_dest`.
-
-        The tar comes from the container, so it is untrusted: the 'data' filter
-        refuses absolute paths, '..', links pointing outside and device files.
+        Raises: FileNotFoundError (no such host path), the errors of write_file.
         """
+        for spath, host, st in host_tree(Path(host_path), self.absolute(dest)):
+            if stat.S_ISDIR(st.st_mode):
+                self._put_file({"path": spath, "kind": "dir"}, [])
+            elif stat.S_ISLNK(st.st_mode):
+                self._put_file({"path": spath, "kind": "symlink", "target": os.readlink(host)}, [])
+            elif stat.S_ISREG(st.st_mode):
+                self._put_file({"path": spath, "mode": st.st_mode & 0o777}, chunks_of(host))
+            # sockets, FIFOs and devices on the host are not files to copy
+
+    def download(self, path: str, host_dest: str | Path, max_bytes: int = 256 << 20) -> Path:
+        """Copy a file or directory out of the sandbox into host directory `host_dest`,
+        read with the sandbox user's rights. Returns the host path of the copy.
+
+        A directory comes as a tar made inside the container, so it is untrusted: the
+        'data' filter refuses absolute paths, '..', links pointing outside and devices.
+
+        Raises: FileNotFoundError, PermissionError (something in it the user may not
+        read), FileTooLarge, PathOutsideSandbox (a hostile entry), SandboxError.
+        """
+        src = self.absolute(path)
         host_dest = Path(host_dest)
         host_dest.mkdir(parents=True, exist_ok=True)
-        raw = self.get_archive(self.absolute(path))
+        target = host_dest / (posixpath.basename(src.rstrip("/")) or "root")
+        part = host_dest / f".{target.name}.pygent-part"
+        try:
+            with open(part, "wb") as f:
+                try:
+                    answer: dict | None = self._get_file(src, max_bytes, f.write)
+                except IsADirectoryError:
+                    answer = None  # a directory: a tar of it, below
+            if answer is not None:
+                part.chmod((int(answer.get("mode", 0o644)) & 0o755) | 0o600)
+                os.replace(part, target)
+                return target
+        finally:
+            part.unlink(missing_ok=True)
+        raw = self._tree_tar(src, max_bytes)
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             try:
                 tar.extractall(host_dest, filter="data")
             except tarfile.FilterError as exc:  # a PygentError, like every refusal of a path
                 raise PathOutsideSandbox(f"refused to copy {path} out of the sandbox: {exc}") from None
-        return host_dest / posixpath.basename(self.absolute(path).rstrip("/"))
+        return target
+
+    @abc.abstractmethod
+    def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
+        """Create a file from chunks (or spec["kind"] "dir" / "symlink"), acting as the
+        sandbox user inside: protocol.WriteSpec in, the answer's {"size", "created"} out.
+
+        Raises: the stdlib OSError subclass of the failure (files.raise_for), SandboxClosed,
+        SandboxError (the sandbox is gone).
+        """
+
+    @abc.abstractmethod
+    def _get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None]) -> dict:
+        """Read a regular file as the sandbox user; all of it goes to on_chunk, or nothing
+        does (an error). Returns {"size", "mode"}.
+
+        Raises: the stdlib OSError subclass of the failure, FileTooLarge, SandboxClosed, SandboxError.
+        """
+
+    @abc.abstractmethod
+    def _tree_tar(self, path: str, max_bytes: int) -> bytes:
+        """A tar of a directory, made with the sandbox user's rights.
+
+        Raises: PermissionError (something in it the user cannot read), FileTooLarge, SandboxError.
+        """
 
     def absolute(self, path: str) -> str:
         """Relative paths are relative to /workspace; the result is normalised."""
@@ -208,26 +249,3 @@ class Sandbox(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parents(rel: str) -> list[str]:
-    """'a/b/c.txt' -> ['a', 'a/b']: tar entries so the engine creates missing directories."""
-    parts = rel.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _tar_of(entries: list[tuple[str, bytes | None, int]], owner: tuple[int, int]) -> bytes:
-    """A tar of (name, data or None for a directory, mode), owned by the sandbox user."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, mode in entries:
-            ti = tarfile.TarInfo(name)
-            ti.uid, ti.gid = owner
-            ti.mode = mode
-            if data is None:
-                ti.type = tarfile.DIRTYPE
-                tar.addfile(ti)
-            else:
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()

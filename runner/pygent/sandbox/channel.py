@@ -24,6 +24,8 @@ from .result import ExecResult
 
 #: Seconds past a command's own timeout before we decide the sandbox (or engine) is gone.
 GRACE = 15.0
+#: Seconds a file operation may take before we decide the sandbox (or engine) is gone.
+FILE_TIMEOUT = 300.0
 
 
 def command_spec(
@@ -207,8 +209,8 @@ class Channel:
                             handle=done.get("handle"),
                             state=done.get("state"),
                         )
-                    elif kind == proto.FAILED:
-                        raise SandboxError(f"could not start the command: {json.loads(payload)['error']}")
+                    elif kind == proto.FAILED:  # a malformed request (a command that cannot start is a result)
+                        raise SandboxError(f"the sandbox's server refused the command: {json.loads(payload)['error']}")
             except BaseException:
                 # Interrupted (Ctrl-C) or broken: make sure nothing keeps running inside.
                 if not self.broken:
@@ -251,6 +253,45 @@ class Channel:
                 got, fcid, data = self.read_frame(deadline)
                 if fcid == cid and got in answers:
                     return got, json.loads(data)
+
+    # -- files (as the sandbox user, see server.FileOps) ----------------------
+    def put_file(self, spec: dict, chunks: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:
+        """Create or replace a file (or a directory / symlink, spec["kind"]) inside, chunk
+        by chunk; the server's answer: {"size", "created"} or {"errno", "error"}."""
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.send(proto.WRITE, cid, marshal.dumps(spec, 4))
+            for chunk in chunks:
+                for i in range(0, len(chunk), proto.CHUNK):
+                    self.send(proto.BYTES, cid, bytes(chunk[i : i + proto.CHUNK]))
+            self.send(proto.CLOSE, cid)
+            return self._answer(cid, None, time.monotonic() + timeout)
+
+    def get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None], timeout: float = FILE_TIMEOUT) -> dict:
+        """Read a regular file inside, its bytes to on_chunk as they come; the server's answer:
+        {"size"} or {"errno", "error"[, "too_large"]} (then on_chunk may have had a part)."""
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.send(proto.GET, cid, marshal.dumps({"path": path, "max": int(max_bytes)}, 4))
+            return self._answer(cid, on_chunk, time.monotonic() + timeout)
+
+    def _answer(self, cid: int, on_chunk: Callable[[bytes], None] | None, deadline: float) -> dict:
+        while True:
+            kind, fcid, payload = self.read_frame(deadline)
+            if fcid != cid:
+                continue  # a late frame of an earlier, abandoned command
+            if kind == proto.BYTES and on_chunk is not None:
+                on_chunk(payload)
+            elif kind == proto.ANSWER:
+                return json.loads(payload)
+            elif kind == proto.FAILED:
+                raise SandboxError(f"the sandbox's server refused the file request: {json.loads(payload)['error']}")
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

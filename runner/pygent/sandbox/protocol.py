@@ -9,11 +9,17 @@ the host by the exec fast path, which must stay cheap (no json, no enum).
 Frames, both directions: struct ">BII" (type, command id, payload length) + payload.
   host -> server: R run (marshal RunSpec, version 4), I stdin bytes, E stdin EOF, K kill,
                   L look at a directory (path bytes),
-                  P an operation on a background command (marshal ProcessOp)
+                  P an operation on a background command (marshal ProcessOp),
+                  W write a file (marshal WriteSpec), Y its bytes (CHUNK at most a frame), C its end,
+                  G get a file (marshal GetSpec)
   server -> host: H hello (JSON Hello), O stdout bytes, X stderr bytes, D done (JSON Done),
-                  F failed to start (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
+                  F failed to start / malformed (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
                   B a background command started (JSON {"handle", "pid"}), Q the answer to a P (JSON),
-                  o / x stdout / stderr as it arrives, for displays, while the capped result is kept (run with "live")
+                  o / x stdout / stderr as it arrives, for displays, while the capped result is kept (run with "live"),
+                  Y a got file's bytes (CHUNK at most a frame), A a file operation's answer (JSON FileAnswer)
+
+File operations run in the server, i.e. as the sandbox user: the kernel applies
+exactly the user's rights (no check on the host that a command could race).
 """
 
 import struct
@@ -28,10 +34,13 @@ RUN, STDIN, STDIN_EOF, KILL, LOOK = b"R"[0], b"I"[0], b"E"[0], b"K"[0], b"L"[0]
 HELLO, OUT, ERR, DONE, FAILED, LOOKED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"[0], b"N"[0]
 # shell state and background commands (issue 14)
 PROC, PROC_REPLY, STARTED, LIVE_OUT, LIVE_ERR = b"P"[0], b"Q"[0], b"B"[0], b"o"[0], b"x"[0]
+# files as the sandbox user (issue 13): Y carries file bytes both ways, A answers
+WRITE, BYTES, CLOSE, GET, ANSWER = b"W"[0], b"Y"[0], b"C"[0], b"G"[0], b"A"[0]
 CHUNK = 65536
 MARKER_ENV = "PYGENT_CMD"
-PROTOCOL = 5  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
-# 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x)
+PROTOCOL = 6  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
+# 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
+# 6: W/Y/C/G/A file operations as the sandbox user, the command's script on fd 4 (not argv)
 
 
 def cut_marker(omitted):
@@ -137,6 +146,29 @@ if TypedDict is not None:
         max: int  # output: at most this many bytes (head and tail)
         data: bytes  # input
         eof: bool  # input: close its stdin after data
+
+    class WriteSpec(TypedDict, total=False):
+        """A file to create or replace (W frame); B frames carry its bytes, C ends it."""
+
+        path: str  # absolute
+        mode: int  # for a new file (existing files keep theirs)
+        kind: str  # "file" (default), "dir" (makedirs), "symlink" (target in `target`)
+        target: str
+
+    class GetSpec(TypedDict):
+        """A regular file to read (G frame), refused when over `max` bytes."""
+
+        path: str
+        max: int
+
+    class FileAnswer(TypedDict, total=False):
+        """The end of a file operation (A frame): `size` on success, else `errno` + `error`."""
+
+        size: int
+        created: bool
+        errno: int
+        error: str
+        too_large: int  # a get over its limit: the file's size
 
     class Hello(TypedDict):
         """The server's first frame."""

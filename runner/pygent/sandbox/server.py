@@ -35,13 +35,17 @@ else:  # the container's main process: protocol.pyc sits beside server.pyc (isol
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from protocol import *  # noqa: F401,F403
 
-def shell_prefix(cwd_fd):
-    """Bash prepended on the same line as the command (line numbers stay right).
+def script_prefix(script_fd):
+    """Bash prepended on the script's first line (line numbers stay right): closes the fd
+    the script came on (bash reads it through its own fd) and names the shell after its
+    executable again ($0), as with `bash -c`."""
+    return "builtin exec %d<&-; BASH_ARGV0=$BASH; " % script_fd
 
-    Makes the command the first OOM victim (never the server), and reports the
-    final working directory so `cd` persists across calls like in a terminal.
-    """
-    return (
+
+def shell_prefix(cwd_fd, script_fd):
+    """script_prefix, then: makes the command the first OOM victim (never the server), and
+    reports the final working directory so `cd` persists across calls like in a terminal."""
+    return script_prefix(script_fd) + (
         "builtin echo 1000 >/proc/self/oom_score_adj 2>/dev/null; "
         "trap 'builtin printf %%s \"$PWD\" >&%d 2>/dev/null' EXIT; " % cwd_fd
     )
@@ -194,6 +198,7 @@ def kill_tree(leader, marker):
 
 #: The fd the loader (BASH_ENV) is read from, and the one the dump is written to.
 LOADER_FD, STATE_FD = 104, 103
+SCRIPT_FD = 105
 #: Largest state kept, in bytes (the dump of variables, functions, aliases, options).
 STATE_MAX = 256 << 10
 #: Variables a shell sets itself, or the mechanism's own: never saved.
@@ -309,19 +314,29 @@ def state_loader(state, env, nonce, background):
     return b"".join((head, script, own, b"builtin unset BASH_ENV\n", trap, close, options))
 
 
-def loader_fd(data):
-    """An fd to read `data` from: an in-memory file (no size limit), else a pipe (64 KiB)."""
+def memory_fd(data):
+    """An fd to read `data` from (a state loader, a command's script): an in-memory file,
+    else an unnamed file in /tmp, else a pipe (64 KiB at most). Close-on-exec."""
     try:
-        fd = os.memfd_create("pygent-state", os.MFD_CLOEXEC)
+        fd = os.memfd_create("pygent", os.MFD_CLOEXEC)
     except (AttributeError, OSError):
-        r, w = os.pipe()
         try:
-            os.write(w, data[:65536])  # a fresh pipe holds 64 KiB: the cap is far below what matters here
-        finally:
-            os.close(w)
-        return r
-    os.write(fd, data)
-    os.lseek(fd, 0, 0)
+            fd = os.open("/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except (AttributeError, OSError):
+            r, w = os.pipe()
+            try:
+                os.write(w, data[:65536])  # what a fresh pipe holds
+            finally:
+                os.close(w)
+            return r
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -404,12 +419,15 @@ class Command:
         extra = {}
         if self.state_key is not None:
             loader = state_loader(state, spec.get("env") or {}, self.nonce, self.background)
-            extra[LOADER_FD] = loader_fd(loader)
+            extra[LOADER_FD] = memory_fd(loader)
             ours.append(extra[LOADER_FD])
             env["BASH_ENV"] = "/dev/fd/%d" % LOADER_FD
-            argv = [BASH, "-c", spec["cmd"]]
+            script = script_prefix(SCRIPT_FD) + spec["cmd"]
         else:
-            argv = [BASH, "-c", shell_prefix(CWD_FD) + spec["cmd"]]
+            script = shell_prefix(CWD_FD, SCRIPT_FD) + spec["cmd"]
+        # The script is read from a file (fd SCRIPT_FD), not passed as `bash -c` argv: Linux
+        # caps one argv string at 128 KiB (E2BIG), so a big heredoc or generated script failed.
+        argv = [BASH, "/dev/fd/%d" % SCRIPT_FD]
         try:
             stdin = None
             if spec.get("stdin") or self.background:
@@ -432,6 +450,8 @@ class Command:
                 fds[3] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 ours.append(fds[3])
                 extra[STATE_FD] = cwd_w
+            extra[SCRIPT_FD] = memory_fd(script.encode("utf-8", "surrogateescape"))
+            ours.append(extra[SCRIPT_FD])
             self.proc.pid = spawn(argv, env, spec.get("cwd") or default_cwd, fds, extra)
         except BaseException:
             os.close(cwd_r)
@@ -594,12 +614,175 @@ class Poller:
         return [(self.keys[fd], ev) for fd, ev in ready if fd in self.keys]
 
 
+# -- FileOps: the file API as the sandbox user ------------------------------------
+#
+# Why here: the server runs as the sandbox user, so open()/makedirs() here get
+# exactly the rights the user's commands have (an unreadable file stays
+# unreadable, a read-only one unwritable), new files are the user's, and
+# nothing on the host checks a path that a hostile command could swap meanwhile.
+
+FILE_FRAMES = (WRITE, BYTES, CLOSE, GET)
+_FILE_FLAGS = os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+
+
+def file_error(exc):
+    return {"errno": getattr(exc, "errno", 0) or 0, "error": getattr(exc, "strerror", None) or str(exc)}
+
+
+def regular(fd, path):
+    """Refuse what is not a regular file (a FIFO would block the server, a device is not a file)."""
+    mode = os.fstat(fd).st_mode
+    if mode & 0o170000 == 0o040000:
+        raise IsADirectoryError(21, "Is a directory", path)
+    if mode & 0o170000 != 0o100000:
+        raise OSError(22, "Not a regular file (a device, FIFO or socket)", path)
+    os.set_blocking(fd, True)
+
+
+def open_for_write(spec):
+    """Open (creating parents and the file as needed) for writing; (fd or None, created)."""
+    path, kind = spec["path"], spec.get("kind") or "file"
+    if kind == "dir":
+        os.makedirs(path, 0o755, exist_ok=True)
+        return None, False
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, 0o755, exist_ok=True)
+        except FileExistsError:  # a file where a directory should be: open() says ENOTDIR
+            pass
+    if kind == "symlink":
+        if os.path.islink(path):  # copied again: the new link replaces the old one
+            os.unlink(path)
+        os.symlink(spec["target"], path)
+        return None, True
+    mode = int(spec.get("mode", 0o644)) & 0o7777
+    for _ in range(3):  # an existing file keeps its owner and mode; a new one gets `mode` exactly
+        try:
+            fd = os.open(path, os.O_WRONLY | _FILE_FLAGS)
+            created = False
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o600)
+            except FileExistsError:  # created meanwhile (or a dangling symlink): look again
+                continue
+            created = True
+        try:
+            regular(fd, path)
+            if created:
+                os.fchmod(fd, mode)
+            else:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, created
+    raise FileExistsError(17, "File exists (a dangling symbolic link?)", path)
+
+
+class FileWrite:
+    """One W..C write in progress: the open file, or the error that stopped it."""
+
+    __slots__ = ("fd", "created", "size", "error")
+
+    def __init__(self, spec):
+        self.fd, self.created, self.size, self.error = None, False, 0, None
+        try:
+            self.fd, self.created = open_for_write(spec)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            self.error = file_error(exc)
+
+    def write(self, data):
+        if self.fd is None or self.error:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            self.size += len(data)
+        except OSError as exc:  # no space left, file size limit
+            self.error = file_error(exc)
+
+    def close(self):
+        if self.fd is not None:
+            try:
+                if not self.error:
+                    os.utime(self.fd)  # modified now, also when nothing changed in size
+                os.close(self.fd)
+            except OSError as exc:
+                self.error = self.error or file_error(exc)
+            self.fd = None
+        return self.error or {"size": self.size, "created": self.created}
+
+
+class FileOps:
+    """The W/B/C (write) and G (get) frames. Writes are fed frame by frame, so a big
+    file never sits whole in memory; a get streams B frames of CHUNK bytes."""
+
+    def __init__(self, send, send_json):
+        self.send, self.send_json = send, send_json
+        self.writes = {}
+
+    def on_frame(self, kind, cid, payload):
+        if kind == WRITE:
+            spec = self.spec(cid, payload, ("path",))
+            if spec is not None:
+                self.writes[cid] = FileWrite(spec)
+        elif kind == BYTES:
+            w = self.writes.get(cid)
+            if w is not None:
+                w.write(payload)
+        elif kind == CLOSE:
+            w = self.writes.pop(cid, None)
+            if w is not None:
+                self.send_json(ANSWER, cid, w.close())
+        elif kind == GET:
+            spec = self.spec(cid, payload, ("path", "max"))
+            if spec is not None:
+                self.send_json(ANSWER, cid, self.get(cid, spec["path"], int(spec["max"])))
+
+    def spec(self, cid, payload, keys):
+        try:
+            spec = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            spec = None
+        if not isinstance(spec, dict) or not all(isinstance(spec.get(k), (str, int)) for k in keys):
+            self.send_json(FAILED, cid, {"error": "malformed file request"})
+            return None
+        return spec
+
+    def get(self, cid, path, limit):
+        try:
+            fd = os.open(path, os.O_RDONLY | _FILE_FLAGS)
+        except OSError as exc:
+            return file_error(exc)
+        try:
+            regular(fd, path)
+            st = os.fstat(fd)
+            size = st.st_size
+            if size > limit:
+                return {"errno": 27, "error": "File too large", "too_large": size}
+            total = 0
+            while True:  # the file may grow meanwhile: never send more than the limit
+                data = os.read(fd, min(CHUNK, limit + 1 - total))
+                if not data:
+                    return {"size": total, "mode": st.st_mode & 0o7777}
+                total += len(data)
+                if total > limit:
+                    return {"errno": 27, "error": "File too large", "too_large": total}
+                self.send(BYTES, cid, data)
+        except OSError as exc:
+            return file_error(exc)
+        finally:
+            os.close(fd)
+
+
 class Server:
     def __init__(self):
         self.sel = Poller()
         self.cmds = {}
         self.inbuf = bytearray()
-        self.cwd = os.getcwd()
+        self.cwd = self.home = os.getcwd()
         self.drains = set()  # pipes a finished command's background children still hold
         self.pids_hits = pids_limit_hits()
         self.states = {}  # state key -> the bash that restores it (issue 14)
@@ -613,6 +796,7 @@ class Server:
         signal.signal(signal.SIGTERM, lambda *_: self.shutdown())
         self.sel.register(0, EVENT_READ, ("ctl", None))
         self.sel.register(r, EVENT_READ, ("sig", None))
+        self.files = FileOps(self.send, self.send_json)
 
     # -- output to the host -------------------------------------------------
     def send(self, kind, cid, payload=b""):
@@ -649,6 +833,9 @@ class Server:
             self.dispatch(kind, cid, payload)
 
     def dispatch(self, kind, cid, payload):
+        if kind in FILE_FRAMES:
+            self.files.on_frame(kind, cid, payload)
+            return
         if kind == LOOK:
             self.send_json(LOOKED, cid, look(os.fsdecode(payload)))
             return
@@ -687,6 +874,13 @@ class Server:
             note = self.reclaim()
             hits = pids_limit_hits()
         self.pids_hits = hits
+        if not spec.get("cwd") and self.cwd != self.home and not os.path.isdir(self.cwd):
+            # The directory the last command ended in was removed: a shell would stay in
+            # a deleted directory; we start the next command where sandboxes start.
+            note += ("[pygent] the working directory %s is gone: running in %s\n" % (self.cwd, self.home)).encode(
+                "utf-8", "replace"
+            )
+            self.cwd = self.home
         try:
             try:
                 if spec.get("background"):
@@ -696,8 +890,11 @@ class Server:
                 note = self.reclaim()
                 self.pids_hits = pids_limit_hits()
                 cmd = Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
-        except Exception as exc:  # bad cwd, bash missing: report, do not die
-            self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
+        except Exception as exc:  # bad cwd, bash missing, no memory: a result, as a shell reports it
+            if spec.get("background"):  # the host waits for B or F: no result to give
+                self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
+            else:
+                self.cannot_start(cid, exc)
             return
         self.cmds[cid] = cmd
         if note:
@@ -708,6 +905,30 @@ class Server:
         if cmd.background:
             self.handles[str(cid)] = cmd
             self.send_json(STARTED, cid, {"handle": str(cid), "pid": cmd.proc.pid})
+
+    def cannot_start(self, cid, exc):
+        """A command that could not start is its result, not a broken sandbox:
+        127 when bash itself is missing, 126 otherwise (bad cwd, no fork), with the reason."""
+        where = getattr(exc, "filename", None)
+        missing = isinstance(exc, FileNotFoundError) and where == BASH
+        if where and getattr(exc, "strerror", None):
+            reason = "%s%s: %s" % ("" if where == BASH else "working directory ", where, exc.strerror)
+        else:
+            reason = "%s: %s" % (type(exc).__name__, exc)
+        self.send(ERR, cid, ("pygent: cannot start the command: %s\n" % reason).encode("utf-8", "replace"))
+        self.send_json(
+            DONE,
+            cid,
+            {
+                "exit_code": 127 if missing else 126,
+                "timed_out": False,
+                "duration": 0.0,
+                "cwd": self.cwd,
+                "stdout_truncated": 0,
+                "stderr_truncated": 0,
+                "oom_killed": False,
+            },
+        )
 
     def reclaim(self):
         """Near the pids limit (a fork bomb, runaway background jobs): kill every process

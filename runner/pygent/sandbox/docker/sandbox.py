@@ -2,7 +2,8 @@
 
 Every image runs the same server (from the read-only tooling volume, see
 tooling.py), so there is one exec path: commands go over the container's attach
-stream (stream.py, channel.py). Files move through the engine's archive API.
+stream (stream.py, channel.py), and so do files (as the sandbox user, files.py);
+workspace snapshots use the engine's archive API.
 The class needs neither pydantic nor docker-py: `pygent-runner exec` starts
 sandboxes through this same code from a remembered create body.
 """
@@ -15,12 +16,13 @@ import posixpath
 import shlex
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ...errors import EngineUnavailable, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
+from ...errors import EngineUnavailable, FileTooLarge, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
 from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
+from ..files import raise_for
 from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound
@@ -272,7 +274,15 @@ class DockerSandbox(Sandbox):
             raise broken(self._client, self.id, exc, self.deaths) from None
         if seen.get("empty"):  # nothing to pack: no process started in the sandbox
             return _empty_dir_tar(name, seen)
-        buf = bytearray()
+        r, data, _ = self._tar_inside(parent, name, max_bytes)
+        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
+            return self.get_archive(path, max_bytes)
+        return data
+
+    def _tar_inside(self, parent: str, name: str, max_bytes: int) -> tuple[ExecResult, bytes, bytes]:
+        """`tar -cf - name` run in the sandbox (as its user) over the command stream:
+        (result, tar bytes, stderr). Raises FileTooLarge past max_bytes (the command is killed)."""
+        buf, err = bytearray(), bytearray()
 
         def take(chunk: bytes) -> None:
             buf.extend(chunk)
@@ -280,13 +290,42 @@ class DockerSandbox(Sandbox):
                 raise _TooLarge
 
         try:
-            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=120,
-                          on_stdout=take, on_stderr=lambda _: None)
+            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
+                          on_stdout=take, on_stderr=err.extend)
         except _TooLarge:
-            raise SandboxError(f"{path} is larger than {max_bytes} bytes") from None
-        if r.exit_code != 0:  # no tar in the image, unreadable files: the engine's way
-            return self.get_archive(path, max_bytes)
-        return bytes(buf)
+            raise FileTooLarge(posixpath.join(parent, name), len(buf), max_bytes) from None
+        return r, bytes(buf), bytes(err)
+
+    # -- the file API as the sandbox user: the command server's file frames --------
+    def _put_file(self, spec: dict, chunks: Iterable[bytes]) -> dict:
+        self._check_open()
+        try:
+            answer = self._channel.put_file(spec, chunks)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        return raise_for(answer, spec["path"], "writing")
+
+    def _get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None]) -> dict:
+        self._check_open()
+        got = bytearray()
+        try:
+            # Held back until the answer says the read succeeded (a file over the limit
+            # may have sent a part): the caller gets all of it or nothing.
+            answer = self._channel.get_file(path, max_bytes, got.extend)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        raise_for(answer, path, "reading", max_bytes)
+        on_chunk(bytes(got))
+        return answer
+
+    def _tree_tar(self, path: str, max_bytes: int) -> bytes:
+        """A tar made by `tar` running as the sandbox user: what it cannot read is an error."""
+        r, data, err = self._tar_inside(*posixpath.split(path.rstrip("/") or "/"), max_bytes)
+        if r.exit_code != 0:
+            text = err.decode("utf-8", "replace").strip()
+            errno = 13 if "Permission denied" in text else 2 if "No such file" in text else 5
+            raise OSError(errno, f"could not copy it as the sandbox user: {text[-500:]}", path)
+        return data
 
     def _owner(self) -> tuple[int, int]:
         return (self.limits.uid, self.limits.gid)
