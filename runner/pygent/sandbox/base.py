@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import abc
-import io
 import os
 import posixpath
 import stat
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -204,6 +202,9 @@ class Sandbox(abc.ABC):
         finally:
             part.unlink(missing_ok=True)
         raw = self._tree_tar(src, max_bytes)
+        import io
+        import tarfile  # here, not at import: the exec fast path never needs it
+
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             try:
                 tar.extractall(host_dest, filter="data")

@@ -14,9 +14,8 @@ from ...errors import ConfigError, EngineUnavailable, RuntimeUnavailable
 from .. import lifecycle
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
-from . import config, egress, tooling
+from . import config
 from .client import EngineClient, NotFound
-from .deaths import DeathWatch
 from .sandbox import DockerSandbox, Limits, force_remove
 
 if TYPE_CHECKING:
@@ -39,6 +38,8 @@ class DockerBackend(Backend):
         self._tooling_ready: set[str] = set()
         self._lock = threading.Lock()
         #: Which of our containers the engine reported dead (followed while a pool is warm).
+        from .deaths import DeathWatch  # here: the exec fast path needs no event watcher
+
         self.deaths = DeathWatch(self.client)
 
     # -- engine facts -------------------------------------------------------
@@ -91,6 +92,8 @@ class DockerBackend(Backend):
     def tooling_volume(self) -> str:
         """The read-only tooling volume sandboxes mount (made once per tooling version)."""
         extra = {"Ulimits": config.ulimits(self.flavor)} if self.flavor.ulimits else {}
+        from . import tooling
+
         return tooling.ensure_volume(self.client, lambda: self.resolve_image("tooling"), self._tooling_ready, extra)
 
     # -- Backend ------------------------------------------------------------
@@ -125,6 +128,8 @@ class DockerBackend(Backend):
 
     def reclaim_shared(self, everything: bool = False) -> list[tuple[str, str, float]]:
         """Egress proxies no sandbox uses (egress.collect_unused). Raises: EngineUnavailable."""
+        from . import egress
+
         return egress.collect_unused(self.client, everything)
 
     def egress_proxy(self, policy: "SandboxPolicy", runtime: str | None) -> str | None:
@@ -136,6 +141,8 @@ class DockerBackend(Backend):
             return None
         if self.flavor.name != "docker":
             raise ConfigError(f"an allowlist (network=[hosts]) is implemented for the docker backend only, not {self.flavor.name}")
+        from . import egress
+
         egress.check_supported(policy, runtime, self.runtimes())
         return egress.ensure_proxy(self.client, self.resolve_image, policy)
 

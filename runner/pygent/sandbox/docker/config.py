@@ -12,7 +12,7 @@ engines are an `EngineFlavor`.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import os
 from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
@@ -116,7 +116,7 @@ def create_body(
         host["Runtime"] = runtime
     if flavor.ulimits:
         host["Ulimits"] = ulimits(flavor)
-    hostname = f"sandbox-{uuid.uuid4().hex[:8]}"
+    hostname = f"sandbox-{os.urandom(4).hex()}"
     body = {
         "Image": image,
         # Entrypoint, not Cmd: an image's own ENTRYPOINT (docker-entrypoint.sh, tini) must not wrap the server.
@@ -160,6 +160,6 @@ def fresh_identity(body: dict[str, Any], pooled: bool = False) -> tuple[dict[str
     Named by us, so an interruption (Ctrl-C, SIGTERM) between the engine creating it
     and its answer reaching us still knows what to remove.
     """
-    suffix = uuid.uuid4().hex[:8]
+    suffix = os.urandom(4).hex()
     body = dict(body, Hostname=f"sandbox-{suffix}", Labels=lifecycle.owner_labels(pooled=pooled))
-    return body, f"pygent-{suffix}-{uuid.uuid4().hex[:8]}"
+    return body, f"pygent-{suffix}-{os.urandom(4).hex()}"

@@ -10,13 +10,11 @@ sandboxes through this same code from a remembered create body.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import posixpath
-import shlex
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from ...errors import EngineUnavailable, FileTooLarge, ImageNotFound, RuntimeUnavailable, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
@@ -38,8 +36,7 @@ START_TIMEOUT = 30.0
 REMOVE_WAIT = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """What a running sandbox needs to know of its policy (no pydantic on the exec fast path)."""
 
     memory: str = "512m"
@@ -196,7 +193,7 @@ class DockerSandbox(Sandbox):
         if self.policy is not None and self.policy.allow_hosts:
             return None  # wired to the egress proxy of the moment: a replay must find (or start) the current one
         return {"backend": self._backend, "body": self.create_config, "image": self.image,
-                "limits": dataclasses.asdict(self.limits), "api": self.api_version}
+                "limits": self.limits._asdict(), "api": self.api_version}
 
     #: The backend's watch of the engine's events (set by the backend that made this sandbox).
     deaths: "DeathWatch | None" = None
@@ -290,7 +287,9 @@ class DockerSandbox(Sandbox):
                 raise _TooLarge
 
         try:
-            r = self.exec(f"exec tar -C {shlex.quote(parent or '/')} -cf - {shlex.quote(name)}", timeout=300,
+            from shlex import quote
+
+            r = self.exec(f"exec tar -C {quote(parent or '/')} -cf - {quote(name)}", timeout=300,
                           on_stdout=take, on_stderr=err.extend)
         except _TooLarge:
             raise FileTooLarge(posixpath.join(parent, name), len(buf), max_bytes) from None
