@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, cli_env, run
+from support.cli import REPO, cli_env, run
 
 
 def test_help_lists_every_command():

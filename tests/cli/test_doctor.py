@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import cli_env, run
+from support.cli import cli_env, run
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import cli_env, containers_of, one_error_line, popen, run, wait_gone, wait_started
+from support.cli import cli_env, containers_of, one_error_line, popen, run, wait_gone, wait_started
 
 pytestmark = pytest.mark.docker
 

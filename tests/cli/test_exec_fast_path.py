@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import conftest
-from conftest import REPO, cli_env
+from support.cli import REPO, cli_env
 
 #: Runs `exec ARGS...` in a fresh interpreter and reports, on its last stderr line,
 #: the exit status and which heavy modules the run imported.

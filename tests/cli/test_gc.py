@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import one_error_line, run, cli_env
+from support.cli import one_error_line, run, cli_env
 
 pytestmark = pytest.mark.docker
 

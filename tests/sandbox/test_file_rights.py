@@ -190,7 +190,7 @@ def test_a_10_mib_script_runs_and_stdin_stays_the_commands(sb):
     script = f"cat > /dev/null; wc -c <<'EOF'\n{body}EOF\necho $0"
     r = sb.exec(script, stdin=b"the command's own stdin\n", timeout=120)
     assert r.exit_code == 0, r.stderr[-500:]
-    assert r.stdout.split() == [str(len(body)).encode(), b"/bin/bash"]
+    assert r.stdout.split() == [str(len(body)).encode(), b"/opt/pygent/bin/bash"]  # $0: the shell, as for bash -c
     r = sb.exec("cat; echo\n" + "true\n" * 40000, stdin=b"piped")  # 200 KiB of commands, stdin intact
     assert r.exit_code == 0 and r.stdout == b"piped\n", r
 

@@ -244,8 +244,10 @@ def state_dump_trap(nonce):
         'builtin printf "\\n%s cwd\\n%s\\n%s opts\\n%s\\n%s\\n%s umask\\n" ' + n + ' "$__pygent_cwd" ' + n
         + ' "$__pygent_so" "$__pygent_bo" ' + n + "; builtin umask; "
         'builtin printf "\\n%s vars\\n" ' + n + "; "
-        "for __pygent_v in " + _NAME_PREFIXES + "; do case $__pygent_v in " + STATE_SKIP + ") ;; "
-        '*) builtin declare -p -- "$__pygent_v";; esac; done; '
+        # The names first, then one `declare -p` for all of them: one write instead of one per variable.
+        "__pygent_n=(); for __pygent_v in " + _NAME_PREFIXES + "; do case $__pygent_v in " + STATE_SKIP + ") ;; "
+        '*) __pygent_n+=("$__pygent_v");; esac; done; '
+        '(( ${#__pygent_n[@]} )) && builtin declare -p -- "${__pygent_n[@]}"; '
         'builtin printf "\\n%s funcs\\n" ' + n + "; builtin declare -f; "
         'builtin printf "\\n%s alias\\n" ' + n + "; builtin alias -p; "
         # Ended only when every builtin the dump needs worked (`enable -n` can disable them).
@@ -471,9 +473,17 @@ CWD_FD = 3
 
 
 def find_bash():
-    """The image's own bash when it has one (users' tools expect it), else pygent's static
-    bash from the tooling volume beside this file: commands run under bash in every image."""
-    for path in ("/bin/bash", "/usr/bin/bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "bash")):
+    """pygent's static bash from the tooling volume beside this file, in every image.
+
+    Why not the image's: the command line, the cwd report and the shell-state
+    mechanism rely on bash 5 (`${!prefix@}`, `declare -p` formats, BASH_ENV
+    semantics), and an image may carry an older bash, a patched one or none; the
+    same static bash everywhere gives every image the same guarantees, and it
+    starts ~0.5 ms faster than a dynamically linked one (no loader, no libtinfo).
+    Programs that run `bash` by name still get the image's own from PATH.
+    Outside the tooling volume (the host's tests import this module): /bin/bash.
+    """
+    for path in (os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "bash"), "/bin/bash", "/usr/bin/bash"):
         if os.access(path, os.X_OK):
             return path
     return "/bin/bash"
