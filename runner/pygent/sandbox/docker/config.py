@@ -47,13 +47,6 @@ class EngineFlavor:
     ulimits: tuple[tuple[str, int, int], ...] = ()
 
 
-def size_bytes(size: str) -> int:
-    """'512m' -> 536870912 (the policy has validated the form)."""
-    from ..policy import size_in_bytes
-
-    return size_in_bytes(size)
-
-
 def create_body(
     image: str,
     policy: "SandboxPolicy",
@@ -93,7 +86,9 @@ def create_body(
             mounts.append(_tmpfs_volume("/tmp", tmp_opts))
     for m in policy.mounts:
         mounts.append({"Target": m.target, "Source": str(m.source), "Type": "bind", "ReadOnly": m.read_only})
-    memory = size_bytes(policy.memory)
+    from ..policy import size_in_bytes  # the policy is a pydantic model: loaded already
+
+    memory = size_in_bytes(policy.memory)
     host: dict[str, Any] = {
         "Init": True,  # tini (catatonit on Podman) as PID 1: reaps zombies, forwards signals
         "AutoRemove": True,  # the engine removes it when the main process ends (owner gone)

@@ -446,20 +446,20 @@ def removed_within(client: EngineClient, cid: str, timeout: float) -> bool:
         return False
 
 
-_reaper: "list[Any]" = []
+_reaper: Any = None  # the removal queue, made with its thread on first use
 _reaper_lock = threading.Lock()
 
 
 def remove_later(client: EngineClient, sandbox: DockerSandbox) -> None:
     """Queue a closed sandbox's removal on one background thread (it stays tracked until done)."""
-    import queue
-
+    global _reaper
     with _reaper_lock:
-        if not _reaper:
-            q: "queue.Queue[tuple[EngineClient, DockerSandbox]]" = queue.Queue()
-            _reaper.append(q)
-            threading.Thread(target=_reap_forever, args=(q,), name="pygent-reaper", daemon=True).start()
-    _reaper[0].put((client, sandbox))
+        if _reaper is None:
+            import queue
+
+            _reaper = queue.Queue()
+            threading.Thread(target=_reap_forever, args=(_reaper,), name="pygent-reaper", daemon=True).start()
+    _reaper.put((client, sandbox))
 
 
 def _reap_forever(q: Any) -> None:
@@ -479,8 +479,6 @@ def _reap_forever(q: Any) -> None:
 
 def map_error(exc: BaseException, image: str) -> BaseException:
     """Engine errors -> pygent errors with a next step. Others pass through."""
-    from ...errors import PygentError
-
     if isinstance(exc, NotFound):
         if "image" in exc.message.lower():
             return ImageNotFound(f"image {image!r} not found on the engine: {exc.message}")
@@ -498,8 +496,4 @@ def map_error(exc: BaseException, image: str) -> BaseException:
                 )
             return RuntimeUnavailable(text[:300] + hint)
         return SandboxError(text[:300])
-    if isinstance(exc, ChannelBroken):
-        return exc
-    if isinstance(exc, PygentError) or not isinstance(exc, Exception):
-        return exc
-    return exc
+    return exc  # ours already (ChannelBroken, PygentError), or not an engine error
