@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-import conftest
-from support.cli import REPO, cli_env
+from support.cli import REPO, _pids, cli_env
 
 #: Runs `exec ARGS...` in a fresh interpreter and reports, on its last stderr line,
 #: the exit status and which heavy modules the run imported.
@@ -32,7 +31,7 @@ def probe(cache, *args: str, input: bytes | None = None, timeout: float = 60) ->
         [sys.executable, "-c", PROBE, *args], cwd=REPO, env=cli_env(XDG_CACHE_HOME=str(cache)),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    conftest._pids.append(proc.pid)  # the suite's leak check covers these processes too
+    _pids.append(proc.pid)  # the suite's leak check covers these processes too
     out, err = proc.communicate(input, timeout=timeout)
     text = err.decode()
     rest, _, last = text.rstrip("\n").rpartition("\n")
