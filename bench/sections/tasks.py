@@ -60,8 +60,9 @@ def run(ctx: Ctx, section: Section) -> None:
         finally:
             models.set_custom_model(previous_model)
     section.notes.append(
-        f"Concurrency: PYGENT_MAX_TASKS={workers} for both ways; warm pool of "
-        f"{pool.size if pool else 0} waited full before each round. Samples: per task (pygent: created → "
+        f"Concurrency: PYGENT_MAX_TASKS={workers} for both ways; the warm pool (base "
+        f"{pool.base if pool else 0}, following bursts up to {pool.most if pool else 0}) waited full before each round, "
+        "so a round's first tasks start warm (a sustained stream pays every start). Samples: per task (pygent: created → "
         "ended; naive: one docker run). Breakdown columns (p50 ms): "
         "'queue' = created → started, 'acquire' = the task's open_sandbox, 'cmd→end' = command reaches the "
         "sandbox → task ended, of which 'snapshot' (workspace tar) and 'close' (container removal)."

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     pygent_task_depth: int = Field(1, ge=0, le=8, description="How deep sub-agents may delegate.")
     pygent_task_timeout: float = Field(600.0, gt=0, description="Default wall clock of a delegated task, seconds.")
     pygent_pool_size: int = Field(2, ge=0, le=64, description="Warm sandboxes kept started per (image, policy); 0 = off.")
+    pygent_pool_max: int = Field(16, ge=0, le=256, description="Most warm sandboxes a pool grows to, following the largest burst of sandboxes asked for within a second in the last 30 s.")
     pygent_pool_linger: float = Field(3.0, ge=0, le=3600, description="Seconds warm sandboxes stay once no Agent, TaskManager or open sandbox of the process remains.")
     pygent_api_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the model provider's answer (per attempt).")
     pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")

@@ -195,6 +195,62 @@ def test_pool_hands_out_distinct_pooled_containers_and_removes_them(docker_clien
     assert _session_containers(api, f"{lifecycle.LABEL_POOLED}=1") == []
 
 
+def test_pool_grows_to_a_burst_serves_the_next_burst_warm_and_shrinks_after(docker_client, monkeypatch):
+    """A fan-out of 4 finds the base pool (1) warm; the pool then keeps 4, so the next
+    fan-out starts all 4 warm; once the bursts are past, the extra members are removed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pygent.sandbox import pool
+    from pygent.sandbox.images import resolve_image
+
+    api = docker_client.api
+    policy = SandboxPolicy(timeout=19)  # a pool of its own
+    warm = pool.SandboxPool(resolve_image("python"), policy, size=1, most=4)
+
+    def burst() -> list:
+        with ThreadPoolExecutor(4) as ex:
+            sandboxes = list(ex.map(lambda _: warm.acquire(), range(4)))
+        for sb in sandboxes:
+            assert sb.exec("echo hi").stdout == b"hi\n"
+        return sandboxes
+
+    def wait_full(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while (warm.ready < n or warm._creating) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert warm.ready == n, warm.last_error
+
+    try:
+        warm.acquire().close()  # the first ask: the pool fills to its base
+        wait_full(1)
+        first = burst()
+        pooled = sum(api.inspect_container(sb.id)["Config"]["Labels"].get(lifecycle.LABEL_POOLED) == "1" for sb in first)
+        assert pooled < 4, "the first burst finds only the base pool warm (and a member being started)"
+        for sb in first:
+            sb.close()
+        assert warm.size == 4
+        wait_full(4)
+        members = {sb.id for sb in warm._ready}
+        second = burst()
+        assert {sb.id for sb in second} == members, "the next burst of 4 should start all 4 warm"
+        for sb in second:
+            sb.close()
+        wait_full(4)
+        monkeypatch.setattr(pool, "_BURST_MEMORY", 0.0)  # the bursts are long past
+        assert warm.size == 1
+        deadline = time.monotonic() + 15
+        while warm.ready > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert warm.ready == 1
+        extra = members - {sb.id for sb in warm._ready}
+        deadline = time.monotonic() + 15
+        while any(container_exists(api, cid) for cid in extra) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(container_exists(api, cid) for cid in extra), "members past the burst must be removed"
+    finally:
+        warm.idle()
+
+
 # -- errors --------------------------------------------------------------------------------
 
 

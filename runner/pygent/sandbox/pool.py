@@ -5,6 +5,12 @@ already started costs nothing. Each pooled sandbox goes to exactly one owner
 (it leaves the pool when handed out) and is destroyed by that owner's close(),
 so disposable still means disposable.
 
+The pool follows the bursts it serves: it keeps `PYGENT_POOL_SIZE` sandboxes, or
+more, up to `PYGENT_POOL_MAX`, when it has recently been asked for more at once
+(the most acquires within one second in the last `_BURST_MEMORY` seconds). A
+fan-out of 16 sub-agents that finds 2 warm sandboxes and starts 14 cold finds 16
+warm the next time; once the bursts stop, the extra members are removed.
+
 Three rules keep the pool honest:
 - never hand out a dead sandbox: `healthy()` is asked on acquire (no engine call),
   and the refill thread drops and replaces members that died while waiting;
@@ -35,15 +41,24 @@ _pools_lock = threading.Lock()
 _PRUNE_EVERY = 1.0
 #: Seconds between looks while callers keep the engine busy (see SandboxPool._busy).
 _BUSY_LOOK = 0.1
+#: A burst is the acquires within this many seconds of each other...
+_BURST_SPAN = 1.0
+#: ...and the pool sizes itself to the largest burst of the last this many seconds.
+_BURST_MEMORY = 30.0
 
 
 class SandboxPool:
-    """Keeps up to `size` started sandboxes ready for one (image, policy), while in demand."""
+    """Keeps `size` started sandboxes ready for one (image, policy), while in demand.
 
-    def __init__(self, image: str, policy: SandboxPolicy, size: int) -> None:
+    `size` is at least `base` and follows recent bursts of acquires up to `most`.
+    """
+
+    def __init__(self, image: str, policy: SandboxPolicy, size: int, most: int | None = None) -> None:
         self.image = image
         self.policy = policy
-        self.size = size
+        self.base = size
+        self.most = max(size, get_settings().pygent_pool_max if most is None else most)
+        self._acquired: collections.deque[float] = collections.deque()  # monotonic times, last _BURST_MEMORY s
         self._ready: collections.deque[Sandbox] = collections.deque()
         self._cond = threading.Condition()
         self._running = False  # refilling (set by acquire, cleared by idle/drain)
@@ -66,6 +81,7 @@ class SandboxPool:
         dead: list[Sandbox] = []
         try:
             with self._cond:
+                self._acquired.append(time.monotonic())
                 self._start_refill()
                 while True:
                     while self._ready:
@@ -93,6 +109,25 @@ class SandboxPool:
                 self._direct -= 1
                 self._cond.notify_all()
 
+    @property
+    def size(self) -> int:
+        """How many ready sandboxes the pool keeps now: `base`, or the largest recent burst.
+
+        Why follow bursts: sub-agents fan out in bursts (a TaskManager starts up to
+        PYGENT_MAX_TASKS at once); a pool of 2 serves 2 of 16 warm and starts the other
+        14 while the burst waits. Why forget them: idle warm sandboxes hold memory.
+        """
+        times = self._acquired
+        horizon = time.monotonic() - _BURST_MEMORY
+        while times and times[0] < horizon:
+            times.popleft()
+        burst, first = 0, 0
+        for last, t in enumerate(times):  # the most acquires within _BURST_SPAN of each other
+            while t - times[first] > _BURST_SPAN:
+                first += 1
+            burst = max(burst, last - first + 1)
+        return min(self.most, max(self.base, burst))
+
     def _start_refill(self) -> None:
         """With the lock held: refill from now on (a thread of its own)."""
         if self._running and self._thread is not None and self._thread.is_alive():
@@ -104,16 +139,19 @@ class SandboxPool:
 
     def _refill_loop(self) -> None:
         while True:
-            dead: list[Sandbox] = []
             with self._cond:
-                while self._running and (len(self._ready) + self._creating >= self.size or self._busy()):
+                wait = self._running and (len(self._ready) + self._creating >= self.size or self._busy())
+                if wait:
                     self._cond.wait(timeout=_PRUNE_EVERY if len(self._ready) >= self.size else _BUSY_LOOK)
-                    dead += self._prune()
-                if not self._running:
+                    dead = self._prune() + self._trim()
+                elif not self._running:
                     return
-                self._creating += 1
-            for sandbox in dead:
-                sandbox.close(wait=False)
+                else:
+                    self._creating += 1
+            if wait:
+                for sandbox in dead:  # outside the lock: a removal is an engine call
+                    sandbox.close(wait=False)
+                continue
             try:
                 sandbox = self._new(pooled=True)
                 self.last_error = None
@@ -152,10 +190,18 @@ class SandboxPool:
             self._ready.remove(sb)
         return dead
 
+    def _trim(self) -> list[Sandbox]:
+        """With the lock held: take out the members beyond `size` (a burst long past)."""
+        extra = []
+        while len(self._ready) > self.size:
+            extra.append(self._ready.pop())
+        return extra
+
     def idle(self) -> None:
         """Stop refilling and remove the members; the next acquire starts over."""
         with self._cond:
             self._running = False
+            self._acquired.clear()
             ready, self._ready = list(self._ready), collections.deque()
             self._cond.notify_all()
         for sandbox in ready:
