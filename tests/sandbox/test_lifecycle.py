@@ -160,6 +160,26 @@ def test_gc_removes_containers_of_dead_owners_only(docker_client):
 # -- pool ----------------------------------------------------------------------------------
 
 
+def test_gc_reclaims_the_scratch_volumes_an_operators_rm_f_left(docker_client):
+    """`docker rm -f` (no -v) keeps a container's anonymous volumes: the sandbox's
+    /workspace and /tmp. They carry our label, and gc removes them once dangling,
+    while the tooling volume (also unused between sandboxes) stays."""
+    from pygent.sandbox import gc
+
+    api = docker_client.api
+    sb = open_sandbox("python", pool=False)
+    names = volume_names(api, sb.id)
+    assert len(names) == 2
+    tooling = [m["Name"] for m in api.inspect_container(sb.id)["Mounts"] if m.get("Destination") == "/opt/pygent"]
+    subprocess.run(["docker", "rm", "-f", sb.id], check=True, capture_output=True)
+    sb.close()
+    assert all(volume_exists(api, n) for n in names), "docker rm -f without -v keeps the volumes"
+    removed = {r.id: r.reason for r in gc.collect()}
+    assert set(names) <= set(removed), removed
+    assert not any(volume_exists(api, n) for n in names)
+    assert tooling and volume_exists(api, tooling[0]), "gc must keep the tooling volume"
+
+
 def test_pool_hands_out_distinct_pooled_containers_and_removes_them(docker_client):
     from pygent.sandbox import pool
     from pygent.sandbox.images import resolve_image

@@ -71,3 +71,25 @@ def test_self_check_on_podman(podman_env, image, runtime):
     assert report["backend"] == "podman"
     assert not report["failed"] and not report["unexpected_passes"], json.dumps(report, indent=1)
     assert len(report["passed"]) + len(report["known"]) == len(self_check.CHECKS)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(300)
+def test_gc_on_podman_keeps_the_tooling_volume_and_a_sandbox_still_runs(podman_env):
+    """Podman's API ignores volume filters (it lists every volume as dangling and
+    scratch): gc must still remove only what is ours to remove."""
+    def volumes() -> set[str]:
+        out = subprocess.run(["docker", "volume", "ls", "-q"], env=podman_env, capture_output=True, text=True, check=True)
+        return set(out.stdout.split())
+
+    warm = subprocess.run([sys.executable, "-m", "pygent.cli", "exec", "--", "true"], env=podman_env,
+                          capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    tooling = {v for v in volumes() if v.startswith("pygent-tooling-")}
+    assert tooling
+    gc = subprocess.run([sys.executable, "-m", "pygent.cli", "gc"], env=podman_env, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    assert tooling <= volumes(), f"gc removed tooling volumes: {gc.stdout}"
+    again = subprocess.run([sys.executable, "-m", "pygent.cli", "exec", "--", "echo", "ok"], env=podman_env,
+                           capture_output=True, text=True, timeout=120)
+    assert (again.returncode, again.stdout) == (0, "ok\n"), again.stderr[-2000:]

@@ -31,6 +31,8 @@ LABEL_SESSION = f"{LABEL_PREFIX}.session"
 LABEL_CREATED = f"{LABEL_PREFIX}.created"
 LABEL_POOLED = f"{LABEL_PREFIX}.pooled"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+#: On a sandbox's own scratch volumes (/workspace, /tmp): gc removes them once dangling.
+LABEL_SCRATCH = f"{LABEL_PREFIX}.scratch"
 
 SESSION_ID = os.urandom(6).hex()  # not uuid: importing it costs ~3 ms of every exec
 HOSTNAME = socket.gethostname()

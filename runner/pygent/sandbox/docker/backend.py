@@ -15,7 +15,7 @@ from .. import lifecycle
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
 from . import config
-from .client import EngineClient, NotFound
+from .client import Conflict, EngineClient, NotFound
 from .sandbox import DockerSandbox, Limits, force_remove
 
 if TYPE_CHECKING:
@@ -127,10 +127,27 @@ class DockerBackend(Backend):
             return sandbox
 
     def reclaim_shared(self, everything: bool = False) -> list[tuple[str, str, float]]:
-        """Egress proxies no sandbox uses (egress.collect_unused). Raises: EngineUnavailable."""
+        """Egress proxies no sandbox uses (egress.collect_unused), and scratch volumes no
+        container uses. Raises: EngineUnavailable."""
         from . import egress
 
-        return egress.collect_unused(self.client, everything)
+        return egress.collect_unused(self.client, everything) + self._dangling_scratch()
+
+    def _dangling_scratch(self) -> list[tuple[str, str, float]]:
+        """Remove the /workspace and /tmp volumes whose container is gone without them
+        (an operator's `docker rm -f` keeps a container's anonymous volumes)."""
+        found = self.client.call("GET", "/volumes", params={
+            "filters": {"dangling": ["true"], "label": [f"{lifecycle.LABEL_SCRATCH}=1"]}}) or {}
+        removed = []
+        for vol in found.get("Volumes") or []:
+            if (vol.get("Labels") or {}).get(lifecycle.LABEL_SCRATCH) != "1":
+                continue  # Podman's API ignores these filters: it listed the tooling volume too
+            try:
+                self.client.call("DELETE", f"/volumes/{vol['Name']}", what="remove volume")
+            except (Conflict, NotFound):  # taken by a container meanwhile, or already gone
+                continue
+            removed.append((vol["Name"], "scratch volume of a removed sandbox", 0.0))
+        return removed
 
     def egress_proxy(self, policy: "SandboxPolicy", runtime: str | None) -> str | None:
         """The running egress proxy for the policy's allowlist (started once, shared), or None without one.

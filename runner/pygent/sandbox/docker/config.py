@@ -143,9 +143,15 @@ def ulimits(flavor: EngineFlavor) -> list[dict[str, Any]]:
 
 
 def _tmpfs_volume(target: str, opts: str) -> dict[str, Any]:
+    """An anonymous tmpfs-backed volume, labelled: removing its container with the
+    volumes (as we and AutoRemove do) removes it, and gc reclaims one left behind
+    by a plain `docker rm -f` of an operator."""
     return {
         "Target": target, "Type": "volume",
-        "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs", "o": opts}}},
+        "VolumeOptions": {
+            "Labels": {lifecycle.LABEL_MANAGED: "1", lifecycle.LABEL_SCRATCH: "1"},
+            "DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs", "o": opts}},
+        },
     }
 
 
