@@ -119,6 +119,8 @@ def _rounds(ctx: Ctx, section: Section, Agent, sizes, workers: int, pool, obs: O
             raw["each"], extra={"wall s": raw["wall"], "tasks/s": n / raw["wall"], "finished": f"{raw['ok']}/{n}"},
         ))
         ctx.log(f"N={n}: {n / r['wall']:.1f} tasks/s vs naive {n / naive['wall']:.1f} tasks/s, raw engine {n / raw['wall']:.1f}/s")
+        if n == 32 and pool is not None:
+            _base_pool_row(ctx, section, Agent, pool, obs, raw)
         if n == 32 and _engine_has("crun"):
             naive_crun = _naive_round(n, workers, NAIVE_CRUN)
             section.add(Row(
@@ -127,6 +129,29 @@ def _rounds(ctx: Ctx, section: Section, Agent, sizes, workers: int, pool, obs: O
                        "× naive tasks/s": naive["wall"] / naive_crun["wall"]},
             ))
             ctx.log(f"N={n}: naive on crun {n / naive_crun['wall']:.1f} tasks/s")
+
+
+def _base_pool_row(ctx: Ctx, section: Section, Agent, pool, obs: Observer, raw: dict) -> None:
+    """N=32 again with the pool held at its base size: nearly every task starts its own
+    sandbox, as in a sustained stream of tasks, where no burst was served ahead."""
+    most = pool.most
+    pool.most = pool.base
+    try:
+        deadline = time.monotonic() + 20
+        while pool.ready > pool.base and time.monotonic() < deadline:
+            time.sleep(0.05)  # the refill thread trims the members past the base
+        time.sleep(0.5)  # and their removals end
+        r = _pygent_round(ctx, Agent, 32, pool, obs)
+    finally:
+        pool.most = most
+    section.add(Row(
+        "tasks_32_base_pool", f"N=32: pygent tasks, the pool held at its base ({pool.base}): every start paid",
+        r["total"],
+        extra={"wall s": r["wall"], "tasks/s": 32 / r["wall"], "× raw rate": raw["wall"] / r["wall"] if r["wall"] else None,
+               "finished": f"{r['ok']}/32", "queue": _p50(r["queue"]), "acquire": _p50(r["acquire"])},
+        note=r["problem"],
+    ))
+    ctx.log(f"N=32, pool at base: {32 / r['wall']:.1f} tasks/s, {raw['wall'] / r['wall']:.2f}x raw")
 
 
 @contextlib.contextmanager
