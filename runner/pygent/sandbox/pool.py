@@ -117,15 +117,16 @@ class SandboxPool:
         PYGENT_MAX_TASKS at once); a pool of 2 serves 2 of 16 warm and starts the other
         14 while the burst waits. Why forget them: idle warm sandboxes hold memory.
         """
-        times = self._acquired
-        horizon = time.monotonic() - _BURST_MEMORY
-        while times and times[0] < horizon:
-            times.popleft()
-        burst, first = 0, 0
-        for last, t in enumerate(times):  # the most acquires within _BURST_SPAN of each other
-            while t - times[first] > _BURST_SPAN:
-                first += 1
-            burst = max(burst, last - first + 1)
+        with self._cond:  # re-entrant; acquire() appends under it: no iteration of a changing deque
+            times = self._acquired
+            horizon = time.monotonic() - _BURST_MEMORY
+            while times and times[0] < horizon:
+                times.popleft()
+            burst, first = 0, 0
+            for last, t in enumerate(times):  # the most acquires within _BURST_SPAN of each other
+                while t - times[first] > _BURST_SPAN:
+                    first += 1
+                burst = max(burst, last - first + 1)
         return min(self.most, max(self.base, burst))
 
     def _start_refill(self) -> None:
