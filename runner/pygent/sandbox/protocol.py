@@ -42,7 +42,7 @@ CHUNK = 65536
 MARKER_ENV = "PYGENT_CMD"
 PROTOCOL = 6  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
-# 6: W/Y/C/G/A file operations as the sandbox user, the command's script on fd 4 (not argv)
+# 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
 
 
 def cut_marker(omitted):
@@ -150,7 +150,7 @@ if TypedDict is not None:
         eof: bool  # input: close its stdin after data
 
     class WriteSpec(TypedDict, total=False):
-        """A file to create or replace (W frame); B frames carry its bytes, C ends it."""
+        """A file to create or replace (W frame); Y frames carry its bytes, C ends it."""
 
         path: str  # absolute
         mode: int  # for a new file (existing files keep theirs)

@@ -22,10 +22,12 @@ The frames it speaks are defined in protocol.py (beside it in the tooling volume
 """
 
 import _signal as signal  # the C module: `signal` imports enum (+2 ms at every start)
+import errno
 import fcntl
 import marshal
 import os
 import select
+import stat  # imported by os already: free
 import sys
 import time
 
@@ -332,14 +334,19 @@ def memory_fd(data):
                 os.close(w)
             return r
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def write_all(fd, data):
+    """os.write until all of `data` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class OutputRing:
@@ -636,10 +643,10 @@ def file_error(exc):
 def regular(fd, path):
     """Refuse what is not a regular file (a FIFO would block the server, a device is not a file)."""
     mode = os.fstat(fd).st_mode
-    if mode & 0o170000 == 0o040000:
-        raise IsADirectoryError(21, "Is a directory", path)
-    if mode & 0o170000 != 0o100000:
-        raise OSError(22, "Not a regular file (a device, FIFO or socket)", path)
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "Not a regular file (a device, FIFO or socket)", path)
     os.set_blocking(fd, True)
 
 
@@ -681,7 +688,7 @@ def open_for_write(spec):
             os.close(fd)
             raise
         return fd, created
-    raise FileExistsError(17, "File exists (a dangling symbolic link?)", path)
+    raise FileExistsError(errno.EEXIST, "File exists (a dangling symbolic link?)", path)
 
 
 class FileWrite:
@@ -700,9 +707,7 @@ class FileWrite:
         if self.fd is None or self.error:
             return
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
+            write_all(self.fd, data)
             self.size += len(data)
         except OSError as exc:  # no space left, file size limit
             self.error = file_error(exc)
@@ -765,7 +770,7 @@ class FileOps:
             st = os.fstat(fd)
             size = st.st_size
             if size > limit:
-                return {"errno": 27, "error": "File too large", "too_large": size}
+                return {"errno": errno.EFBIG, "error": "File too large", "too_large": size}
             total = 0
             while True:  # the file may grow meanwhile: never send more than the limit
                 data = os.read(fd, min(CHUNK, limit + 1 - total))
@@ -773,7 +778,7 @@ class FileOps:
                     return {"size": total, "mode": st.st_mode & 0o7777}
                 total += len(data)
                 if total > limit:
-                    return {"errno": 27, "error": "File too large", "too_large": total}
+                    return {"errno": errno.EFBIG, "error": "File too large", "too_large": total}
                 self.send(BYTES, cid, data)
         except OSError as exc:
             return file_error(exc)
@@ -920,19 +925,21 @@ class Server:
         else:
             reason = "%s: %s" % (type(exc).__name__, exc)
         self.send(ERR, cid, ("pygent: cannot start the command: %s\n" % reason).encode("utf-8", "replace"))
-        self.send_json(
-            DONE,
-            cid,
-            {
-                "exit_code": 127 if missing else 126,
-                "timed_out": False,
-                "duration": 0.0,
-                "cwd": self.cwd,
-                "stdout_truncated": 0,
-                "stderr_truncated": 0,
-                "oom_killed": False,
-            },
-        )
+        self.send_done(cid, 127 if missing else 126, 0.0)
+
+    def send_done(self, cid, exit_code, duration, out_omitted=0, err_omitted=0, timed_out=False, oom_killed=False, **more):
+        """The D frame that ends a command (protocol.Done)."""
+        done = {
+            "exit_code": exit_code,
+            "timed_out": timed_out,
+            "duration": duration,
+            "cwd": self.cwd,
+            "stdout_truncated": out_omitted,
+            "stderr_truncated": err_omitted,
+            "oom_killed": oom_killed,
+        }
+        done.update(more)
+        self.send_json(DONE, cid, done)
 
     def reclaim(self):
         """Near the pids limit (a fork bomb, runaway background jobs): kill every process
@@ -1079,20 +1086,8 @@ class Server:
         if not cmd.stream:
             self.send(OUT, cmd.cid, cmd.out.value())
             self.send(ERR, cmd.cid, cmd.err.value())
-        self.send_json(
-            DONE,
-            cmd.cid,
-            {
-                "exit_code": 124 if cmd.timed_out else code,
-                "timed_out": cmd.timed_out,
-                "duration": time.monotonic() - cmd.started,
-                "cwd": self.cwd,
-                "stdout_truncated": cmd.out.omitted,
-                "stderr_truncated": cmd.err.omitted,
-                "oom_killed": oom,
-                "state": state,
-            },
-        )
+        self.send_done(cmd.cid, 124 if cmd.timed_out else code, time.monotonic() - cmd.started,
+                       cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state)
 
     def close_stdin(self, cmd):
         if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
@@ -1152,21 +1147,9 @@ class Server:
         cmd.ring = OutputRing(RING_CAP)
         cmd.deadline = None
         self.handles[str(cmd.cid)] = cmd
-        self.send_json(
-            DONE,
-            cmd.cid,
-            {
-                "exit_code": -1,
-                "timed_out": False,
-                "duration": time.monotonic() - cmd.started,
-                "cwd": self.cwd,
-                "stdout_truncated": cmd.out.omitted,
-                "stderr_truncated": cmd.err.omitted,
-                "oom_killed": False,
-                "handle": str(cmd.cid),
-                "state": "kept: the command went on in the background" if cmd.state_key is not None else None,
-            },
-        )
+        self.send_done(cmd.cid, -1, time.monotonic() - cmd.started, cmd.out.omitted, cmd.err.omitted,
+                       handle=str(cmd.cid),
+                       state="kept: the command went on in the background" if cmd.state_key is not None else None)
 
     def finish_background(self, cmd, code):
         """A background command's main process ended: keep its code; its pipes are read to EOF."""

@@ -136,12 +136,12 @@ class DockerBackend(Backend):
     def _dangling_scratch(self) -> list[tuple[str, str, float]]:
         """Remove the /workspace and /tmp volumes whose container is gone without them
         (an operator's `docker rm -f` keeps a container's anonymous volumes)."""
-        found = self.client.call("GET", "/volumes", params={
-            "filters": {"dangling": ["true"], "label": [f"{lifecycle.LABEL_SCRATCH}=1"]}}) or {}
+        # One filter key only: Podman's API ORs keys (dangling + label listed the tooling volume).
+        found = self.client.call("GET", "/volumes", params={"filters": {"dangling": ["true"]}}) or {}
         removed = []
         for vol in found.get("Volumes") or []:
             if (vol.get("Labels") or {}).get(lifecycle.LABEL_SCRATCH) != "1":
-                continue  # Podman's API ignores these filters: it listed the tooling volume too
+                continue
             try:
                 self.client.call("DELETE", f"/volumes/{vol['Name']}", what="remove volume")
             except (Conflict, NotFound):  # taken by a container meanwhile, or already gone

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+from errno import EACCES, EIO, ENOENT
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
@@ -322,8 +323,8 @@ class DockerSandbox(Sandbox):
         r, data, err = self._tar_inside(*posixpath.split(path.rstrip("/") or "/"), max_bytes)
         if r.exit_code != 0:
             text = err.decode("utf-8", "replace").strip()
-            errno = 13 if "Permission denied" in text else 2 if "No such file" in text else 5
-            raise OSError(errno, f"could not copy it as the sandbox user: {text[-500:]}", path)
+            code = EACCES if "Permission denied" in text else ENOENT if "No such file" in text else EIO
+            raise OSError(code, f"could not copy it as the sandbox user: {text[-500:]}", path)
         return data
 
     def _owner(self) -> tuple[int, int]:
