@@ -36,6 +36,12 @@ class ExecResult:
     handle: str | None = None
     #: shell_state=True: "saved", "kept: <why>" (the state from before stays) or "too_large: <why>"
     state: str | None = None
+    #: what the command cost (None when unknown: it could not start, or it went to the background):
+    #: CPU seconds of its process tree (every descendant that was waited for), user and system
+    cpu_user: float | None = None
+    cpu_sys: float | None = None
+    #: bytes: peak resident memory of the tree's largest process (wait4's ru_maxrss)
+    max_rss: int | None = None
 
     @property
     def truncated(self) -> bool:
@@ -44,6 +50,12 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.handle is None
+
+    def cost(self) -> dict[str, float | int] | None:
+        """cpu_user / cpu_sys (s) / max_rss (bytes) as one dict for events and logs; None when unknown."""
+        if self.cpu_user is None:
+            return None
+        return {"cpu_user": self.cpu_user, "cpu_sys": self.cpu_sys or 0.0, "max_rss": self.max_rss or 0}
 
     @property
     def text(self) -> str:
