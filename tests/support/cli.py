@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +23,14 @@ OWNER_PID = "io.pygent.owner-pid"
 REPO = Path(__file__).resolve().parents[2]  # the repository root
 
 _pids: list[int] = []
+#: `run` and `chat` always write a run log: the tests' go here, never into the user's home.
+LOG_DIR = Path(tempfile.mkdtemp(prefix="pygent-test-runs-"))
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYGENT_CONFIG", None)
+    env.setdefault("PYGENT_LOG_DIR", str(LOG_DIR))
     env.update(extra)
     return env
 

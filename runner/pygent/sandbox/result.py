@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .protocol import HeadTail, cut_marker  # one implementation, shared with the in-container server
 
-__all__ = ["ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
+__all__ = ["sum_costs", "ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
 
 #: Exit code reported when the wall-clock limit killed the command (as coreutils `timeout`).
 TIMEOUT_EXIT_CODE = 124
@@ -61,3 +61,13 @@ class ExecResult:
     def text(self) -> str:
         """stdout decoded leniently: what a user printing the result expects."""
         return self.stdout.decode("utf-8", "replace")
+
+
+def sum_costs(costs: "list[dict[str, float | int]]") -> dict[str, float | int]:
+    """Several commands' costs as one: CPU summed, peak memory the largest; and how many commands."""
+    return {
+        "commands": len(costs),
+        "cpu_user": round(sum(c["cpu_user"] for c in costs), 6),
+        "cpu_sys": round(sum(c["cpu_sys"] for c in costs), 6),
+        "max_rss": max(int(c["max_rss"]) for c in costs),
+    }
