@@ -128,6 +128,8 @@ class RunLog:
         self._lock = threading.Lock()
         self._sync = threading.Event()
         self._syncer: threading.Thread | None = None
+        self._tokens = 0  # the run's totals, written with run_end so a reader of many logs need not scan them
+        self._started_run = time.monotonic()
         self._write({"kind": "log", "v": LOG_VERSION, "id": self.id, "started": round(started, 3), "pid": os.getpid(),
                      "host": socket.gethostname(), "model": model, "image": image, **meta})
 
@@ -136,6 +138,8 @@ class RunLog:
         self.write(event.to_dict())
         if event.kind == "step":
             self._fsync_soon()
+        elif event.kind == "model":
+            self._tokens += ((event.data.get("usage") or {}).get("total_tokens") or 0)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (a dict with "kind") as one line, now."""
@@ -177,10 +181,12 @@ class RunLog:
 
     # -- runs -----------------------------------------------------------------
     def run_started(self, task: str, **limits: Any) -> None:
+        self._started_run = time.monotonic()
         self.write({"kind": "run_start", "task": task, **{k: v for k, v in limits.items() if v is not None}})
 
     def run_ended(self, reason: str, steps: int, error: str | None = None) -> None:
-        self.write({"kind": "run_end", "reason": reason, "steps": steps, "error": error})
+        self.write({"kind": "run_end", "reason": reason, "steps": steps, "error": error, "tokens": self._tokens,
+                    "duration": round(time.monotonic() - self._started_run, 3)})
         self._fsync_now()
 
     def _fsync_now(self) -> None:
