@@ -42,6 +42,17 @@ _lock = threading.Lock()
 _installed = False
 
 
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` of this host alive (one we may not signal counts as alive)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def owner_labels(pooled: bool = False) -> dict[str, str]:
     labels = {
         LABEL_MANAGED: "1",

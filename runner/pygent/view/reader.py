@@ -9,7 +9,6 @@ mid-write) is skipped.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -83,13 +82,9 @@ def _alive(meta: dict[str, Any]) -> bool:
     pid = meta.get("pid")
     if not isinstance(pid, int) or meta.get("host") != socket.gethostname():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from ..sandbox.lifecycle import pid_alive
+
+    return pid_alive(pid)
 
 
 def summary(path: Path) -> RunSummary:
