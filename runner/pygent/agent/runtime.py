@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailable, SandboxError, SandboxGone, ToolError
-from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, open_sandbox
+from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, lifecycle, open_sandbox
 from .format import clean_text, format_output, format_result, format_status
 
 
@@ -94,9 +94,14 @@ class Runtime:
                 dead = self._sandbox
                 raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
             if self._sandbox is None or self._sandbox.closed:
-                self._sandbox = open_sandbox(self.image, self.policy)
+                with lifecycle.purpose(self._purpose):
+                    self._sandbox = open_sandbox(self.image, self.policy)
                 self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
             return self._sandbox
+
+    @property
+    def _purpose(self) -> str:
+        return "task" if self.task_depth else "agent"
 
     def _sandbox_event(self, what: str, **data: Any) -> None:
         hook = self.on_sandbox
@@ -157,7 +162,7 @@ class Runtime:
         """Run a command and get the full result object."""
         timeout = self._limit(timeout)
         if self.fresh_per_call:
-            with open_sandbox(self.image, self.policy, pool=True) as sb:
+            with lifecycle.purpose(self._purpose), open_sandbox(self.image, self.policy, pool=True) as sb:
                 self._first_command()
                 return self._cost(sb.exec(cmd, timeout=timeout, **kw))
         sandbox = self.sandbox
