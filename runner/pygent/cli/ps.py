@@ -52,13 +52,6 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    return f"{s}s" if s < 120 else (f"{s // 60}m" if s < 7200 else f"{s // 3600}h{(s % 3600) // 60:02d}m")
-
-
 def register(app: "typer.Typer") -> None:
     import typer
 
@@ -67,6 +60,7 @@ def register(app: "typer.Typer") -> None:
         """Our live sandboxes on the engine (any process's): id, image, purpose, owner, age, state, CPU, memory."""
         from ..errors import PygentError
         from .common import fail
+        from .gc import _age
 
         try:
             found = rows()
@@ -82,7 +76,7 @@ def register(app: "typer.Typer") -> None:
             cpu = "" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}"
             mem = "" if r["memory"] is None else f"{r['memory'] / 1e6:.1f}MB"
             print(f"{r['id']:12}  {r['image'][:28]:28}  {r['purpose']:8}  {str(r['owner_pid']) + ' ' + alive:18}  "
-                  f"{_age(r['age_s']):7}  {r['state']:8}  {cpu:>6}  {mem:>9}")
+                  f"{_age(r['age_s']) if r['age_s'] is not None else '?':7}  {r['state']:8}  {cpu:>6}  {mem:>9}")
 
     @app.command("stop")
     def stop(ids: list[str] = typer.Argument(..., help="Sandbox ids (or unique prefixes) as `ps` shows them.")) -> None:
