@@ -21,8 +21,8 @@ OWNER = textwrap.dedent('''
     agent = Runtime()                      # an agent's sandbox (from the warm pool)
     agent.start_background("while :; do :; done")            # ~100% of a core
     task = Runtime(task_depth=1)           # a delegated task's
-    held = task.start_background("bash -c " + shlex.quote('printf -v x "%*s" 100000000 ""; echo held; sleep 600; : kept'))  # ~100 MB
-    while "held" not in task.process_output(held):
+    held = task.start_background("bash -c " + shlex.quote('printf -v x "%*s" 100000000 ""; echo $((40+2))-held; sleep 600; : kept'))  # ~100 MB
+    while "42-held" not in task.process_output(held):  # (the output, not the command line it also shows)
         time.sleep(0.1)
     plain = open_sandbox(pool=False)       # the library used directly
     print(json.dumps({"agent": agent.sandbox.id[:12], "task": task.sandbox.id[:12], "plain": plain.id[:12]}), flush=True)
