@@ -180,3 +180,17 @@ def test_a_live_run_gains_a_step_without_reload(browser, viewer, logs):
         model.release()
         worker.join(60)
         agent.close()
+
+
+def test_only_log_files_are_served_and_pages_carry_a_strict_csp(viewer):
+    page = httpx.get(viewer + "/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for bad in ("/run/..%2F..%2Fetc%2Fpasswd", "/run/.hidden", "/run/nonexistent-run"):
+        assert httpx.get(viewer + bad).status_code == 404, bad
+
+
+def test_view_refuses_a_missing_directory_and_a_non_loopback_address(tmp_path):
+    missing = cli.run("view", str(tmp_path / "nothing-here"), timeout=30)
+    assert missing.returncode == 1 and "no run logs at" in missing.stderr.decode()
+    remote = cli.run("view", str(tmp_path), "--host", "0.0.0.0", timeout=30)
+    assert remote.returncode == 1 and "--allow-remote" in remote.stderr.decode()
