@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     pygent_egress_hosts: str | None = Field(None, description="NAME=ADDRESS pairs the egress proxy resolves itself (its /etc/hosts), comma-separated.")
     pygent_egress_linger: float = Field(30.0, gt=0, le=3600, description="Seconds an egress proxy nobody uses stays up before it exits.")
     pygent_mcp_token: str | None = Field(None, min_length=16, description="Bearer token `pygent-runner mcp --http` requires (unset: one is generated and printed on stderr).")
+    pygent_log_dir: Path | None = Field(None, description="Directory of run logs (JSONL, one per run). Set: every Agent logs there; `run` and `chat` always log, by default under $XDG_STATE_HOME/pygent-runner/runs.")
+    pygent_log_keep: int = Field(500, ge=0, description="Run logs kept per log directory: the oldest beyond this are removed when a run starts (0 = keep all).")
     pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
 
     @field_validator("pygent_allow_hosts")

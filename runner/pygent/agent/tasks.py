@@ -129,6 +129,25 @@ class Task:
         }
 
 
+def _watched(parent: Any) -> bool:
+    """Does anyone read the parent's events (a display, --json, its run log)?"""
+    return parent is not None and (parent.on_event is not None or getattr(parent, "run_log", None) is not None)
+
+
+def _forward(parent: Any, task_id: str) -> Any:
+    """A sub-agent's event sink: each event goes to the parent as a "task_step" of this task
+    (so a task's own tasks nest). Running output chunks stay out: the tool's result has them.
+    Holds the parent weakly (the parent's finalizer removes containers)."""
+    ref = weakref.ref(parent)
+
+    def emit(event: StepEvent) -> None:
+        owner = ref()
+        if owner is not None and event.kind != "output":
+            owner._emit(StepEvent("task_step", data={"task_id": task_id, "event": event.to_dict()}))
+
+    return emit
+
+
 class TaskManager:
     """Runs one agent's delegated tasks. Closing it cancels them and removes their containers.
 
@@ -258,6 +277,8 @@ class TaskManager:
             assert self.agent_factory is not None  # checked by start()
             agent = self.agent_factory(runtime=runtime, persona=task.persona, task_depth=depth + 1)
             agent.tasks.max_depth = self.max_depth
+            if _watched(self.parent):
+                agent.on_event = _forward(self.parent, task.id)
             task.agent = agent
             if task.files and parent_rt is not None:
                 self._copy_files(parent_rt, runtime, task.files)
@@ -343,7 +364,7 @@ class TaskManager:
 
     def _event(self, task: Task) -> None:
         parent = self.parent
-        if parent is not None and parent.on_event is not None:
+        if _watched(parent):
             parent._emit(StepEvent("task", content=task.status.value, data=task.to_dict()))
 
     # -- queries and control ----------------------------------------------

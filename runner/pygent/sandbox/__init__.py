@@ -49,7 +49,15 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
     engine = get_backend()
     tag = engine.resolve_image(image or get_settings().pygent_image)
     chosen = get_pool(tag, policy) if pool else None
-    return chosen.acquire() if chosen is not None else engine.create(tag, policy)
+    if chosen is None:
+        return engine.create(tag, policy)
+    from . import lifecycle
+
+    sandbox = chosen.acquire()
+    what = lifecycle.PURPOSE.get()
+    if what != "sandbox":
+        lifecycle.claim(sandbox.id, what)  # its labels say "pool": note what it serves now (ps)
+    return sandbox
 
 
 def default_policy(**overrides: object) -> SandboxPolicy:

@@ -208,6 +208,9 @@ class Channel:
                             cwd=done.get("cwd"),
                             handle=done.get("handle"),
                             state=done.get("state"),
+                            cpu_user=done.get("cpu_user"),
+                            cpu_sys=done.get("cpu_sys"),
+                            max_rss=done.get("max_rss"),
                         )
                     elif kind == proto.FAILED:  # a malformed request (a command that cannot start is a result)
                         raise SandboxError(f"the sandbox's server refused the command: {json.loads(payload)['error']}")

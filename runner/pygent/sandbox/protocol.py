@@ -191,3 +191,7 @@ if TypedDict is not None:
         oom_killed: bool
         state: Optional[str]  # "saved", "kept: why" or "too_large: why"; None without state
         handle: str  # idle_timeout moved it to the background (exit_code is -1)
+        # issue 26, what the command cost (absent when it could not start or went to the background):
+        cpu_user: float  # seconds of user CPU of the command's process tree (wait4 rusage)
+        cpu_sys: float  # seconds of system CPU, same tree
+        max_rss: int  # bytes: the peak resident memory of the tree's largest process

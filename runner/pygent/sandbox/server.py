@@ -67,6 +67,18 @@ def cgroup_counter(paths, name):
     return None
 
 
+def cost(usage):
+    """What a command used (protocol.Done's cpu_user/cpu_sys/max_rss), from its wait4 rusage.
+
+    Why wait4 and not the cgroup: the cgroup is the whole sandbox (the server, background
+    jobs, other commands), and this machine's engines run cgroup v1 whose peak cannot be
+    reset per command. rusage covers the command's tree (every descendant that was waited
+    for); ru_maxrss is the largest single process of that tree, in KiB on Linux."""
+    if usage is None:
+        return {}
+    return {"cpu_user": round(usage.ru_utime, 6), "cpu_sys": round(usage.ru_stime, 6), "max_rss": usage.ru_maxrss * 1024}
+
+
 def oom_kills():
     """OOM kills counted by this container's memory cgroup, or None."""
     return cgroup_counter(("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill")
@@ -418,6 +430,7 @@ class Command:
         self.live = bool(spec.get("live"))
         self.live_left = LIVE_MAX
         self.finished_at = None
+        self.usage = None  #: the main process's wait4 rusage once it ended
         env = dict(os.environ)
         env.update(spec.get("env") or {})
         env[MARKER_ENV] = self.marker.decode().split("=", 1)[1]
@@ -1032,12 +1045,15 @@ class Server:
     def reap(self):
         for cmd in list(self.cmds.values()):
             try:
-                pid, status = os.waitpid(cmd.proc.pid, os.WNOHANG)
+                # wait4, not waitpid: the rusage is the command's cost (issue 26), its bash plus every
+                # descendant that was waited for (bash waits for its children, they for theirs).
+                pid, status, usage = os.wait4(cmd.proc.pid, os.WNOHANG)
             except ChildProcessError:
-                pid, status = cmd.proc.pid, 0
+                pid, status, usage = cmd.proc.pid, 0, None
             if pid:
                 code = os.waitstatus_to_exitcode(status)
                 cmd.proc.returncode = code
+                cmd.usage = usage
                 self.finish(cmd, 128 - code if code < 0 else code)
 
     def finish(self, cmd, code):
@@ -1087,7 +1103,8 @@ class Server:
             self.send(OUT, cmd.cid, cmd.out.value())
             self.send(ERR, cmd.cid, cmd.err.value())
         self.send_done(cmd.cid, 124 if cmd.timed_out else code, time.monotonic() - cmd.started,
-                       cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state)
+                       cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state,
+                       **cost(cmd.usage))
 
     def close_stdin(self, cmd):
         if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
