@@ -35,6 +35,8 @@ class RaySandbox(Sandbox):
         self._backend = backend
         self._memory = info.get("memory_limit") or policy.memory
         self._placement = placement
+        #: The agent that holds it: once a call found that agent dead, the backend drops it.
+        self._agent = backend._agents.get(node_id)
         self._closed = False
         self._dead: str | None = None
         self._lock = threading.Lock()
@@ -125,8 +127,8 @@ class RaySandbox(Sandbox):
         return self._memory
 
     def healthy(self) -> bool:
-        """No round trip: dead once a call found its node or container gone."""
-        return not self._closed and self._dead is None
+        """No round trip: dead once a call found its container, its node or its agent gone."""
+        return not self._closed and self._dead is None and self._backend._agents.get(self.node_id) is self._agent
 
     def close(self, wait: bool = True) -> None:
         """Remove the container on its node, then free its slot. Idempotent; a dead node is success."""
