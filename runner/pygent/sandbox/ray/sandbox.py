@@ -21,13 +21,13 @@ from ..result import ExecResult
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
     from ..processes import ProcessOutput, ProcessStatus
-    from .backend import RayBackend
 
 
 class RaySandbox(Sandbox):
     """A sandbox on one node of a Ray cluster. Made by RayBackend.create, never directly."""
 
-    def __init__(self, backend: "RayBackend", node_id: str, info: dict, placement: Any, policy: "SandboxPolicy") -> None:
+    # backend: the RayBackend (typed Any: backend.py imports this module, not the other way round)
+    def __init__(self, backend: Any, node_id: str, info: dict, placement: Any, policy: "SandboxPolicy") -> None:
         self.id = info["id"]
         self.node_id = node_id
         self.hostname = info.get("hostname", "")
