@@ -87,15 +87,18 @@ def test_node_removed_under_a_command_then_the_agent_goes_on_elsewhere(ray_clust
 
 
 def test_a_delegated_task_on_a_dying_node_ends_lost_with_the_reason(ray_cluster, ray_backend, doomed_node):
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the model goes to the node
     set_custom_model(Forever())
     parent = Agent(model=Forever())
     try:
         task = parent.tasks.start("sleep", timeout=120)
         deadline = time.monotonic() + 60
-        while not (task.first_command and task.agent and task.agent.runtime._sandbox) and time.monotonic() < deadline:
+        while not (task.agent and task.agent.runtime._sandbox) and time.monotonic() < deadline:
             time.sleep(0.05)
         node = task.agent.runtime._sandbox.node_id
-        time.sleep(0.5)
+        time.sleep(2.0)  # its loop, on that node, is in `sleep 60` by now
         removed = time.monotonic()
         ray_cluster.remove(doomed_node)
         assert task.done.wait(60), task.to_dict()

@@ -131,20 +131,17 @@ class RaySandbox(Sandbox):
         return not self._closed and self._dead is None and self._backend._agents.get(self.node_id) is self._agent
 
     def close(self, wait: bool = True) -> None:
-        """Remove the container on its node, then free its slot. Idempotent; a dead node is success."""
+        """Remove the container on its node, then free its slot. Idempotent; a dead node is success.
+        wait=False is accepted and waits all the same (see below)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         lifecycle.untrack(self)
-        if wait:
-            self._release(wait)
-        else:
-            threading.Thread(target=self._release, args=(True,), name="pygent-ray-close", daemon=True).start()
-
-    def _release(self, wait: bool) -> None:
+        # Always waited for, wait=False too: the slot (and a delegated task's place under
+        # PYGENT_MAX_TASKS) is free only once the container is gone on its node.
         try:
-            self._backend.call(self.node_id, "close", self.id, wait)
+            self._backend.call(self.node_id, "close", self.id, True)
         except Exception:  # noqa: BLE001 - node gone (its containers went with its agent) or cluster gone
             pass
         try:
