@@ -4,14 +4,13 @@ Why ray.cluster_utils.Cluster: it is how Ray's own tests make multi-node cluster
 (one GCS, one raylet per node, as `ray start` would). Nodes differ in resources
 and labels so placement is observable. Light on a 2-core machine: no dashboard,
 no usage stats, small object stores, logical CPUs only.
-Everything it starts is stopped by stop(), and any Ray process left is killed by PID.
+Everything it starts is stopped by stop(); any of its processes left is killed by PID.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -27,11 +26,26 @@ NODES = [
 COMMON = dict(object_store_memory=80 << 20, include_dashboard=False)
 
 
-def ray_pids() -> set[int]:
-    """PIDs of Ray processes this user runs (raylet, gcs_server, workers), to kill leftovers by PID."""
-    out = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", "ray/core/src|ray::|raylet|gcs_server|default_worker.py"],
-                         capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()} - {os.getpid()}
+def descendants(root: int | None = None) -> set[int]:
+    """PIDs of every process below `root` (this process): the GCS, raylets and workers the
+    cluster started are ours, and only those may be killed by PID."""
+    root = root or os.getpid()
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
 
 
 class TestCluster:
@@ -39,12 +53,10 @@ class TestCluster:
 
     def __init__(self) -> None:
         self.cluster = None
-        self.before: set[int] = set()
 
     def start(self) -> str:
         from ray.cluster_utils import Cluster
 
-        self.before = ray_pids()
         head = dict(NODES[0], **COMMON)
         self.cluster = Cluster(initialize_head=True, head_node_args=head, shutdown_at_exit=False)
         for spec in NODES[1:]:
@@ -63,16 +75,25 @@ class TestCluster:
     def stop(self) -> None:
         import ray
 
+        ours = descendants()
         try:
             ray.shutdown()
         finally:
             if self.cluster is not None:
                 self.cluster.shutdown()
             deadline = time.monotonic() + 10
-            while (left := ray_pids() - self.before) and time.monotonic() < deadline:
+            while (left := {p for p in ours if _alive(p)}) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            for pid in ray_pids() - self.before:
+            for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
