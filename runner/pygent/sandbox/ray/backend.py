@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ClusterUnavailable, ConfigError, PlacementError, SandboxGone
@@ -62,6 +63,7 @@ class RayBackend(Backend):
         self.pin_labels = _labels_from(os.environ.get("PYGENT_RAY_LABELS"))
         self._agents: dict[str, Any] = {}
         self._where: dict[str, str] = {}  #: sandbox id -> node id (for remove)
+        self._recent: list[tuple[float, str | None]] = []  #: (when, node) of this driver's last placements
         self._lock = threading.Lock()
         self._ray: Any = None
 
@@ -215,17 +217,26 @@ class RayBackend(Backend):
                                  f"(the cluster offers: {self.offers()}); fewer sandboxes at once, or more nodes")
         return pg, placement_group_table(pg)["bundles_to_node_id"][0]
 
-    @staticmethod
-    def _emptiest(nodes: list[dict[str, Any]]) -> str | None:
+    def _emptiest(self, nodes: list[dict[str, Any]]) -> str | None:
         """The node with the largest share of its slots free, by Ray's own accounting: the hint
         that makes placement spread. Why a hint: Ray's default (hybrid) policy packs bundles on
         one node until half its resources are used (6 sandboxes on nodes of 8/4/2 slots went 5/1/0);
-        Ray still checks the hint and places elsewhere when that node cannot take it."""
+        Ray still checks the hint and places elsewhere when that node cannot take it.
+        Ray's view of free resources lags by up to a second under load, so this driver's own
+        placements of the last second are counted too (a burst would otherwise all go to one node)."""
         from ray._private.state import available_resources_per_node
 
         free = available_resources_per_node()
-        share = {n["NodeID"]: (free.get(n["NodeID"]) or {}).get(SLOT, 0.0) / max(1.0, n["Resources"][SLOT]) for n in nodes}
-        return max(share, key=share.__getitem__, default=None)
+        now = time.monotonic()
+        with self._lock:
+            self._recent = [(t, nid) for t, nid in self._recent if now - t < 1.0]
+            recent = [nid for _, nid in self._recent]
+        share = {n["NodeID"]: ((free.get(n["NodeID"]) or {}).get(SLOT, 0.0) - recent.count(n["NodeID"]))
+                 / max(1.0, n["Resources"][SLOT]) for n in nodes}
+        best = max(share, key=share.__getitem__, default=None)
+        with self._lock:
+            self._recent.append((now, best))
+        return best
 
     def _node_id(self, node: str) -> str:
         """A full node id from an id or its unique prefix. Raises PlacementError."""
