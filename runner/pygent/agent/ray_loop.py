@@ -24,6 +24,10 @@ from types import SimpleNamespace
 from typing import Any
 
 
+#: _loop_on_node as a Ray remote function, made on first use.
+_remote: Any = None
+
+
 def run_on_node(agent: Any, task: Any, factory: Any, depth: int, max_steps: int) -> Any:
     """The task's loop on its sandbox's node; the result as run_until_stop's (steps, reason, error).
 
@@ -37,7 +41,10 @@ def run_on_node(agent: Any, task: Any, factory: Any, depth: int, max_steps: int)
     node = sandbox.node_id
     handle = sandbox._agent
     info = {"id": sandbox.id, "memory_limit": sandbox.memory_limit, "hostname": sandbox.hostname}
-    loop = ray.remote(_loop_on_node).options(
+    global _remote
+    if _remote is None:  # exported to the cluster once per process, not once per task
+        _remote = ray.remote(_loop_on_node)
+    loop = _remote.options(
         num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     ref = loop.remote(factory, agent.model, handle, node, info, runtime.policy, runtime.image, task.persona, depth,
                       task.prompt, dict(max_steps=max_steps, step_timeout=task.step_timeout, max_time=task.timeout))
