@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,inspect]'
+	$(BIN)/pip install -q -e '.[test,inspect,ray]'
 	touch $(STAMP)
 
 # Start a Docker engine only where none answers (installs Debian's docker.io + runsc).

@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, runlog, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, ray, runlog, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -43,10 +43,11 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("egress", "9. Network by name (egress allowlist)", egress.run),
         ("inspect", "10. inspect_ai: exec through the pygent provider", inspect_provider.run),
         ("runlog", "11. Run logs and the viewer", runlog.run),
+        ("ray", "12. Ray backend vs local (3-node cluster on this machine)", ray.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "runlog"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "runlog", "ray"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

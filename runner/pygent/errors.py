@@ -8,6 +8,8 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     ├── ConfigError (ValueError)             bad settings, option values, policy fields
     ├── SandboxError                         anything about running in a container
     │   ├── EngineUnavailable (ConnectionError)  no Docker engine answers
+    │   │   └── ClusterUnavailable           the Ray backend: no cluster at RAY_ADDRESS, or another Ray version
+    │   ├── PlacementError                   the Ray backend: no node can hold the sandbox asked for
     │   ├── ImageNotFound (LookupError)      image neither present nor bundled
     │   ├── ImageBuildError                  a bundled image failed to build
     │   ├── RuntimeUnavailable               e.g. runsc asked for, engine lacks it
@@ -58,6 +60,20 @@ class EngineUnavailable(SandboxError, ConnectionError):
             " or `sudo systemctl start docker`), or set DOCKER_HOST."
         )
         super().__init__(msg)
+
+
+class ClusterUnavailable(EngineUnavailable):
+    """The Ray backend cannot use its cluster: nothing answers at RAY_ADDRESS, or the
+    cluster runs another Ray version than this process. The message names which."""
+
+    def __init__(self, detail: str = "") -> None:
+        SandboxError.__init__(self, detail)
+
+
+class PlacementError(SandboxError):
+    """The Ray cluster has no node that can hold the sandbox asked for (slots, CPUs,
+    memory, or a pinned node or label). The message says what was asked and what each
+    node offers."""
 
 
 class ImageNotFound(SandboxError, LookupError):

@@ -284,7 +284,7 @@ class TaskManager:
                 self._copy_files(parent_rt, runtime, task.files)
             if task.status != TaskStatus.RUNNING:
                 return
-            result = agent.run_until_stop(task.prompt, max_steps=DEFAULT_TASK_STEPS, step_timeout=task.step_timeout, max_time=task.timeout)
+            result = _task_loop()(agent, task, self.agent_factory, depth + 1, DEFAULT_TASK_STEPS)
             task.steps = result.steps
             task.answer = _last_text(agent.history)
             if runtime.lost is not None:
@@ -445,6 +445,22 @@ class TaskManager:
             import shutil
 
             shutil.rmtree(self._snapdir, ignore_errors=True)
+
+
+def _task_loop() -> Any:
+    """Where a task's loop runs: here, or with the Ray backend on the node that holds its
+    sandbox (ray_loop.py). Both take (agent, task, factory, depth, max_steps)."""
+    from ..sandbox.registry import chosen_name
+
+    if chosen_name() == "ray":
+        from .ray_loop import run_on_node
+
+        return run_on_node
+    return _local_loop
+
+
+def _local_loop(agent: TaskAgent, task: Task, factory: Any, depth: int, max_steps: int) -> Any:
+    return agent.run_until_stop(task.prompt, max_steps=max_steps, step_timeout=task.step_timeout, max_time=task.timeout)
 
 
 def _archive_following_links(sandbox: Any, path: str) -> tuple[str, bytes]:

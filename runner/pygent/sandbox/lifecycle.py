@@ -39,6 +39,11 @@ LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
 LABEL_PURPOSE = f"{LABEL_PREFIX}.purpose"
 #: On a sandbox's own scratch volumes (/workspace, /tmp): gc removes them once dangling.
 LABEL_SCRATCH = f"{LABEL_PREFIX}.scratch"
+#: On a sandbox a Ray node agent made: the Ray node id (several agents may share one engine).
+LABEL_RAY_NODE = f"{LABEL_PREFIX}.ray-node"
+
+#: Labels this process adds to every sandbox it makes (a Ray node agent sets its node id here).
+EXTRA_LABELS: dict[str, str] = {}
 
 SESSION_ID = os.urandom(6).hex()  # not uuid: importing it costs ~3 ms of every exec
 HOSTNAME = socket.gethostname()
@@ -142,6 +147,7 @@ def owner_labels(pooled: bool = False) -> dict[str, str]:
     }
     if pooled:
         labels[LABEL_POOLED] = "1"
+    labels.update(EXTRA_LABELS)
     return labels
 
 
