@@ -101,6 +101,9 @@ class Channel:
         self.next_id = 1
         self.hello: dict | None = None
         self.broken = False
+        #: Seconds the sandbox spent paused (issue 24): a command's host-side wait is longer by it.
+        self.paused_total = 0.0
+        self._paused_seen = 0.0
 
     # -- frames -------------------------------------------------------------
     def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
@@ -128,6 +131,11 @@ class Channel:
                     self.stream.diagnostics += data
                     del self.stream.diagnostics[:-2000]
             except ChannelBroken:
+                if deadline is not None and self.paused_total > self._paused_seen and time.monotonic() >= deadline:
+                    # Frozen time is not the command's (issue 24): wait longer by the pause.
+                    deadline += self.paused_total - self._paused_seen
+                    self._paused_seen = self.paused_total
+                    continue
                 self.broken = True
                 raise
 
@@ -181,6 +189,7 @@ class Channel:
             feeder = self._feed_stdin(cid, stdin) if stdin is not None else None
             timeout = spec.get("timeout")
             deadline = None if timeout is None else time.monotonic() + float(timeout) + GRACE
+            self._paused_seen = self.paused_total
             out, err = bytearray(), bytearray()
             try:
                 while True:
@@ -292,6 +301,38 @@ class Channel:
                 return json.loads(payload)
             elif kind == proto.FAILED:
                 raise SandboxError(f"the sandbox's server refused the file request: {json.loads(payload)['error']}")
+
+    # -- snapshots and pause (issue 24, see server.snapshot / server.Restore) ------
+    def snapshot(self, spec: dict, on_chunk: Callable[[bytes], None], timeout: float = FILE_TIMEOUT) -> dict:
+        """Stream the entries of spec["paths"] to on_chunk; the server's answer
+        ({"entries", "size", "skipped"...} or {"errno", "error"[, "too_large"]})."""
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.send(proto.SNAPSHOT, cid, marshal.dumps(spec, 4))
+            return self._answer(cid, on_chunk, time.monotonic() + timeout)
+
+    def restore(self, spec: dict, stream: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:
+        """Send an entry stream to restore (T, then Y frames, an empty Y ends it); the answer."""
+        if self.broken:
+            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            self.send(proto.RESTORE, cid, marshal.dumps(spec, 4))
+            for chunk in stream:
+                for i in range(0, len(chunk), 1 << 20):
+                    self.send(proto.BYTES, cid, bytes(chunk[i : i + (1 << 20)]))
+            self.send(proto.BYTES, cid, b"")
+            return self._answer(cid, None, time.monotonic() + timeout)
+
+    def resumed(self, paused_for: float) -> None:
+        """Tell the server it was frozen for `paused_for` seconds (sent before the thaw: it reads
+        this before it looks at its deadlines). The host's own wait on a command moves on too."""
+        self.paused_total += paused_for
+        self.send(proto.RESUMED, 0, marshal.dumps(float(paused_for), 4))
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

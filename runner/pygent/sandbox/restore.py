@@ -1,0 +1,66 @@
+"""Sandboxes started from a snapshot: `open_sandbox(snapshot=...)` and `Sandbox.fork(n)`.
+
+Why a fresh sandbox (from the warm pool when there is one) and not the old one
+rewound: a fresh sandbox's trees are empty tmpfs, so the restore creates every
+entry itself and nothing a command left behind (a symlink planted where a
+directory will be, a process writing meanwhile) can redirect it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .base import Sandbox
+    from .policy import SandboxPolicy
+    from .snapshot import Snapshot
+
+#: Forks started at once (each is a container start and a restore: engine and stream bound).
+FORK_PARALLEL = 4
+
+
+def open_restored(snapshot: "Snapshot", image: str | None = None, policy: "SandboxPolicy | None" = None,
+                  pool: bool = True) -> "Sandbox":
+    """A new sandbox with the snapshot's trees and shell state, of its image and policy.
+
+    Raises: ConfigError (another image asked for), SnapshotUnsupported (the backend cannot
+    restore), SnapshotError, and what open_sandbox raises. Nothing is left running on failure.
+    """
+    from .pool import get_pool
+    from .registry import get_backend
+
+    engine = get_backend()
+    tag = engine.resolve_image(snapshot.image)
+    if image is not None and engine.resolve_image(image) != tag:
+        raise ConfigError(f"the snapshot was taken in image {snapshot.image}, not {image}: leave image out to restore it")
+    policy = policy or snapshot.policy()
+    chosen = get_pool(tag, policy) if pool else None
+    sandbox = chosen.acquire() if chosen is not None else engine.create(tag, policy)
+    try:
+        sandbox._restore(snapshot)
+    except BaseException:
+        sandbox.close(wait=False)
+        raise
+    return sandbox
+
+
+def open_many(snapshot: "Snapshot", n: int, pool: bool = True) -> "list[Sandbox]":
+    """n restored sandboxes, started side by side; all or none (the started ones are closed on failure)."""
+    if n == 1:
+        return [open_restored(snapshot, pool=pool)]
+    with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fork") as ex:
+        futures = [ex.submit(open_restored, snapshot, None, None, pool) for _ in range(n)]
+    made, error = [], None
+    for f in futures:
+        try:
+            made.append(f.result())
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        for sb in made:
+            sb.close(wait=False)
+        raise error
+    return made
