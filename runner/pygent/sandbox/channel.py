@@ -329,10 +329,9 @@ class Channel:
             return self._answer(cid, None, time.monotonic() + timeout)
 
     def resumed(self, paused_for: float) -> None:
-        """Tell the server it was frozen for `paused_for` seconds (sent before the thaw: it reads
-        this before it looks at its deadlines). The host's own wait on a command moves on too."""
+        """The sandbox was paused for `paused_for` seconds: a command's wait here is longer by it
+        (the server skips frozen time in its own deadlines, server.skip_frozen)."""
         self.paused_total += paused_for
-        self.send(proto.RESUMED, 0, marshal.dumps(float(paused_for), 4))
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

@@ -15,7 +15,6 @@ Frames, both directions: struct ">BII" (type, command id, payload length) + payl
                   S snapshot trees (marshal SnapSpec): answered by Y frames of the entry stream, then A
                   T restore into a fresh sandbox (marshal RestoreSpec), Y frames of the entry stream follow,
                     an empty Y ends it; answered by A
-                  U the sandbox was paused for this long (marshal float seconds): deadlines move on by it
   server -> host: H hello (JSON Hello), O stdout bytes, X stderr bytes, D done (JSON Done),
                   F failed to start / malformed (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
                   B a background command started (JSON {"handle", "pid"}), Q the answer to a P (JSON),
@@ -44,7 +43,7 @@ PROC, PROC_REPLY, STARTED, LIVE_OUT, LIVE_ERR = b"P"[0], b"Q"[0], b"B"[0], b"o"[
 WRITE, BYTES, CLOSE, GET, ANSWER = b"W"[0], b"Y"[0], b"C"[0], b"G"[0], b"A"[0]
 CHUNK = 65536
 # snapshots, restore and pause (issue 24)
-SNAPSHOT, RESTORE, RESUMED = b"S"[0], b"T"[0], b"U"[0]
+SNAPSHOT, RESTORE = b"S"[0], b"T"[0]
 #: One entry of a snapshot's stream: kind (d dir, f file, l symlink, s shell state, c cwd),
 #: mode, size of the data that follows the path, mtime in ns, path length; then path, data.
 ENTRY = struct.Struct(">BIQQI")
@@ -52,7 +51,7 @@ MARKER_ENV = "PYGENT_CMD"
 PROTOCOL = 6  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
-PROTOCOL = 7  # 7: issue 24: S snapshot, T restore, U resumed after a pause
+PROTOCOL = 7  # 7: issue 24: S snapshot, T restore (+ Y frames), deadlines skip time frozen by a pause
 
 
 def cut_marker(omitted):

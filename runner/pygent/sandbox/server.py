@@ -795,6 +795,9 @@ class FileOps:
 # touched. The stream is protocol.ENTRY records (parsed with struct on the host:
 # never marshal on bytes a sandbox made).
 
+#: While a command has a deadline the server wakes at least this often (seconds), and a wake
+#: later than PAUSE_LATE past its timeout means it was frozen (paused) meanwhile.
+PAUSE_TICK, PAUSE_LATE = 0.25, 0.5
 #: Bytes of entry stream sent per Y frame while snapshotting.
 SNAP_FRAME = 256 << 10
 SNAP_KINDS = {"d": b"d"[0], "f": b"f"[0], "l": b"l"[0], "s": b"s"[0], "c": b"c"[0]}
@@ -1098,7 +1101,7 @@ class Server:
             self.dispatch(kind, cid, payload)
 
     def dispatch(self, kind, cid, payload):
-        if cid in self.restores or kind in (SNAPSHOT, RESTORE, RESUMED):
+        if cid in self.restores or kind in (SNAPSHOT, RESTORE):
             self.on_snapshot_frame(kind, cid, payload)
             return
         if kind in FILE_FRAMES:
@@ -1134,18 +1137,7 @@ class Server:
             kill_tree(cmd.proc.pid, cmd.marker)
 
     def on_snapshot_frame(self, kind, cid, payload):
-        """S (snapshot), T + Y... (restore) and U (resumed after a pause), issue 24."""
-        if kind == RESUMED:
-            try:
-                paused = float(marshal.loads(payload))
-            except (EOFError, ValueError, TypeError):
-                return
-            # Frozen time is not the command's time: every deadline moves on by it.
-            for cmd in self.cmds.values():
-                if cmd.deadline is not None:
-                    cmd.deadline += paused
-                cmd.last_output += paused
-            return
+        """S (snapshot) and T + Y... (restore), issue 24."""
         if kind == BYTES and cid in self.restores:
             if payload:
                 self.restores[cid].feed(payload)
@@ -1170,6 +1162,17 @@ class Server:
             self.send_json(ANSWER, cid, snapshot(self.send, cid, spec, self.states.get("default"), self.cwd))
         elif kind == RESTORE:
             self.restores[cid] = Restore(spec)
+
+    def skip_frozen(self, late):
+        """A wait that ended `late` seconds after its timeout: the sandbox was paused (the
+        engine's freezer stops us, the monotonic clock goes on). Frozen time is not a
+        command's time: every deadline and idle timer moves on by it (issue 24)."""
+        if late < PAUSE_LATE:
+            return
+        for cmd in self.cmds.values():
+            if cmd.deadline is not None:
+                cmd.deadline += late
+            cmd.last_output += late
 
     def start(self, cid, spec):
         note = b""
@@ -1524,7 +1527,14 @@ class Server:
     def serve(self):
         self.send_json(HELLO, 0, {"protocol": PROTOCOL, "pid": os.getpid(), "cwd": self.cwd})
         while True:
-            for key, _ in self.sel.select(self.next_timeout()):
+            timeout = self.next_timeout()
+            if timeout is not None:
+                timeout = min(timeout, PAUSE_TICK)
+            before = time.monotonic()
+            ready = self.sel.select(timeout)
+            if timeout is not None and not ready:
+                self.skip_frozen(time.monotonic() - before - timeout)
+            for key, _ in ready:
                 kind, cmd = key.data
                 if kind == "ctl":
                     self.on_control()

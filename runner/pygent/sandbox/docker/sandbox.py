@@ -397,7 +397,6 @@ class DockerSandbox(Sandbox):
     def _resume_locked(self) -> None:
         from . import pause_guard
 
-        # Told before the thaw, so the server reads it before it looks at its deadlines.
         self._channel.resumed(time.monotonic() - self._paused_at)
         try:
             self._client.call("POST", f"/containers/{self.id}/unpause", what="unpause")
