@@ -29,11 +29,12 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, snapshots, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
         ("lifecycle", "2. Sandbox lifecycle", lifecycle.run),
+        ("snapshots", "Snapshots, forks, resume, changes (100 MB, 10,000 files)", snapshots.run),
         ("cli", "3. CLI process: pygent-runner exec -- true", cli.run),
         ("output", "4. Large output (head -c /dev/zero)", output.run),
         ("memory", "5. Host memory per live sandbox", memory.run),
@@ -45,7 +46,7 @@ def _sections() -> list[tuple[str, str, Callable]]:
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "snapshots"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
