@@ -29,7 +29,7 @@ def run(ctx: Ctx, section: Section) -> None:
     commits, runs = [], []
     try:
         run_cmd(["docker", "run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep", PY_IMAGE, "900"])
-        made = run_cmd(["docker", "exec", name, "sh", "-c", MAKE_TREE % {"root": "/data"}], timeout=300)
+        made = run_cmd(["docker", "exec", "-u", "0", name, "sh", "-c", MAKE_TREE % {"root": "/data"}], timeout=300)
         if made.returncode != 0:
             section.error = f"could not make the anchor's tree: {made.stderr.decode()[-300:]}"
             return
