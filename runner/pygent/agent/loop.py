@@ -147,11 +147,11 @@ class Agent:
         """n new agents continuing from `cp`, each with its own sandbox restored from its
         snapshot (started side by side); same model, tools, persona, image and policy.
         Close them (or use them as context managers). Raises what Sandbox.fork raises."""
-        from ..sandbox.restore import open_many
+        from ..sandbox import open_forks
 
         if not isinstance(n, int) or n < 1:
             raise ValueError("fork(cp, n) needs a positive number of agents")
-        sandboxes = open_many(cp.snapshot, n) if cp.snapshot is not None else [None] * n
+        sandboxes = open_forks(cp.snapshot, n) if cp.snapshot is not None else [None] * n
         agents = []
         for sandbox in sandboxes:
             runtime = Runtime(image=self.runtime.image, policy=self.runtime.policy, task_depth=self.runtime.task_depth)

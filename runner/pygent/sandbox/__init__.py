@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .result import ExecResult
     from .snapshot import Snapshot
 
-__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "Snapshot", "open_sandbox", "default_policy"]
+__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "Snapshot", "open_forks", "open_sandbox", "default_policy"]
 
 # Imported on first use (PEP 562): `pygent-runner exec` reaches pygent.sandbox.channel
 # and must not pay for pydantic (the policy) on its fast path.
@@ -60,6 +60,18 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
     tag = engine.resolve_image(image or get_settings().pygent_image)
     chosen = get_pool(tag, policy) if pool else None
     return chosen.acquire() if chosen is not None else engine.create(tag, policy)
+
+
+def open_forks(source: "Snapshot | Sandbox", n: int, *, pool: bool = True) -> "list[Sandbox]":
+    """n sandboxes restored from one snapshot (or from a sandbox: its snapshot is taken
+    while they start), side by side: all of them or none (`Sandbox.fork(n)`, `Agent.fork(cp, n)`).
+    Raises what Sandbox.snapshot() and open_sandbox(snapshot=) raise."""
+    from .restore import fork_of, open_many
+    from .snapshot import Snapshot
+
+    if isinstance(source, Snapshot):
+        return open_many(source, n, pool=pool)
+    return fork_of(source, n, pool=pool)
 
 
 def default_policy(**overrides: object) -> SandboxPolicy:

@@ -275,11 +275,11 @@ class Sandbox(abc.ABC):
 
         Raises: what snapshot() and open_sandbox(snapshot=...) raise (none is left running).
         """
-        from .restore import open_many
+        from . import open_forks
 
         if not isinstance(n, int) or n < 1:
             raise ValueError("fork(n) needs a positive number of sandboxes")
-        return open_many(self.snapshot(), n)
+        return open_forks(self, n)
 
     def changes(self, since: "Snapshot", max_diff: int | None = None) -> "Changes":
         """Files and symlinks added, modified and deleted in the snapshot's trees since it was

@@ -9,7 +9,7 @@ directory will be, a process writing meanwhile) can redirect it.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -52,14 +52,58 @@ def open_many(snapshot: "Snapshot", n: int, pool: bool = True) -> "list[Sandbox]
     if n == 1:
         return [open_restored(snapshot, pool=pool)]
     with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fork") as ex:
-        futures = [ex.submit(open_restored, snapshot, None, None, pool) for _ in range(n)]
+        return _all_or_none([ex.submit(open_restored, snapshot, None, None, pool) for _ in range(n)])
+
+
+def fork_of(source: "Sandbox", n: int, pool: bool = True) -> "list[Sandbox]":
+    """Sandbox.fork(n): the n new sandboxes start while the source's snapshot is taken
+    (a container start overlaps the transfer), then each is filled. All or none."""
+    from .registry import get_backend
+
+    snapshot_policy = getattr(source, "policy", None)
+    image = getattr(source, "image", None)
+    if snapshot_policy is None or not image:  # no policy to start blanks with: restore one by one
+        return open_many(source.snapshot(), n, pool)
+    policy = snapshot_policy.model_copy(update={"workspace": None})
+    engine = get_backend()
+
+    def blank() -> "Sandbox":
+        from .pool import get_pool
+
+        chosen = get_pool(image, policy) if pool else None
+        return chosen.acquire() if chosen is not None else engine.create(image, policy)
+
+    def fill(future: Any, snapshot: "Snapshot") -> "Sandbox":
+        sandbox = future.result()
+        try:
+            sandbox._restore(snapshot)
+        except BaseException:
+            sandbox.close(wait=False)
+            raise
+        return sandbox
+
+    with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fork") as ex:
+        blanks = [ex.submit(blank) for _ in range(n)]
+        try:
+            snapshot = source.snapshot()
+        except BaseException:
+            for sb in _all_or_none(blanks, raise_error=False):
+                sb.close(wait=False)
+            raise
+        with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fill") as fills:
+            return _all_or_none([fills.submit(fill, b, snapshot) for b in blanks])
+
+
+def _all_or_none(futures: list, raise_error: bool = True) -> "list[Sandbox]":
+    """The futures' sandboxes; if any failed, the others are closed and its error raised
+    (raise_error=False: the ones that worked, for the caller to close)."""
     made, error = [], None
     for f in futures:
         try:
             made.append(f.result())
         except BaseException as exc:
             error = error or exc
-    if error is not None:
+    if error is not None and raise_error:
         for sb in made:
             sb.close(wait=False)
         raise error

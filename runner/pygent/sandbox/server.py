@@ -799,7 +799,7 @@ class FileOps:
 #: later than PAUSE_LATE past its timeout means it was frozen (paused) meanwhile.
 PAUSE_TICK, PAUSE_LATE = 0.25, 0.5
 #: Bytes of entry stream sent per Y frame while snapshotting.
-SNAP_FRAME = 256 << 10
+SNAP_FRAME = 1 << 20
 SNAP_KINDS = {"d": b"d"[0], "f": b"f"[0], "l": b"l"[0], "s": b"s"[0], "c": b"c"[0]}
 
 

@@ -82,6 +82,13 @@ def clean_roots(paths: Any) -> tuple[str, ...]:
     return roots
 
 
+def _plain_path(path: str) -> bool:
+    """Absolute and normalised (what posixpath.normpath leaves as it is), without its cost
+    per entry: no empty, '.' or '..' component, no trailing slash, no NUL."""
+    return (path.startswith("/") and len(path) > 1 and not path.endswith(("/", "/.", "/.."))
+            and "//" not in path and "/./" not in path and "/../" not in path and "\0" not in path)
+
+
 def parse_stream(stream: bytes, roots: tuple[str, ...], contents: bool = True) -> tuple[list[Entry], bytes | None, str]:
     """The entries, shell state and cwd of an entry stream, every record checked.
 
@@ -118,12 +125,12 @@ def parse_stream(stream: bytes, roots: tuple[str, ...], contents: bool = True) -
             else:
                 cwd = bytes(view[offset:pos]).decode("utf-8", "surrogateescape")
             continue
-        if not path.startswith("/") or posixpath.normpath(path) != path or "\0" in path or path in seen:
+        if not _plain_path(path) or path in seen:
             raise SnapshotInvalid(f"the snapshot holds a bad path {path!r}")
         if path in roots:
             if kind != "dir":
                 raise SnapshotInvalid(f"the snapshot's root {path} is not a directory")
-        elif posixpath.dirname(path) not in dirs:
+        elif path.rpartition("/")[0] not in dirs:
             raise SnapshotInvalid(f"the snapshot holds {path!r} outside its roots or before its directory")
         seen.add(path)
         target = ""

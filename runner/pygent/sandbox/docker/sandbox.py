@@ -80,6 +80,7 @@ class DockerSandbox(Sandbox):
         #: pause (issue 24): when it was paused (monotonic), None while running
         self._paused_at: float | None = None
         self._pause_lock = threading.Lock()
+        self._thaw: threading.Thread | None = None
         self.last_used = time.monotonic()
         lifecycle.track(self)
 
@@ -341,7 +342,7 @@ class DockerSandbox(Sandbox):
         with self._pause_lock:
             self.last_used = time.monotonic()
             if self._paused_at is not None:
-                self._resume_locked()  # a paused sandbox wakes on its next use
+                self._resume_locked(wait=False)  # a paused sandbox wakes on its next use
 
     # -- snapshots and pause (issue 24): the command server's S/T/U frames, the engine's pause ----
     def _snapshot_stream(self, spec: dict, on_chunk: Callable[[bytes], None]) -> dict:
@@ -381,6 +382,7 @@ class DockerSandbox(Sandbox):
 
         if self._paused_at is not None:
             return
+        self._thawed()
         pause_guard.watch(self._client.host, self.id)
         try:
             self._client.call("POST", f"/containers/{self.id}/pause", what="pause")
@@ -394,19 +396,43 @@ class DockerSandbox(Sandbox):
             if self._paused_at is not None and not self._closed:
                 self._resume_locked()
 
-    def _resume_locked(self) -> None:
+    def _resume_locked(self, wait: bool = True) -> None:
+        """Thaw. wait=False (a call on a paused sandbox): the engine's unpause runs on a thread
+        while the call's frames go out (they wait in the stream and run at the thaw), so the
+        call costs one unpause, not an unpause and then a command; errors surface as the
+        stream's (a container gone) or the next pause's."""
         from . import pause_guard
 
         self._channel.resumed(time.monotonic() - self._paused_at)
+        self._paused_at = None
+        self.last_used = time.monotonic()
+        if wait:
+            self._unpause()
+        else:
+            self._thaw = threading.Thread(target=self._unpause_quietly, name="pygent-thaw", daemon=True)
+            self._thaw.start()
+        pause_guard.unwatch(self.id)
+
+    def _unpause(self) -> None:
         try:
             self._client.call("POST", f"/containers/{self.id}/unpause", what="unpause")
         except NotFound as exc:
             raise self._not_found(exc, "/") from None
         except EngineAPIError as exc:
-            raise map_error(exc, self.image) from None
-        self._paused_at = None
-        self.last_used = time.monotonic()
-        pause_guard.unwatch(self.id)
+            if "not paused" not in exc.message:
+                raise map_error(exc, self.image) from None
+
+    def _unpause_quietly(self) -> None:
+        try:
+            self._unpause()
+        except Exception:
+            pass  # the call that woke it sees the stream's end if the container is gone
+
+    def _thawed(self) -> None:
+        """Wait for a thaw started by a call (wait=False) before pausing again."""
+        thaw, self._thaw = self._thaw, None
+        if thaw is not None:
+            thaw.join(30)
 
     def pause_if_idle(self, idle: float) -> bool:
         """Pause when nothing used it for `idle` seconds and no call is under way (idle.py).
