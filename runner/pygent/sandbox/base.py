@@ -295,8 +295,18 @@ class Sandbox(abc.ABC):
         answer = self._snapshot_stream({"paths": list(since.paths), "max": 1 << 30, "contents": False}, buf.extend)
         raise_for(answer, answer.get("path") or since.paths[0], "listing")
         entries, _, _ = parse_stream(bytes(buf), since.paths, contents=False)
-        return compare(since, entries, lambda path, limit: self.read_file(path, limit),
-                       DIFF_MAX if max_diff is None else int(max_diff))
+
+        def fetch(paths: list[str]) -> dict[str, bytes]:
+            if not paths:
+                return {}
+            got = bytearray()
+            answer = self._snapshot_stream({"paths": list(since.paths), "max": 1 << 30, "files": paths}, got.extend)
+            raise_for(answer, answer.get("path") or paths[0], "reading")
+            stream = bytes(got)
+            files, _, _ = parse_stream(stream, since.paths, loose=True)
+            return {e.path: stream[e.offset : e.offset + e.size] for e in files if e.kind == "file"}
+
+        return compare(since, entries, fetch, DIFF_MAX if max_diff is None else int(max_diff))
 
     def pause(self) -> None:
         """Freeze every process of the sandbox through the engine (memory kept, no CPU used).

@@ -55,16 +55,15 @@ class Changes:
         return text
 
 
-def compare(since: Snapshot, now: list[Entry], read: Callable[[str, int], bytes],
+def compare(since: Snapshot, now: list[Entry], fetch: Callable[[list[str]], dict[str, bytes]],
             max_diff: int = DIFF_MAX, max_total: int = DIFF_TOTAL_MAX) -> Changes:
     """Changes between a snapshot and a listing of the same trees (entries without data).
-    read(path, max_bytes) gets a file's current bytes (raises FileTooLarge over max_bytes)."""
-    from ..errors import FileTooLarge
-
+    fetch(paths) reads the current bytes of those files (at most DIFF_FILE_MAX each), in one
+    request; a file missing from its answer could not be read and counts as modified."""
     before = {e.path: e for e in since.entries if e.kind != "dir"}
     after = {e.path: e for e in now if e.kind != "dir"}
     out = Changes()
-    total = 0
+    candidates = []  # (path, old entry or None), to compare bytes or to diff
     for path in sorted(set(before) | set(after)):
         old, new = before.get(path), after.get(path)
         if old is None:
@@ -80,21 +79,18 @@ def compare(since: Snapshot, now: list[Entry], read: Callable[[str, int], bytes]
             continue
         elif old.size == new.size and old.mtime_ns == new.mtime_ns:
             continue
-        if new.kind != "file":
-            continue
-        old_data = since.data(old) if old is not None and old.kind == "file" else b""
-        try:
-            new_data = read(path, DIFF_FILE_MAX) if new.size <= DIFF_FILE_MAX else None
-        except (FileTooLarge, OSError):
-            new_data = None
+        if new.kind == "file":
+            candidates.append((path, old if old is not None and old.kind == "file" else None, new))
+    current = fetch([p for p, _, new in candidates if new.size <= DIFF_FILE_MAX])
+    total = 0
+    for path, old, _ in candidates:
+        old_data = since.data(old) if old is not None else b""
+        new_data = current.get(path)
         if old is not None and path not in out.modified:
-            if new_data is None:
-                out.modified.append(path)  # too large to compare here: its size or time changed
-            elif new_data != old_data:
-                out.modified.append(path)
-            else:
+            if new_data is not None and new_data == old_data:
                 continue  # touched, same bytes
-        diff = _text_diff(path, old_data if old is not None else b"", new_data, old is None)
+            out.modified.append(path)  # changed bytes, or too large / unreadable to compare here
+        diff = _text_diff(path, old_data, new_data, old is None)
         if diff is None or total >= max_total:
             out.diffs_omitted.append(path)
             continue
@@ -103,6 +99,7 @@ def compare(since: Snapshot, now: list[Entry], read: Callable[[str, int], bytes]
             out.diffs_omitted.append(path)
         total += len(diff)
         out.diffs[path] = diff
+    out.modified.sort()
     return out
 
 

@@ -187,6 +187,7 @@ if TypedDict is not None:
         paths: list
         max: int
         contents: bool  # False: entries without file data (size is the file's), for changes()
+        files: list  # only these regular files (under paths), with their data: what changes() compares
 
     class RestoreSpec(TypedDict, total=False):
         """A restore (T frame): the roots the stream's entries must lie under."""

@@ -807,10 +807,22 @@ class SnapTooLarge(Exception):
     pass
 
 
-def snapshot_entries(roots, contents):
-    """(kind, path, lstat, data-or-None) for each root and everything under it, parents first.
-    Special files (FIFOs, sockets, devices) are skipped and listed; links are never followed."""
+def snapshot_entries(roots, contents, files=None):
+    """(kind, path, lstat) for each root and everything under it, parents first; or, given
+    `files`, for those of them that are regular files (changes() reads what it compares in
+    one request). Special files (FIFOs, sockets, devices) are skipped and listed; links are
+    never followed."""
     skipped = []
+    if files is not None:
+        for path in files:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield "f", path, st
+        yield "skipped", skipped, None
+        return
     for root in roots:
         stack = [root]
         while stack:
@@ -860,7 +872,10 @@ def snapshot(send, cid, spec, state, cwd):
             put("s", "", 0, 0, state)
         put("c", "", 0, 0, os.fsencode(cwd))
         skipped = []
-        for kind, path, st in snapshot_entries(roots, contents):
+        files = spec.get("files")
+        if files is not None and not all(isinstance(p, str) and any(p.startswith(r + "/") for r in roots) for p in files):
+            return {"errno": errno.EINVAL, "error": "files to read must lie under the snapshot's paths"}
+        for kind, path, st in snapshot_entries(roots, contents, files):
             if kind == "skipped":
                 skipped = path
                 break
@@ -873,7 +888,12 @@ def snapshot(send, cid, spec, state, cwd):
             elif not contents:
                 put("f", path, mode, st.st_mtime_ns, b"", size=st.st_size)
             else:
-                fd = os.open(path, os.O_RDONLY | _FILE_FLAGS | os.O_NOFOLLOW)
+                try:
+                    fd = os.open(path, os.O_RDONLY | _FILE_FLAGS | os.O_NOFOLLOW)
+                except OSError:
+                    if files is not None:
+                        continue  # changes(): not readable now, so counted as modified
+                    raise
                 try:
                     regular(fd, path)
                     if total + st.st_size > limit:

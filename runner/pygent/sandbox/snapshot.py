@@ -89,8 +89,10 @@ def _plain_path(path: str) -> bool:
             and "//" not in path and "/./" not in path and "/../" not in path and "\0" not in path)
 
 
-def parse_stream(stream: bytes, roots: tuple[str, ...], contents: bool = True) -> tuple[list[Entry], bytes | None, str]:
+def parse_stream(stream: bytes, roots: tuple[str, ...], contents: bool = True,
+                 loose: bool = False) -> tuple[list[Entry], bytes | None, str]:
     """The entries, shell state and cwd of an entry stream, every record checked.
+    loose=True: single files under the roots, without their directories (changes()).
 
     Raises SnapshotInvalid: a cut record, an unknown kind, a path outside the roots or
     not normalised, a child before its directory, a root that is not a directory.
@@ -130,6 +132,9 @@ def parse_stream(stream: bytes, roots: tuple[str, ...], contents: bool = True) -
         if path in roots:
             if kind != "dir":
                 raise SnapshotInvalid(f"the snapshot's root {path} is not a directory")
+        elif loose:
+            if not any(path.startswith(r + "/") for r in roots):
+                raise SnapshotInvalid(f"the snapshot holds {path!r} outside its roots")
         elif path.rpartition("/")[0] not in dirs:
             raise SnapshotInvalid(f"the snapshot holds {path!r} outside its roots or before its directory")
         seen.add(path)
