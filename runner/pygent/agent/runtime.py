@@ -109,9 +109,9 @@ class Runtime:
     def snapshot(self) -> "Snapshot | None":
         """The sandbox's workspace and shell state now; None when no sandbox was started yet
         (nothing to keep: a fresh one is the same). Raises what Sandbox.snapshot raises."""
-        if not self.started or self.fresh_per_call:
-            if self.fresh_per_call:
-                raise SandboxError("an agent with a fresh sandbox per call has no sandbox state to snapshot")
+        if self.fresh_per_call:
+            raise SandboxError("an agent with a fresh sandbox per call has no sandbox state to snapshot")
+        if not self.started:
             return None
         sandbox = self.sandbox
         return self._using(sandbox, lambda: sandbox.snapshot())
