@@ -29,16 +29,25 @@ def open_restored(snapshot: "Snapshot", image: str | None = None, policy: "Sandb
     Raises: ConfigError (another image asked for), SnapshotUnsupported (the backend cannot
     restore), SnapshotError, and what open_sandbox raises. Nothing is left running on failure.
     """
-    from .pool import get_pool
     from .registry import get_backend
 
     engine = get_backend()
     tag = engine.resolve_image(snapshot.image)
     if image is not None and engine.resolve_image(image) != tag:
         raise ConfigError(f"the snapshot was taken in image {snapshot.image}, not {image}: leave image out to restore it")
-    policy = policy or snapshot.policy()
+    return _fill(_blank(engine, tag, policy or snapshot.policy(), pool), snapshot)
+
+
+def _blank(engine: Any, tag: str, policy: "SandboxPolicy", pool: bool) -> "Sandbox":
+    """A fresh sandbox to restore into: from the warm pool of (tag, policy) when there is one."""
+    from .pool import get_pool
+
     chosen = get_pool(tag, policy) if pool else None
-    sandbox = chosen.acquire() if chosen is not None else engine.create(tag, policy)
+    return chosen.acquire() if chosen is not None else engine.create(tag, policy)
+
+
+def _fill(sandbox: "Sandbox", snapshot: "Snapshot") -> "Sandbox":
+    """Restore into a fresh sandbox; on failure it is closed and the error raised."""
     try:
         sandbox._restore(snapshot)
     except BaseException:
@@ -67,23 +76,8 @@ def fork_of(source: "Sandbox", n: int, pool: bool = True) -> "list[Sandbox]":
     policy = snapshot_policy.model_copy(update={"workspace": None})
     engine = get_backend()
 
-    def blank() -> "Sandbox":
-        from .pool import get_pool
-
-        chosen = get_pool(image, policy) if pool else None
-        return chosen.acquire() if chosen is not None else engine.create(image, policy)
-
-    def fill(future: Any, snapshot: "Snapshot") -> "Sandbox":
-        sandbox = future.result()
-        try:
-            sandbox._restore(snapshot)
-        except BaseException:
-            sandbox.close(wait=False)
-            raise
-        return sandbox
-
     with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fork") as ex:
-        blanks = [ex.submit(blank) for _ in range(n)]
+        blanks = [ex.submit(_blank, engine, image, policy, pool) for _ in range(n)]
         try:
             snapshot = source.snapshot()
         except BaseException:
@@ -91,7 +85,7 @@ def fork_of(source: "Sandbox", n: int, pool: bool = True) -> "list[Sandbox]":
                 sb.close(wait=False)
             raise
         with ThreadPoolExecutor(min(n, FORK_PARALLEL), thread_name_prefix="pygent-fill") as fills:
-            return _all_or_none([fills.submit(fill, b, snapshot) for b in blanks])
+            return _all_or_none([fills.submit(lambda b: _fill(b.result(), snapshot), b) for b in blanks])
 
 
 def _all_or_none(futures: list, raise_error: bool = True) -> "list[Sandbox]":
