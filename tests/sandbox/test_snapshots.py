@@ -127,6 +127,18 @@ def test_snapshot_limit_just_below_at_and_above(image):
             sb.snapshot(max_bytes=size - 1)
 
 
+def test_configurable_paths_are_kept_and_bad_ones_refused(image):
+    with open_sandbox(image, pool=False) as sb:
+        sb.exec("echo w > /workspace/w; mkdir /tmp/cache; echo c > /tmp/cache/c")
+        snap = sb.snapshot(paths=["/workspace", "/tmp"])
+        assert snap.paths == ("/workspace", "/tmp")
+        with open_sandbox(snapshot=snap, pool=False) as restored:
+            assert restored.exec("cat /workspace/w /tmp/cache/c").text == "w\nc\n"
+        for bad in (["workspace"], ["/workspace", "/workspace/sub"], ["/"], ["/workspace/../etc"]):
+            with pytest.raises(SnapshotInvalid):
+                sb.snapshot(paths=bad)
+
+
 def test_special_files_and_hostile_entries_stay_inside(image, tmp_path):
     with open_sandbox(image, pool=False) as sb:
         sb.exec("mkfifo /workspace/fifo; mkdir /workspace/d; echo x > /workspace/d/f")

@@ -1072,8 +1072,12 @@ class Restore:
                     os.symlink(target, path)
                     os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
                 for path, mode, mtime_ns in sorted(self.dirs, key=lambda d: -d[0].count("/")):
-                    os.chmod(path, mode)
-                    os.utime(path, ns=(mtime_ns, mtime_ns))
+                    try:
+                        os.chmod(path, mode)
+                        os.utime(path, ns=(mtime_ns, mtime_ns))
+                    except PermissionError:
+                        if path not in self.roots:  # a root the user does not own (/tmp) keeps its own
+                            raise
             except OSError as exc:
                 self.error = file_error(exc)
                 self.error["path"] = getattr(exc, "filename", None) or ""
