@@ -125,6 +125,22 @@ class FileTooLarge(SandboxError, ValueError):
         )
 
 
+class SnapshotError(SandboxError):
+    """A snapshot could not be taken, saved, loaded or restored (issue 24)."""
+
+
+class SnapshotTooLarge(SnapshotError):
+    """The trees to snapshot are over the snapshot's byte limit: nothing was kept."""
+
+
+class SnapshotInvalid(SnapshotError, ValueError):
+    """A snapshot file is truncated, tampered with, foreign or of an unknown format: nothing was restored."""
+
+
+class SnapshotUnsupported(SnapshotError):
+    """This backend (or sandbox) cannot take or restore snapshots, or pause."""
+
+
 class APIError(PygentError):
     """The model provider returned an error, or could not be reached after retries."""
 

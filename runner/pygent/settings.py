@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     pygent_task_timeout: float = Field(600.0, gt=0, description="Default wall clock of a delegated task, seconds.")
     pygent_pool_size: int = Field(2, ge=0, le=64, description="Warm sandboxes kept started per (image, policy); 0 = off.")
     pygent_pool_max: int = Field(16, ge=0, le=256, description="Most warm sandboxes a pool grows to, following the largest burst of sandboxes asked for within a second in the last 30 s.")
+    pygent_idle_pause: float = Field(
+        300.0, ge=0, le=86400,
+        description="Seconds an agent's sandbox may sit unused before it is paused (the engine's freezer: "
+        "processes stopped, memory kept; the next call resumes it in milliseconds). 0: never. "
+        "Why 300: far longer than a model turn, so a working agent never pays the resume, while an "
+        "abandoned or waiting agent stops using CPU within minutes.",
+    )
     pygent_pool_linger: float = Field(3.0, ge=0, le=3600, description="Seconds warm sandboxes stay once no Agent, TaskManager or open sandbox of the process remains.")
     pygent_api_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the model provider's answer (per attempt).")
     pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")

@@ -9,6 +9,7 @@ module-level one in tools.py) and are called with a ToolContext made per step.
 
 from __future__ import annotations
 
+import copy
 import time
 import weakref
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
 from ..sandbox.result import sum_costs
 from . import tools
+from .checkpoint import Checkpoint
 from .context import ToolContext
 from .events import StepEvent
 from .format import clean_str
@@ -98,7 +100,8 @@ class Agent:
             log_dir = get_settings().pygent_log_dir
         #: The crash-safe run log (None: not logging); ``run_log.path`` is its file.
         self.run_log: RunLog | None = RunLog(log_dir, model=self.model_name, image=self.runtime.image) if log_dir else None
-        self._steps = 0
+        #: Steps taken (Agent.step calls), kept in checkpoints.
+        self.steps = 0
         self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks, self.run_log)
 
     # -- prompt -------------------------------------------------------------
@@ -118,6 +121,7 @@ class Agent:
         """
         if user_msg is not None:
             self.history.append({"role": "user", "content": user_msg})
+        self.steps += 1
         started = time.monotonic()
         with call_stats.record_calls() as calls:
             try:
@@ -140,9 +144,41 @@ class Agent:
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0, data={"cost": sum_costs(costs)} if costs else {}))
-        self._steps += 1
-        self._emit(StepEvent("step", duration=time.monotonic() - started, data={"n": self._steps}))
+        self.steps += 1
+        self._emit(StepEvent("step", duration=time.monotonic() - started, data={"n": self.steps}))
         return message
+
+    # -- checkpoints (issue 24) ----------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        """The conversation, the step count and a snapshot of the sandbox, now.
+        Raises what Sandbox.snapshot raises (SnapshotTooLarge, SandboxGone...)."""
+        return Checkpoint(tuple(copy.deepcopy(self.history)), self.steps, self.runtime.snapshot())
+
+    def restore(self, cp: Checkpoint) -> None:
+        """Rewind to `cp`: its conversation and step count, and a sandbox restored from its
+        snapshot (the current sandbox is removed). Raises what open_sandbox(snapshot=) raises."""
+        self.runtime.restore(cp.snapshot)
+        self.history = cp.messages()
+        self.steps = cp.steps
+
+    def fork(self, cp: Checkpoint, n: int = 1) -> "list[Agent]":
+        """n new agents continuing from `cp`, each with its own sandbox restored from its
+        snapshot (started side by side); same model, tools, persona, image and policy.
+        Close them (or use them as context managers). Raises what Sandbox.fork raises."""
+        from ..sandbox import open_forks
+
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("fork(cp, n) needs a positive number of agents")
+        sandboxes = open_forks(cp.snapshot, n) if cp.snapshot is not None else [None] * n
+        agents = []
+        for sandbox in sandboxes:
+            runtime = Runtime(image=self.runtime.image, policy=self.runtime.policy, task_depth=self.runtime.task_depth)
+            runtime.restore(None, sandbox)
+            agent = Agent(self.model, runtime, self.model_name, self._custom_system, cp.messages(),
+                          persona=self.persona, on_event=self.on_event, task_depth=self.runtime.task_depth, tools=self.tools)
+            agent.steps = cp.steps
+            agents.append(agent)
+        return agents
 
     def tool_context(self) -> ToolContext:
         """What this agent's tools may use: its runtime, task manager and event sink.

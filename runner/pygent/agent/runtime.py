@@ -14,11 +14,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineUnavailable, SandboxError, SandboxGone, ToolError
 from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, lifecycle, open_sandbox
 from .format import clean_text, format_output, format_result, format_status
+
+if TYPE_CHECKING:
+    from ..sandbox.changes import Changes
+    from ..sandbox.snapshot import Snapshot
 
 
 class Runtime:
@@ -95,8 +99,9 @@ class Runtime:
                 raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
             if self._sandbox is None or self._sandbox.closed:
                 with lifecycle.purpose(self._purpose):
-                    self._sandbox = open_sandbox(self.image, self.policy)
+                    self._adopt(open_sandbox(self.image, self.policy))
                 self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
+            assert self._sandbox is not None
             return self._sandbox
 
     @property
@@ -110,6 +115,46 @@ class Runtime:
                 hook(what, data)
             except Exception:
                 pass  # a log or display must never break the runtime
+
+    def _adopt(self, sandbox: Sandbox) -> None:
+        """Make `sandbox` the agent's; it pauses itself when idle (PYGENT_IDLE_PAUSE)."""
+        from ..sandbox import idle
+        from ..settings import get_settings
+
+        self._sandbox = sandbox
+        idle.watch(sandbox, get_settings().pygent_idle_pause)
+
+    # -- snapshots (issue 24) -----------------------------------------------------
+    def snapshot(self) -> "Snapshot | None":
+        """The sandbox's workspace and shell state now; None when no sandbox was started yet
+        (nothing to keep: a fresh one is the same). Raises what Sandbox.snapshot raises."""
+        if self.fresh_per_call:
+            raise SandboxError("an agent with a fresh sandbox per call has no sandbox state to snapshot")
+        if not self.started:
+            return None
+        sandbox = self.sandbox
+        return self._using(sandbox, lambda: sandbox.snapshot())
+
+    def restore(self, snapshot: "Snapshot | None", sandbox: Sandbox | None = None) -> None:
+        """Continue in a sandbox restored from `snapshot` (or the given, already restored one);
+        None: a fresh sandbox on next use. The current sandbox is removed."""
+        if snapshot is not None and sandbox is None:
+            sandbox = open_sandbox(snapshot=snapshot)
+        with self._lock:
+            if self._closed:
+                if sandbox is not None:
+                    sandbox.close(wait=False)
+                raise SandboxError("this runtime was cleaned up; create a new Agent")
+            old, self._sandbox = self._sandbox, None
+            if sandbox is not None:
+                self._adopt(sandbox)
+        if old is not None:
+            old.close(wait=False)
+
+    def changes(self, since: "Snapshot") -> "Changes":
+        """What changed in the sandbox's trees since `since`. Raises what Sandbox.changes raises."""
+        sandbox = self.sandbox
+        return self._using(sandbox, lambda: sandbox.changes(since))
 
     def _lose(self, dead: Sandbox, reason: str, ran: bool) -> SandboxGone:
         """Forget a dead sandbox and say so, once: what happened, what is lost, what comes next.

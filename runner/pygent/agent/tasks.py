@@ -108,6 +108,7 @@ class Task:
     started: float | None = None
     ended: float | None = None
     first_command: float | None = None  #: time.time() of the task's first command (for benchmarks)
+    fork_from: Any = None  #: delegate_task fork=true: the parent's Snapshot its sandbox starts from (issue 24)
     answer: str | None = None  #: the sub-agent's last text
     container: str | None = None
     snapshot: str | None = None  #: path of the workspace tar, once ended
@@ -200,6 +201,7 @@ class TaskManager:
         image: str | None = None,
         persona: str | None = None,
         depth: int = 0,
+        fork: bool = False,
     ) -> Task:
         """Queue a task and return at once.
 
@@ -226,6 +228,8 @@ class TaskManager:
             files=list(files or []),
         )
         parent_rt = self.parent.runtime if self.parent is not None else None
+        if fork:
+            task.fork_from = _fork_point(parent_rt, image)
         with self._lock:
             self.tasks[task.id] = task
             if self._executor is None and not self._dispatched:
@@ -273,6 +277,8 @@ class TaskManager:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
             runtime.recover = False  # a dead sandbox ends the task (lost), it is not silently replaced
+            if task.fork_from is not None:
+                runtime.restore(task.fork_from)
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
             assert self.agent_factory is not None  # checked by start()
             agent = self.agent_factory(runtime=runtime, persona=task.persona, task_depth=depth + 1)
@@ -573,6 +579,16 @@ def _quote(path: str) -> str:
     import shlex
 
     return shlex.quote(path)
+
+
+def _fork_point(parent_rt: "Runtime | None", image: str | None) -> Any:
+    """delegate_task fork=true: the parent's snapshot, taken now (None: no sandbox yet, nothing to copy).
+    Raises TaskError (no parent, another image) and what Sandbox.snapshot raises."""
+    if parent_rt is None:
+        raise TaskError("fork needs a parent agent's sandbox to copy")
+    if image is not None and image != parent_rt.image:
+        raise TaskError("a forked task runs in its parent's image: leave image out, or do not fork")
+    return parent_rt.snapshot()
 
 
 def _last_text(history: list[dict[str, Any]]) -> str | None:

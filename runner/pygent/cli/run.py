@@ -190,6 +190,27 @@ def _clean_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [clean(m) for m in history]
 
 
+def _baseline(agent: Any) -> Any:
+    """--diff: the workspace as the run starts (the sandbox starts now). Exits 2 when it cannot be taken."""
+    from ..errors import PygentError
+
+    try:
+        return agent.runtime.sandbox.snapshot()
+    except PygentError as exc:
+        typer.echo(f"error: --diff: {exc}", err=True)
+        agent.close()
+        raise typer.Exit(2) from None
+
+
+def _changes(agent: Any, baseline: Any) -> Any:
+    """--diff: what the run changed; emitted as a "changes" StepEvent too (for run logs)."""
+    from ..agent.events import StepEvent
+
+    changes = agent.runtime.changes(baseline)
+    agent._emit(StepEvent("changes", data=changes.as_dict()))
+    return changes
+
+
 def _exit_code(reason: str) -> int:
     return {"stop": EXIT_STOPPED, "ask_user": EXIT_STOPPED, "error": EXIT_ERROR}.get(reason, EXIT_LIMIT)
 
@@ -209,6 +230,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable transcript instead of the live view."),
         allow_host: Optional[list[str]] = allow_host_option(),
         log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where this run's log goes (PYGENT_LOG_DIR; default $XDG_STATE_HOME/pygent-runner/runs)."),
+        diff: bool = typer.Option(False, "--diff", help="At the end, print what the run changed in /workspace (files added, modified, deleted, and diffs); with --json, the transcript's \"changes\"."),
     ) -> None:
         """Run an agent on TASK until it calls stop; every command runs in a sandbox.
 
@@ -222,15 +244,21 @@ def register(app: typer.Typer) -> None:
         started = time.monotonic()
         agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host, log_dir)
         try:
+            baseline = _baseline(agent) if diff else None
             if display is not None:
                 with display.live:
                     result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
                     agent.tasks.wait(timeout=max_time or 600)
                 console.print(f"\n[bold]{'done' if result.reason in ('stop', 'ask_user') else 'ended'}:[/] {result}")
+                if baseline is not None:
+                    sys.stdout.write(_changes(agent, baseline).render())
             else:
                 result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
                 agent.tasks.wait(timeout=max_time or 600)
-                sys.stdout.write(json.dumps(_transcript(task, result, agent, started, model_calls), default=str) + "\n")
+                record = _transcript(task, result, agent, started, model_calls)
+                if baseline is not None:
+                    record["changes"] = _changes(agent, baseline).as_dict()
+                sys.stdout.write(json.dumps(record, default=str) + "\n")
         finally:
             agent.close()
         raise typer.Exit(_exit_code(result.reason))
