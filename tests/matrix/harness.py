@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ HARNESS_REPO = "pygent-matrix/python"
 LABEL = "io.pygent.test-harness"
 #: Seconds each Python's steps took, for the run's closing summary (conftest.py).
 TIMES: dict[str, dict[str, float]] = {v: {} for v in SUITES}
+_build_lock = threading.Lock()
 
 
 def requirements() -> list[str]:
@@ -89,8 +91,17 @@ def ensure_image(client: "docker.DockerClient", version: str) -> str:
     wheelhouse download or the image build fails.
     """
     tag = image_tag(version)
-    if _exists(client, tag):
-        return tag
+    with _build_lock:  # one build at a time: debootstrap runs share one .deb cache
+        if not _exists(client, tag):
+            _build(client, version, tag)
+    return tag
+
+
+def _build(client: "docker.DockerClient", version: str, tag: str) -> None:
+    """The suite's debootstrapped base (build-base.sh), the wheelhouse for VERSION, then TAG on both.
+
+    Raises AssertionError (the failing step's output) when a step fails.
+    """
     suite = SUITES[version]
     base = _base_tag(suite)
     r = subprocess.run(["bash", str(BUILD_BASE), base, suite], capture_output=True, text=True,
@@ -116,7 +127,6 @@ def ensure_image(client: "docker.DockerClient", version: str) -> str:
             if isinstance(chunk.get("aux"), dict) and chunk["aux"].get("ID"):
                 image_id = chunk["aux"]["ID"]
         assert image_id and _exists(client, tag), f"building {tag} made no image:\n" + "\n".join(log[-40:])
-    return tag
 
 
 def _engine_mounts() -> tuple[list[str], dict[str, str], str]:
