@@ -45,7 +45,7 @@ HARNESS_REPO = "pygent-matrix/python"
 LABEL = "io.pygent.test-harness"
 #: Seconds each Python's steps took, for the run's closing summary (conftest.py).
 TIMES: dict[str, dict[str, float]] = {v: {} for v in SUITES}
-_build_lock = threading.Lock()
+_debootstrap_lock = threading.Lock()
 
 
 def requirements() -> list[str]:
@@ -91,9 +91,8 @@ def ensure_image(client: "docker.DockerClient", version: str) -> str:
     wheelhouse download or the image build fails.
     """
     tag = image_tag(version)
-    with _build_lock:  # one build at a time: debootstrap runs share one .deb cache
-        if not _exists(client, tag):
-            _build(client, version, tag)
+    if not _exists(client, tag):
+        _build(client, version, tag)
     return tag
 
 
@@ -104,8 +103,9 @@ def _build(client: "docker.DockerClient", version: str, tag: str) -> None:
     """
     suite = SUITES[version]
     base = _base_tag(suite)
-    r = subprocess.run(["bash", str(BUILD_BASE), base, suite], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, timeout=900)
+    with _debootstrap_lock:  # one debootstrap at a time: they share one .deb cache
+        r = subprocess.run(["bash", str(BUILD_BASE), base, suite], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=900)
     assert r.returncode == 0, f"debootstrap of {suite} failed:\n{r.stderr[-3000:]}"
     with tempfile.TemporaryDirectory(prefix="pygent-matrix-") as tmp:
         ctx = Path(tmp)
