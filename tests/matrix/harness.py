@@ -197,10 +197,16 @@ class Runner:
         (workdir / "home").mkdir(exist_ok=True)
         env |= {"TMPDIR": str(workdir / "tmp"), "HOME": str(workdir / "home")}
         api = client.api
-        host_config = api.create_host_config(binds=binds, network_mode=network, init=True)
-        self.id = api.create_container(tag, command=["sleep", "infinity"], environment=env, working_dir=str(REPO),
-                                       host_config=host_config, labels={LABEL: "runner"})["Id"]
+        # The runner lives exactly as long as this process: its main process reads the stdin
+        # this process holds attached, so the runner exits (and the engine removes it) when
+        # that stream closes, even if this process is SIGKILLed before close().
+        host_config = api.create_host_config(binds=binds, network_mode=network, init=True, auto_remove=True)
+        self.id = api.create_container(tag, command=["cat"], stdin_open=True, environment=env,
+                                       working_dir=str(REPO), host_config=host_config,
+                                       labels={LABEL: "runner"})["Id"]
+        self._stdin = None
         try:
+            self._stdin = api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
             api.start(self.id)
             install = self.run(f"pip install -q --no-deps --no-build-isolation -e {REPO}")
             assert install.code == 0, install.summary()
@@ -227,9 +233,11 @@ class Runner:
         return self.run(f"python -m pytest -p no:cacheprovider --tb=short --basetemp={base} -q {' '.join(args)}", timeout)
 
     def close(self) -> None:
-        from docker.errors import NotFound
+        from docker.errors import APIError
 
+        if self._stdin is not None:
+            self._stdin.close()
         try:
             self.client.api.remove_container(self.id, force=True)
-        except NotFound:
-            pass
+        except APIError:
+            pass  # already gone (auto-removed), or being removed
