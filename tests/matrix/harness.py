@@ -158,6 +158,7 @@ class Step:
     output: str
     seconds: float
     summarized: bool = False  # output is already the failing parts' summaries (Step.join)
+    log: str = ""  # where the whole output is kept
 
     @classmethod
     def join(cls, steps: "list[Step]") -> "Step":
@@ -181,7 +182,8 @@ class Step:
         part = out[start:]
         if len(part) > keep:
             part = part[: keep // 2] + [f"[... {len(part) - keep} lines cut ...]"] + part[-keep // 2:]
-        return f"$ {self.cmd}\n(exit {self.code} after {self.seconds:.0f}s)\n" + "\n".join(part)
+        where = f", full output in {self.log}" if self.log else ""
+        return f"$ {self.cmd}\n(exit {self.code} after {self.seconds:.0f}s{where})\n" + "\n".join(part)
 
 
 class Runner:
@@ -205,6 +207,7 @@ class Runner:
                                        working_dir=str(REPO), host_config=host_config,
                                        labels={LABEL: "runner"})["Id"]
         self._stdin = None
+        self._steps = 0
         try:
             self._stdin = api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
             api.start(self.id)
@@ -217,15 +220,26 @@ class Runner:
     def run(self, cmd: str, timeout: float = 600) -> Step:
         """Run CMD (a shell line) in the runner; its combined output and exit code.
 
-        The whole step is killed at TIMEOUT (the runner's `timeout`), so a hang is a failure, not a hang.
+        The whole step is killed at TIMEOUT (the runner's `timeout`), so a hang is a failure,
+        not a hang. The output goes to a log file in the shared work dir (kept there for a
+        reader) rather than down the exec stream: a step may print nothing for longer than
+        the client's read timeout.
         """
         api = self.client.api
         started = time.monotonic()
-        exec_id = api.exec_create(self.id, ["timeout", "-k", "10", str(int(timeout)), "sh", "-c", cmd],
-                                  workdir=str(REPO))["Id"]
-        output = b"".join(api.exec_start(exec_id, stream=True)).decode(errors="replace")
-        code = api.exec_inspect(exec_id)["ExitCode"]
-        return Step(cmd, code, output, time.monotonic() - started)
+        self._steps += 1
+        log = self.workdir / f"step-{self._steps}.log"
+        line = f'timeout -k 10 {int(timeout)} sh -c "$0" >{log} 2>&1'
+        exec_id = api.exec_create(self.id, ["sh", "-c", line, cmd], workdir=str(REPO))["Id"]
+        api.exec_start(exec_id, detach=True)
+        deadline = started + timeout + 60  # `timeout` ends it long before, unless the runner itself is stuck
+        while (info := api.exec_inspect(exec_id))["Running"] or info["ExitCode"] is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        output = log.read_text(errors="replace") if log.exists() else ""
+        code = info["ExitCode"] if info["ExitCode"] is not None else -1
+        return Step(cmd, code, output, time.monotonic() - started, log=str(log))
 
     def pytest(self, *args: str, timeout: float = 600) -> Step:
         """The inner pytest on ARGS: tmp dirs under the shared work dir, no cache written to the checkout."""
