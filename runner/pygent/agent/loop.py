@@ -144,7 +144,6 @@ class Agent:
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
                                  duration=time.monotonic() - t0, data={"cost": sum_costs(costs)} if costs else {}))
-        self.steps += 1
         self._emit(StepEvent("step", duration=time.monotonic() - started, data={"n": self.steps}))
         return message
 
