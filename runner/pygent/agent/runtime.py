@@ -71,6 +71,9 @@ class Runtime:
         self.on_first_command: Any = None
         #: on_output(stream, data): a bash command's output as it arrives (the Agent's on_event).
         self.on_output: Any = None
+        #: A bound on live sandboxes (agent/slots.py SandboxSlots), set by the task manager: a
+        #: slot is taken before the sandbox is opened and given back once it is removed.
+        self.slots: Any = None
 
     # -- the sandbox ----------------------------------------------------------
     @property
@@ -80,17 +83,30 @@ class Runtime:
         Raises SandboxGone (once) when the sandbox died since its last use: the next
         use starts a fresh one. Raises what open_sandbox raises.
         """
-        with self._lock:
-            if self._closed:
-                if self.lost is not None:
-                    raise SandboxGone(f"the task's sandbox was lost: {self.lost}", reason=self.lost)
-                raise SandboxError("this runtime was cleaned up; create a new Agent")
-            if self._sandbox is not None and not self._sandbox.closed and not self._sandbox.healthy():
-                dead = self._sandbox
-                raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
-            if self._sandbox is None or self._sandbox.closed:
-                self._sandbox = open_sandbox(self.image, self.policy)
-            return self._sandbox
+        while True:
+            # A slot (delegated tasks, issue 27) is waited for outside the lock: cleanup() and a
+            # task's cancel must not wait behind it. It is held until the container is gone.
+            slot = self.slots.acquire(lambda: self._closed) if self.slots is not None and not self.started else None
+            try:
+                with self._lock:
+                    if self._closed:
+                        if self.lost is not None:
+                            raise SandboxGone(f"the task's sandbox was lost: {self.lost}", reason=self.lost)
+                        raise SandboxError("this runtime was cleaned up; create a new Agent")
+                    if self._sandbox is not None and not self._sandbox.closed and not self._sandbox.healthy():
+                        dead = self._sandbox
+                        raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
+                    if self._sandbox is None or self._sandbox.closed:
+                        if self.slots is not None and slot is None:
+                            continue  # another thread's sandbox went meanwhile: wait for a slot again
+                        self._sandbox = open_sandbox(self.image, self.policy)
+                        if slot is not None:
+                            self.slots.hold_until_gone(slot, self._sandbox)
+                            slot = None
+                    return self._sandbox
+            finally:
+                if slot is not None:
+                    slot.release()
 
     def _lose(self, dead: Sandbox, reason: str, ran: bool) -> SandboxGone:
         """Forget a dead sandbox and say so, once: what happened, what is lost, what comes next.

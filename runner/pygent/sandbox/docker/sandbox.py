@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import posixpath
 from errno import EACCES, EIO, ENOENT
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
@@ -447,25 +448,50 @@ def removed_within(client: EngineClient, cid: str, timeout: float) -> bool:
         return False
 
 
-_reaper: Any = None  # the removal queue, made with its thread on first use
+_reaper: Any = None  # the removal queue, made with its first thread on first use
 _reaper_lock = threading.Lock()
+_reapers = {"threads": 0, "idle": 0}
+#: Most removals waited for at once. Why more than one: delegated tasks count a sandbox
+#: until it is gone (issue 27), so a removal waited for behind others held a task slot.
+_MAX_REAPERS = 8
 
 
 def remove_later(client: EngineClient, sandbox: DockerSandbox) -> None:
-    """Queue a closed sandbox's removal on one background thread (it stays tracked until done)."""
+    """Queue a closed sandbox's removal on a background thread (it stays tracked until done).
+
+    Removals run side by side, on up to _MAX_REAPERS daemon threads started as the
+    backlog needs them and kept for the next ones.
+    """
     global _reaper
     with _reaper_lock:
         if _reaper is None:
             import queue
 
             _reaper = queue.Queue()
-            threading.Thread(target=_reap_forever, args=(_reaper,), name="pygent-reaper", daemon=True).start()
-    _reaper.put((client, sandbox))
+        start = _reapers["idle"] == 0 and _reapers["threads"] < _MAX_REAPERS
+        if start:  # counted idle until it takes its first removal
+            _reapers["threads"] += 1
+            _reapers["idle"] += 1
+        q = _reaper
+    q.put((client, sandbox))
+    if start:
+        threading.Thread(target=_reap_forever, args=(q,), name="pygent-reaper", daemon=True).start()
+
+
+def _forget_reapers() -> None:
+    global _reaper
+    _reaper = None  # a forked child has none of the parent's reaper threads
+    _reapers.update(threads=0, idle=0)
+
+
+os.register_at_fork(after_in_child=_forget_reapers)
 
 
 def _reap_forever(q: Any) -> None:
     while True:
         client, sandbox = q.get()
+        with _reaper_lock:
+            _reapers["idle"] -= 1
         try:
             # The stream is closed: the main process exits and the engine's auto-remove
             # deletes the container. Wait for that (one blocking call, no polling, no
@@ -476,6 +502,8 @@ def _reap_forever(q: Any) -> None:
             pass  # gc reclaims it by label
         finally:
             lifecycle.untrack(sandbox)
+            with _reaper_lock:
+                _reapers["idle"] += 1
 
 
 def map_error(exc: BaseException, image: str) -> BaseException:
