@@ -28,12 +28,14 @@ def venv_python() -> Path:
 
     Raises: RuntimeError (venv or pip failed), with pip's last lines.
     """
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pygent-runner" / "bench" / f"epicbox-{VERSION}"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pygent-runner" / "bench" / f"epicbox-{VERSION}-urllib3-1"
     py = root / "bin" / "python"
     if (root / ".installed").exists() and py.exists():
         return py
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True, capture_output=True)
-    got = subprocess.run([str(py), "-m", "pip", "install", "-q", f"epicbox=={VERSION}.*"], capture_output=True, text=True)
+    # epicbox 1.1 predates urllib3 2 (it passes Retry(method_whitelist=...), removed in 2.0).
+    got = subprocess.run([str(py), "-m", "pip", "install", "-q", f"epicbox=={VERSION}.*", "urllib3<2"],
+                         capture_output=True, text=True)
     if got.returncode != 0:
         raise RuntimeError(f"pip install epicbox=={VERSION}.* failed: {got.stderr.strip()[-300:]}")
     (root / ".installed").write_text(VERSION)
