@@ -50,7 +50,7 @@ def main(kinds: list[str]) -> None:
         statuses = parent.tasks.wait(timeout=240)
     finally:
         parent.close()
-    print(json.dumps([{"prompt": t.prompt, "status": s["status"]} for t, s in zip(parent.tasks.tasks.values(), statuses)]))
+    print(json.dumps([{"prompt": t.prompt, "status": s["status"], "elapsed": s["elapsed"], "reason": s["reason"][:80]} for t, s in zip(parent.tasks.tasks.values(), statuses)]))
 
 
 def _cancel_when_running(parent: Agent) -> None:
