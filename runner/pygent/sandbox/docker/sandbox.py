@@ -38,6 +38,8 @@ START_TIMEOUT = 30.0
 REMOVE_WAIT = 10.0
 #: close(): seconds to wait for the engine's auto-remove after the stream is dropped, before forcing it.
 CLOSE_WAIT = 3.0
+#: close(): the longest it then waits for a removal the engine has in progress.
+CLOSE_SLOW = 60.0
 
 
 class Limits(NamedTuple):
@@ -368,6 +370,9 @@ class DockerSandbox(Sandbox):
                     self._channel.close()
                     if not removed_within(self._client, self.id, CLOSE_WAIT):
                         force_remove(self._client, self.id)
+                        # A loaded engine may still be removing it ("already in progress"):
+                        # close() returns once it is gone, as a forced DELETE would.
+                        removed_within(self._client, self.id, CLOSE_SLOW)
                 finally:
                     lifecycle.untrack(self)
                 return
