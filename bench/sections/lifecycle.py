@@ -154,28 +154,54 @@ def _concurrent(ctx: Ctx, section: Section, open_sandbox, settle) -> None:
             list(ex.map(one, range(CONCURRENT)))
         return {"wall": time.perf_counter() - t0, "each": each}
 
-    rounds: dict[str, list[dict]] = {"raw": [], "pooled": [], "cold": []}
+    from pygent.sandbox.images import resolve_image
+
+    from ..epicbox_peer import VERSION as EPICBOX, Peer
+
+    rounds: dict[str, list[dict]] = {"raw": [], "epicbox": [], "pooled": [], "cold": []}
+    try:
+        peer: Peer | None = Peer(resolve_image("python"))
+    except Exception as exc:  # no registry to install it from: the other rows still run
+        peer = None
+        section.notes.append(f"epicbox {EPICBOX} row not measured: {str(exc)[:200]}")
     raw_round(2, 2)  # warm the raw path's imports and the engine's caches
-    for _ in range(ctx.n(3, 1)):
-        settle()
-        rounds["raw"].append(raw_round(CONCURRENT, CONCURRENT))
-        settle()
-        rounds["pooled"].append(ours(True))
-        settle()
-        rounds["cold"].append(ours(False))
-    wall = {k: statistics.median(r["wall"] for r in v) for k, v in rounds.items()}
+    try:
+        for _ in range(ctx.n(3, 1)):
+            settle()
+            rounds["raw"].append(raw_round(CONCURRENT, CONCURRENT))
+            if peer is not None:
+                settle()
+                rounds["epicbox"].append(peer.round(CONCURRENT))
+            settle()
+            rounds["pooled"].append(ours(True))
+            settle()
+            rounds["cold"].append(ours(False))
+    finally:
+        if peer is not None:
+            peer.close()
+    wall = {k: statistics.median(r["wall"] for r in v) for k, v in rounds.items() if v}
     label = f"{CONCURRENT} at once:"
     section.add(Row(
         "conc_raw", f"{label} raw create → start → echo hi → wait → remove (the backend's client, same hardening)",
         [x for r in rounds["raw"] for x in r["each"]], extra={"wall s": wall["raw"]},
     ))
+    if rounds["epicbox"]:
+        ep_walls = ", ".join(f"{r['wall']:.2f}" for r in rounds["epicbox"])
+        ep_ok = sum(r["ok"] for r in rounds["epicbox"])
+        section.add(Row(
+            "conc_epicbox", f"{label} epicbox {EPICBOX} run('echo hi') (its own venv; our python image, uid 1000, no network)",
+            [x for r in rounds["epicbox"] for x in r["each"]],
+            extra={"wall s": wall["epicbox"], "× raw wall": wall["epicbox"] / wall["raw"]},
+            note=f"walls by round: {ep_walls} s; right output {ep_ok}/{CONCURRENT * len(rounds['epicbox'])}",
+        ))
     raw_walls = ", ".join(f"{r['wall']:.2f}" for r in rounds["raw"])
     for key, pool in (("pooled", True), ("cold", False)):
         walls = ", ".join(f"{r['wall']:.2f}" for r in rounds[key])
         row = section.add(Row(
             f"conc_{key}", f"{label} open_sandbox(pool={pool}) → exec('echo hi') → close()",
             [x for r in rounds[key] for x in r["each"]],
-            extra={"wall s": wall[key], "× raw wall": wall[key] / wall["raw"]},
+            extra={"wall s": wall[key], "× raw wall": wall[key] / wall["raw"],
+                   **({"× epicbox wall": wall[key] / wall["epicbox"]} if "epicbox" in wall else {})},
             note=f"walls by round: {walls} s (raw: {raw_walls} s)",
         ))
         if pool:  # the default way to open a sandbox

@@ -23,6 +23,7 @@ What maps how:
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from typing import Any, Literal, Union, overload
@@ -55,6 +56,12 @@ class PygentSandboxConfig(BaseModel):
     image: str = Field("python", description="A bundled image ('python', 'minimal') or any image on the engine.")
     runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' (gVisor); None: pygent's default.")
     policy: dict[str, Any] = Field(default_factory=dict, description="SandboxPolicy fields (memory, cpus, timeout, ...).")
+
+    def __hash__(self) -> int:
+        """inspect hashes its SandboxEnvironmentSpec, and so this config, to group samples by
+        sandbox; pydantic's frozen hash would hash the `policy` dict and fail (issue 21). Hash
+        the canonical JSON instead: equal configs hash equal, whatever the key order."""
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
     def sandbox_policy(self) -> SandboxPolicy:
         """Raises: pydantic.ValidationError (a bad policy field)."""

@@ -40,7 +40,29 @@ def test_a_state_over_the_cap_is_a_clear_note(agents):
     rt = Runtime()
     try:
         out = rt.bash("huge=$(head -c 400000 /dev/zero | tr '\\0' a); echo set")
-        assert "[pygent] shell state not saved" in out and "byte cap" in out
+        assert "[pygent] shell state not saved" in out and "262144 byte (256 KiB) limit" in out
+    finally:
+        rt.cleanup()
+
+
+def test_every_state_size_across_the_limit_is_kept_or_noted(agents):
+    """Issue 21: 250 kB..400 kB in 10 kB steps, each either kept whole (the next call sees it)
+    or noted with its size and the limit (and the state from before stays). Before the fix,
+    a dump the server had not read to its end when the shell exited was dropped silently."""
+    rt = Runtime(image="minimal")
+    try:
+        for size in range(250_000, 400_001, 10_000):
+            rt.bash(f"unset big; before_v={size}")
+            out = rt.bash(f"export big=$(head -c {size} /dev/zero | tr '\\0' a); echo set")
+            seen = rt.bash('echo "$before_v ${#big}"')
+            if "[pygent] shell state not saved" in out:
+                m = re.search(r"the state is (\d+) bytes .*over the 262144 byte \(256 KiB\) limit", out)
+                assert m and int(m.group(1)) > size, out
+                assert seen.endswith(f"stdout:\n{size} 0"), (size, seen)
+            else:
+                assert seen.endswith(f"stdout:\n{size} {size}"), (size, out, seen)
+            # The limit sits inside the sweep: sizes well under it are kept, well over it noted.
+            assert ("not saved" in out) == (size > 262_144), (size, out)
     finally:
         rt.cleanup()
 

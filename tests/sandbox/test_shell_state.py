@@ -82,7 +82,7 @@ def test_exit_and_exec_end_only_the_command(sb):
 def test_the_state_is_bounded_and_says_so(sb):
     sh(sb, "cap_v=small")
     r = sh(sb, "cap_v=$(head -c 400000 /dev/zero | tr '\\0' a)")
-    assert r.exit_code == 0 and r.state.startswith("too_large") and "byte cap" in r.state
+    assert r.exit_code == 0 and r.state.startswith("too_large") and "limit" in r.state
     assert sh(sb, "echo $cap_v").stdout == b"small\n"
 
 

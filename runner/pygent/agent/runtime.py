@@ -80,6 +80,9 @@ class Runtime:
         #: While a list (the agent loop opens one per tool call): each command's ExecResult.cost() goes here.
         self.costs: list[dict[str, Any]] | None = None
         self._lost_one = False
+        #: A bound on live sandboxes (agent/slots.py SandboxSlots), set by the task manager: a
+        #: slot is taken before the sandbox is opened and given back once it is removed.
+        self.slots: Any = None
 
     # -- the sandbox ----------------------------------------------------------
     @property
@@ -89,20 +92,33 @@ class Runtime:
         Raises SandboxGone (once) when the sandbox died since its last use: the next
         use starts a fresh one. Raises what open_sandbox raises.
         """
-        with self._lock:
-            if self._closed:
-                if self.lost is not None:
-                    raise SandboxGone(f"the task's sandbox was lost: {self.lost}", reason=self.lost)
-                raise SandboxError("this runtime was cleaned up; create a new Agent")
-            if self._sandbox is not None and not self._sandbox.closed and not self._sandbox.healthy():
-                dead = self._sandbox
-                raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
-            if self._sandbox is None or self._sandbox.closed:
-                with lifecycle.purpose(self._purpose):
-                    self._adopt(open_sandbox(self.image, self.policy))
-                self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
-            assert self._sandbox is not None
-            return self._sandbox
+        while True:
+            # A slot (delegated tasks, issue 27) is waited for outside the lock: cleanup() and a
+            # task's cancel must not wait behind it. It is held until the container is gone.
+            slot = self.slots.acquire(lambda: self._closed) if self.slots is not None and not self.started else None
+            try:
+                with self._lock:
+                    if self._closed:
+                        if self.lost is not None:
+                            raise SandboxGone(f"the task's sandbox was lost: {self.lost}", reason=self.lost)
+                        raise SandboxError("this runtime was cleaned up; create a new Agent")
+                    if self._sandbox is not None and not self._sandbox.closed and not self._sandbox.healthy():
+                        dead = self._sandbox
+                        raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
+                    if self._sandbox is None or self._sandbox.closed:
+                        if self.slots is not None and slot is None:
+                            continue  # another thread's sandbox went meanwhile: wait for a slot again
+                        with lifecycle.purpose(self._purpose):
+                            self._adopt(open_sandbox(self.image, self.policy))
+                        assert self._sandbox is not None
+                        if slot is not None:
+                            self.slots.hold_until_gone(slot, self._sandbox)
+                            slot = None
+                        self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
+                    return self._sandbox
+            finally:
+                if slot is not None:
+                    slot.release()
 
     @property
     def _purpose(self) -> str:
@@ -138,8 +154,21 @@ class Runtime:
     def restore(self, snapshot: "Snapshot | None", sandbox: Sandbox | None = None) -> None:
         """Continue in a sandbox restored from `snapshot` (or the given, already restored one);
         None: a fresh sandbox on next use. The current sandbox is removed."""
+        slot = None
         if snapshot is not None and sandbox is None:
-            sandbox = open_sandbox(snapshot=snapshot)
+            # A forked task's sandbox counts against max_tasks like any other (issue 27).
+            slot = self.slots.acquire(lambda: self._closed) if self.slots is not None else None
+            if self.slots is not None and slot is None:
+                raise SandboxError("this runtime was cleaned up; create a new Agent")
+            try:
+                with lifecycle.purpose(self._purpose):
+                    sandbox = open_sandbox(snapshot=snapshot)
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
+            if slot is not None:
+                self.slots.hold_until_gone(slot, sandbox)
         with self._lock:
             if self._closed:
                 if sandbox is not None:

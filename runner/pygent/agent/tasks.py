@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import DelegationDepthExceeded, SandboxGone, TaskError
 from .events import StepEvent
+from .slots import SandboxSlots
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -173,6 +174,10 @@ class TaskManager:
         # Must not hold the parent Agent strongly either (see above): the Agent passes a closure.
         self.agent_factory = agent_factory
         self.max_tasks = max_tasks or s.pygent_max_tasks
+        #: Task sandboxes alive at once (issue 27): a slot is freed when its container is gone,
+        #: not when the task's loop ends. Made with the worker pool (max_tasks may be changed
+        #: until then); a cluster-wide bound with the same API may be set here instead.
+        self.slots: SandboxSlots | None = None
         self.max_depth = s.pygent_task_depth if max_depth is None else max_depth
         self.default_timeout = s.pygent_task_timeout
         self.tasks: dict[str, Task] = {}
@@ -254,6 +259,8 @@ class TaskManager:
                 return  # close() marked it cancelled
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=self.max_tasks, thread_name_prefix="pygent-task")
+                if self.slots is None:
+                    self.slots = SandboxSlots(self.max_tasks)
                 self._watchdog = threading.Thread(target=self._watch, name="pygent-task-watchdog", daemon=True)
                 self._watchdog.start()
             executor = self._executor
@@ -277,6 +284,7 @@ class TaskManager:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
             runtime.recover = False  # a dead sandbox ends the task (lost), it is not silently replaced
+            runtime.slots = self.slots  # at most max_tasks task sandboxes exist, counted until removed
             if task.fork_from is not None:
                 runtime.restore(task.fork_from)
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())

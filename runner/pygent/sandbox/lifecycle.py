@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .base import Sandbox
@@ -49,6 +49,8 @@ SESSION_ID = os.urandom(6).hex()  # not uuid: importing it costs ~3 ms of every 
 HOSTNAME = socket.gethostname()
 
 _live: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+#: sandbox -> what to call when it is untracked (when_gone)
+_on_gone: "weakref.WeakKeyDictionary[Sandbox, list[Callable[[], None]]]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _installed = False
 
@@ -159,8 +161,29 @@ def track(sandbox: "Sandbox") -> None:
 
 
 def untrack(sandbox: "Sandbox") -> None:
+    """The sandbox's container is gone (removed by close, or by the background removal)."""
     with _lock:
         _live.discard(sandbox)
+        callbacks = _on_gone.pop(sandbox, ())
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception:
+            pass
+
+
+def when_gone(sandbox: "Sandbox", fn: Callable[[], None]) -> None:
+    """Call fn() once the sandbox's container is gone, or now if it already is.
+
+    Why: a bound on sandboxes (delegated tasks' slots, issue 27) must count a
+    container until the engine has removed it, not until its owner let go;
+    close(wait=False) finishes the removal on a background thread.
+    """
+    with _lock:
+        if sandbox in _live:
+            _on_gone.setdefault(sandbox, []).append(fn)
+            return
+    fn()
 
 
 def close_all() -> None:

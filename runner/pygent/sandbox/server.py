@@ -416,6 +416,7 @@ class Command:
         self.stdin_eof = False
         self.returncode = None
         self.cwd_bytes = b""
+        self.dump_size = 0  # bytes the shell wrote to its cwd/state fd, kept or not
         self.oom_before = oom_kills()
         self.cmdline = spec["cmd"]
         #: shell state (issue 14): the key of the state this command loads and saves, its dump's nonce
@@ -486,6 +487,41 @@ class Command:
         for pipe in self.proc.pipes():
             os.set_blocking(pipe.fileno(), False)
         os.set_blocking(cwd_r, False)
+
+    def take_dump(self, data):
+        """Count what the shell wrote on its cwd/state fd; keep it up to the cap.
+
+        Why the count is kept apart from the bytes: a dump over the cap is not
+        stored, yet its note must say how big it was (issue 21).
+        """
+        self.dump_size += len(data)
+        if len(self.cwd_bytes) <= self.state_max:  # past the cap: counted, not kept
+            self.cwd_bytes += data
+
+    def drain_dump(self):
+        """Read what is left in the cwd/state pipe once the shell has exited.
+
+        Why a loop: the shell writes its dump at EXIT, so when its exit is
+        reaped up to a whole pipe buffer (64 KiB) may still be unread; a single
+        read cut a dump of 192-320 kB short, and the state was dropped without
+        a note (issue 21). Never blocks: a background child may hold the pipe
+        open, and what it writes after the shell's exit is bounded by the cap.
+        """
+        limit = self.state_max + (1 << 20)
+        while self.dump_size <= limit:
+            try:
+                data = os.read(self.cwd_r, CHUNK)
+            except OSError:  # BlockingIOError: nothing more now
+                return
+            if not data:
+                return
+            self.take_dump(data)
+
+
+def too_large(size, cap):
+    """The state result for a dump or stored state over the cap: how big, and the limit."""
+    return "too_large: the state is %d bytes (%d KiB), over the %d byte (%d KiB) limit" % (
+        size, size >> 10, cap, cap >> 10)
 
 
 #: The fd the command's shell reports its final working directory on.
@@ -1370,14 +1406,11 @@ class Server:
 
     def on_cwd(self, cmd):
         try:
-            data = os.read(cmd.cwd_r, 4096)
+            data = os.read(cmd.cwd_r, CHUNK)
         except OSError:
             data = b""
         if data:
-            if len(cmd.cwd_bytes) <= cmd.state_max + 4096:  # past the cap: counted as too large, not kept
-                cmd.cwd_bytes += data
-            else:
-                cmd.cwd_bytes += b"\0"
+            cmd.take_dump(data)
         else:
             self.sel.unregister(cmd.cwd_r)
 
@@ -1419,10 +1452,7 @@ class Server:
                     break
                 self.keep(which, cmd, data)
         self.close_stdin(cmd)
-        try:
-            cmd.cwd_bytes += os.read(cmd.cwd_r, 4096)
-        except OSError:
-            pass
+        cmd.drain_dump()
         try:
             self.sel.unregister(cmd.cwd_r)
         except KeyError:
@@ -1484,14 +1514,14 @@ class Server:
         data = cmd.cwd_bytes
         if cmd.timed_out or cmd.killed:
             return "kept: the command was killed", None
-        if len(data) > cmd.state_max:
-            return "too_large: %d+ bytes is over the %d byte cap" % (len(data), cmd.state_max), None
+        if cmd.dump_size > cmd.state_max:
+            return too_large(cmd.dump_size, cmd.state_max), None
         sections = parse_state_dump(data, cmd.nonce)
         if sections is None:
             return "kept: the command left no state (exec, or its own EXIT trap)", None
         script = state_script(sections)
         if len(script) > cmd.state_max:
-            return "too_large: %d bytes is over the %d byte cap" % (len(script), cmd.state_max), None
+            return too_large(len(script), cmd.state_max), None
         self.states[cmd.state_key] = script
         return "saved", sections["cwd"].rstrip(b"\n").decode("utf-8", "replace") or None
 
