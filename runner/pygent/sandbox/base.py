@@ -93,6 +93,19 @@ class Sandbox(abc.ABC):
         raise SandboxError(f"{type(self).__name__} cannot run background commands")
 
     @abc.abstractmethod
+    # -- ports (issue 25; a backend without them says so) ------------------------
+    def expose(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> str:
+        """Make the sandbox's 127.0.0.1:`port` reachable from the host; returns the URL,
+        `http://127.0.0.1:<free port>` by default. Each connection is forwarded over the
+        sandbox's own command channel: the sandbox keeps no network interface. A connection
+        made while nothing listens inside is reset at once. Exposing a port twice returns the
+        same URL; close() stops the listener and resets its connections. `bind` other than
+        loopback opens the port to whoever can reach the host: an explicit choice.
+
+        Raises: SandboxError (bad port, host port taken, a backend without ports), SandboxClosed.
+        """
+        raise SandboxError(f"{type(self).__name__} cannot expose ports")
+
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
         """Unpack a tar into `dest_dir` inside the sandbox (resolved by the engine, in the container)."""
 
