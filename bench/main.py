@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, ports, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -42,10 +42,11 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("mcp", "8. MCP bash round trip (stdio, the SDK's client)", mcp.run),
         ("egress", "9. Network by name (egress allowlist)", egress.run),
         ("inspect", "10. inspect_ai: exec through the pygent provider", inspect_provider.run),
+        ("ports", "11. A sandbox's port from the host: expose() vs docker run -p", ports.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "ports"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -26,7 +26,7 @@ from pygent.sandbox import SandboxPolicy, open_sandbox
 
 pytestmark = pytest.mark.docker
 
-SERVICE = (Path(__file__).parent / "port_service.py").read_text()
+SERVICE = (Path(__file__).parents[1] / "support" / "port_service.py").read_text()
 BLOCK = bytes(range(256)) * 256
 
 

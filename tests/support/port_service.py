@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 service the port tests run inside the sandbox (stdlib only).
+"""A small HTTP/1.1 service the port tests and `make bench` run inside a sandbox (stdlib only).
 
 Routes: /small (2 bytes), /bytes/N (N bytes, streamed in 64 KiB writes),
 /forever (bytes until the client goes), /ws (a WebSocket echo after the upgrade).
@@ -76,4 +76,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+# argv: PORT [ADDRESS]: loopback unless told (docker run -p reaches the container's own address)
+ThreadingHTTPServer((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
