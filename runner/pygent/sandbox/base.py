@@ -14,6 +14,7 @@ from .files import chunks_of, host_tree
 from .result import ExecResult
 
 if TYPE_CHECKING:
+    from .forward import PortForward
     from .processes import ProcessOutput, ProcessStatus
 
 OutputCallback = Callable[[bytes], None]
@@ -92,7 +93,6 @@ class Sandbox(abc.ABC):
     def process_list(self) -> "list[ProcessStatus]":
         raise SandboxError(f"{type(self).__name__} cannot run background commands")
 
-    @abc.abstractmethod
     # -- ports (issue 25; a backend without them says so) ------------------------
     def expose(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> str:
         """Make the sandbox's 127.0.0.1:`port` reachable from the host; returns the URL,
@@ -104,8 +104,13 @@ class Sandbox(abc.ABC):
 
         Raises: SandboxError (bad port, host port taken, a backend without ports), SandboxClosed.
         """
+        return self.forward(port, host_port, bind).url
+
+    def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> "PortForward":
+        """expose(), returning the listener itself (its url, wait_answering(), close()). Raises like expose()."""
         raise SandboxError(f"{type(self).__name__} cannot expose ports")
 
+    @abc.abstractmethod
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
         """Unpack a tar into `dest_dir` inside the sandbox (resolved by the engine, in the container)."""
 

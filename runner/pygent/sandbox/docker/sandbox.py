@@ -142,11 +142,7 @@ class DockerSandbox(Sandbox):
         return result
 
     # -- ports (issue 25) ----------------------------------------------------------
-    def expose(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> str:
-        return self.forward(port, host_port, bind).url
-
     def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> PortForward:
-        """expose(), returning the listener (its url, wait_answering()). Raises like expose()."""
         check_expose(port, host_port, bind)
         with self._ports_lock:
             self._check_open()
