@@ -13,11 +13,12 @@ away (SIGHUP), SIGTERM, an error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ...errors import ConfigError
 from . import config
@@ -57,6 +58,24 @@ def interactive_shell(backend: Any, image: str, policy: "SandboxPolicy", command
     )
     if workdir:
         body["WorkingDir"] = workdir
+    def remove() -> None:
+        try:
+            force_remove(backend.client, name)
+        except Exception:
+            pass  # gc reclaims it by label
+
+    with _removed_on_any_exit(remove):
+        try:
+            backend.client.call("POST", "/containers/create", body, params={"name": name}, what="create")
+        except Exception as exc:
+            raise map_error(exc, tag) from None
+        cli_env = dict(os.environ, DOCKER_HOST=_cli_host(backend.address))
+        return subprocess.run([docker_cli, "start", "--attach", "--interactive", name], env=cli_env).returncode
+
+
+@contextlib.contextmanager
+def _removed_on_any_exit(remove: Callable[[], None]) -> Iterator[None]:
+    """Run the body with SIGHUP/SIGTERM as exits, then `remove()` with them ignored (it must finish)."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
 
     def leave(signum: int, frame: object) -> None:
@@ -65,19 +84,11 @@ def interactive_shell(backend: Any, image: str, policy: "SandboxPolicy", command
     try:
         for sig in previous:
             signal.signal(sig, leave)
-        try:
-            backend.client.call("POST", "/containers/create", body, params={"name": name}, what="create")
-        except Exception as exc:
-            raise map_error(exc, tag) from None
-        cli_env = dict(os.environ, DOCKER_HOST=_cli_host(backend.address))
-        return subprocess.run([docker_cli, "start", "--attach", "--interactive", name], env=cli_env).returncode
+        yield
     finally:
         for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # the removal must finish
-        try:
-            force_remove(backend.client, name)
-        except Exception:
-            pass  # gc reclaims it by label
+            signal.signal(sig, signal.SIG_IGN)
+        remove()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -92,25 +103,12 @@ def _shell_with_ports(backend: Any, docker_cli: str, image: str, policy: "Sandbo
     there is no channel to carry connections, and a second channel would be a second way in.
     """
     sandbox = backend.create(backend.resolve_image(image), policy)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
-
-    def leave(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    try:
-        for sig in previous:
-            signal.signal(sig, leave)
+    with _removed_on_any_exit(sandbox.close):
         publish(sandbox)
         argv = [docker_cli, "exec", "--interactive", "--tty", "-e", f"TERM={os.environ.get('TERM', 'xterm')}"]
         argv += [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
         argv += ["-w", workdir or "/workspace", sandbox.id, *(command or DEFAULT_SHELL)]
         return subprocess.run(argv, env=dict(os.environ, DOCKER_HOST=_cli_host(backend.address))).returncode
-    finally:
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)  # the removal must finish
-        sandbox.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _cli_host(address: str) -> str:
