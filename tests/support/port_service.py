@@ -15,6 +15,7 @@ BLOCK = bytes(range(256)) * 256  # 64 KiB, a known pattern
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: without it, 40 ms delayed-ACK stalls
 
     def log_message(self, *args):
         pass
