@@ -910,7 +910,7 @@ class Ports:
                 return
             del st.out[:n]
             st.acked += n
-        if st.acked and (st.acked >= _ACK_AT or not st.out):
+        if st.acked >= _ACK_AT:  # not per write: a small request would cost the host a frame more
             self.send(PORT_ACK, st.sid, st.acked.to_bytes(4, "big"))
             st.acked = 0
         if st.eof_in and not st.out and not st.shut:
