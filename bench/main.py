@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, ray, runlog, snapshots, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, ports, ray, runlog, snapshots, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -45,10 +45,11 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("runlog", "11. Run logs and the viewer", runlog.run),
         ("ray", "12. Ray backend vs local (3-node cluster on this machine)", ray.run),
         ("snapshots", "13. Snapshots, forks, resume, changes (100 MB, 10,000 files)", snapshots.run),
+        ("ports", "14. A sandbox's port from the host: expose() vs docker run -p", ports.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "runlog", "ray", "snapshots"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "runlog", "ray", "snapshots", "ports"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.docker]
 async def test_initialize_lists_the_tools_with_schemas_and_descriptions():
     async with stdio_session() as s:
         tools = {t.name: t for t in (await s.list_tools()).tools}
-        assert set(tools) == {"bash", "write_file", "read_file", "list_files"}
+        assert set(tools) == {"bash", "write_file", "read_file", "list_files", "expose_port"}
         for tool in tools.values():
             assert tool.input_schema["type"] == "object" and tool.input_schema.get("additionalProperties") is False
             assert "container" in tool.description and len(tool.description) > 80

@@ -237,3 +237,23 @@ def test_run_allow_host_option(hosts, tmp_path):
     out = subprocess.run([*argv, f"http://{hosts.web}:8080/run"], capture_output=True, timeout=90)
     history = json.loads(out.stdout)["history"]
     assert any(f"hello from {hosts.web} /run" in (m.get("content") or "") for m in history if m["role"] == "tool"), out.stderr[-2000:]
+
+
+def test_every_proxy_variable_is_set_and_loopback_stays_direct(sb, hosts):
+    """Issue 25: both spellings, NO_PROXY covering loopback, Node's opt-in; and git (libcurl)
+    reaches an allowed host through them and is refused for another."""
+    env = dict(line.split("=", 1) for line in sb.exec("env").text.splitlines() if "=" in line)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert env[name] == "http://127.0.0.1:3128", name
+    for name in ("NO_PROXY", "no_proxy"):
+        assert {"localhost", "127.0.0.1", "127.0.0.0/8", "::1"} <= set(env[name].split(",")), name
+    assert env["NODE_USE_ENV_PROXY"] == "1"
+    # The test host answers every path with 200 and a line of text: to git, a (dumb) repository without refs.
+    allowed = sb.exec(f"git ls-remote http://{hosts.web}:8080/repo.git 2>&1; echo rc=$?", timeout=30).text
+    assert allowed.strip().endswith("rc=0") and "403" not in allowed, allowed
+    denied = sb.exec("git ls-remote http://denied.test/repo.git 2>&1; echo rc=$?", timeout=30).text
+    assert "403" in denied and not denied.strip().endswith("rc=0"), denied
+    sb.exec_background("exec python3 -m http.server 8123 --bind 127.0.0.1 -d /tmp")
+    got = sb.exec("for i in $(seq 50); do python3 -c \"import urllib.request as u; "
+                  "print(u.urlopen('http://127.0.0.1:8123/').status)\" 2>/dev/null && break; sleep 0.1; done", timeout=30)
+    assert got.text.strip() == "200"  # loopback: not through the proxy

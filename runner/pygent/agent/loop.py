@@ -106,7 +106,7 @@ class Agent:
 
     # -- prompt -------------------------------------------------------------
     def _system_msg(self) -> str:
-        return self._custom_system or build_system_msg(self.persona, self.tools.schemas(), self.runtime.image)
+        return self._custom_system or build_system_msg(self.persona, self.tools.schemas(), self.runtime.image, self.runtime.policy.network)
 
     @property
     def system_msg(self) -> str:

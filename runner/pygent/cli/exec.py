@@ -55,6 +55,14 @@ Options:
   -v, --mount SRC:DST[:ro|rw]
                          Bind-mount host directory SRC at DST (repeatable;
                          read-write unless :ro, as docker -v)
+  -p, --publish PORT[:HOSTPORT]
+                         Reach the sandbox's 127.0.0.1:PORT from the host at
+                         http://127.0.0.1:HOSTPORT (any free port if left out),
+                         over the sandbox's own channel: no network is given to
+                         it. The URL is printed on stderr once the port answers
+                         (repeatable)
+  --bind ADDR            Host address for -p [default: 127.0.0.1]; any other
+                         address opens the ports to whoever reaches this host
   --no-pool              Accepted for symmetry; exec never uses a warm pool
   -h, --help             Show this message and exit.
 
@@ -79,6 +87,9 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "--mount": ("mount", True),
     "-v": ("mount", True),
     "--allow-host": ("allow_host", True),
+    "--publish": ("publish", True),
+    "-p": ("publish", True),
+    "--bind": ("bind", True),
     "--network": ("network", False),
     "--no-network": ("no_network", False),
     "--no-pool": ("no_pool", False),
@@ -178,8 +189,49 @@ def _set_value(opts: Options, name: str, dest: str, value: str) -> None:
         opts.mounts.append(value)
     elif dest == "allow_host":
         opts.allow_hosts.append(value)
+    elif dest == "publish":
+        opts.ports.append(_port_spec(name, value))
+    elif dest == "bind":
+        if not value.strip():
+            raise UsageError(f"{name}: empty address")
+        opts.bind = value.strip()
     else:
         opts.set_other(name, dest, value)
+
+
+def _port_spec(name: str, value: str) -> tuple[int, int]:
+    """PORT[:HOSTPORT] -> (port, host port; 0 = any free one). Raises UsageError."""
+    port, _, host = value.partition(":")
+    try:
+        inside, outside = int(port), int(host) if host else 0
+    except ValueError:
+        inside = outside = -1
+    if not 0 < inside < 65536 or not 0 <= outside < 65536:
+        raise UsageError(f"{name}: {value!r} is not PORT[:HOSTPORT] with ports from 1 to 65535")
+    return inside, outside
+
+
+def publish(sandbox: Any, opts: Options, wait: float | None) -> None:
+    """Expose opts.ports; a thread per port prints its URL on stderr once it answers.
+
+    Raises: SandboxError (a host port taken).
+    """
+    import threading
+
+    from ..sandbox.forward import is_loopback
+
+    bind = opts.bind or "127.0.0.1"
+    if opts.ports and not is_loopback(bind):
+        report(f"--bind {bind}: the sandbox's ports are open to whoever can reach this host there", prefix="warning")
+    for port, host_port in opts.ports:
+        fwd = sandbox.forward(port, host_port, bind)
+
+        def announce(fwd: Any = fwd) -> None:
+            if fwd.wait_answering(1e9 if wait is None or wait == float("inf") else wait):
+                sys.stderr.write(f"{PROG}: port {fwd.port} is answering at {fwd.url}\n")
+                sys.stderr.flush()
+
+        threading.Thread(target=announce, name=f"pygent-announce-{port}", daemon=True).start()
 
 
 def _number(name: str, value: str, kind: Callable[[str], float | int]) -> float | int:
@@ -414,6 +466,8 @@ def _run(opts: Options, keep: Callable[[Any], None]) -> int:
             sandbox = open_sandbox(opts.image, build_policy(opts), pool=False)
         memory = sandbox.memory_limit
         keep(sandbox)
+        if opts.ports:
+            publish(sandbox, opts, opts.timeout)
         result = sandbox.exec(
             command,
             timeout=opts.timeout,

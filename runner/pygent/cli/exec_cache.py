@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 FORMAT = 2
 #: Options that change the command, not the sandbox: everything else keys the entry.
-PER_COMMAND = frozenset({"command", "help", "timeout", "env", "workdir"})
+PER_COMMAND = frozenset({"command", "help", "timeout", "env", "workdir", "ports", "bind"})
 #: Files whose change may change the body: pygent's settings and sandbox code.
 _PACKAGE = Path(__file__).resolve().parents[1]
 

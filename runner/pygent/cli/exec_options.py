@@ -14,7 +14,7 @@ class UsageError(ValueError):
 class Options:
     """What the command line asked for; None means the settings' default. Plain slots: no pydantic on the fast path."""
 
-    __slots__ = ("image", "timeout", "memory", "cpus", "pids", "network", "runtime", "workdir", "env", "mounts", "allow_hosts", "help", "command")
+    __slots__ = ("image", "timeout", "memory", "cpus", "pids", "network", "runtime", "workdir", "env", "mounts", "allow_hosts", "ports", "bind", "help", "command")
 
     def __init__(self) -> None:
         self.image: str | None = None
@@ -28,6 +28,8 @@ class Options:
         self.env: dict[str, str] = {}
         self.mounts: list[str] = []
         self.allow_hosts: list[str] = []
+        self.ports: list[tuple[int, int]] = []  # -p PORT[:HOSTPORT] (issue 25); host port 0: any free one
+        self.bind: str | None = None  # --bind ADDR for the ports; None: loopback
         self.help = False
         self.command: list[str] = []
 

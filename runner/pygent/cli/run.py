@@ -13,10 +13,13 @@ import importlib.util
 import json
 import sys
 import time
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from .common import PROG, report
 
 EXIT_STOPPED, EXIT_ERROR, EXIT_LIMIT = 0, 1, 3
 
@@ -215,6 +218,45 @@ def _exit_code(reason: str) -> int:
     return {"stop": EXIT_STOPPED, "ask_user": EXIT_STOPPED, "error": EXIT_ERROR}.get(reason, EXIT_LIMIT)
 
 
+def _port_specs(values: list[str]) -> list[tuple[int, int]]:
+    """--expose values, checked as exec's -p (one error line, exit 2)."""
+    from .exec import _port_spec
+    from .exec_options import UsageError
+
+    try:
+        return [_port_spec("--expose", v) for v in values]
+    except UsageError as exc:
+        report(exc)
+        raise typer.Exit(2) from None
+
+
+def _expose_when_started(agent: Any, ports: list[tuple[int, int]]) -> None:
+    """Start the agent's sandbox now and expose `ports` on it; each URL goes to stderr once it answers.
+
+    Why now: the agent starts its sandbox at its first command anyway, and a URL the user can
+    open must exist before the agent's server does. A sandbox the agent loses (and replaces)
+    takes its ports with it.
+    """
+    from ..errors import PygentError
+
+    def work() -> None:
+        try:
+            sandbox = agent.runtime.sandbox
+            forwards = [sandbox.forward(port, host_port) for port, host_port in ports]
+        except (PygentError, OSError) as exc:
+            report(exc, prefix="warning")
+            return
+        for fwd in forwards:
+            threading.Thread(target=announce, args=(fwd,), name=f"pygent-announce-{fwd.port}", daemon=True).start()
+
+    def announce(fwd: Any) -> None:
+        if fwd.wait_answering(1e9):
+            sys.stderr.write(f"{PROG}: port {fwd.port} is answering at {fwd.url}\n")
+            sys.stderr.flush()
+
+    threading.Thread(target=work, name="pygent-expose", daemon=True).start()
+
+
 def register(app: typer.Typer) -> None:
     from .common import allow_host_option
 
@@ -231,6 +273,10 @@ def register(app: typer.Typer) -> None:
         allow_host: Optional[list[str]] = allow_host_option(),
         log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where this run's log goes (PYGENT_LOG_DIR; default $XDG_STATE_HOME/pygent-runner/runs)."),
         diff: bool = typer.Option(False, "--diff", help="At the end, print what the run changed in /workspace (files added, modified, deleted, and diffs); with --json, the transcript's \"changes\"."),
+        expose: Optional[list[str]] = typer.Option(
+            None, "--expose", metavar="PORT[:HOSTPORT]",
+            help="Reach the agent's server on PORT inside its sandbox at http://127.0.0.1:HOSTPORT (any free port "
+                 "if left out), over the sandbox's channel; the URL is printed on stderr once it answers (repeatable)."),
     ) -> None:
         """Run an agent on TASK until it calls stop; every command runs in a sandbox.
 
@@ -242,7 +288,10 @@ def register(app: typer.Typer) -> None:
         model_calls = _ModelCalls() if as_json else None
         display = None if as_json else _Display(console)
         started = time.monotonic()
+        ports = _port_specs(expose or [])
         agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host, log_dir)
+        if ports:
+            _expose_when_started(agent, ports)
         try:
             baseline = _baseline(agent) if diff else None
             if display is not None:

@@ -18,7 +18,7 @@ Usage: {PROG} shell [OPTIONS] [--] [CMD [ARGS...]]
   foreground command, job control). The sandbox is removed when the shell
   exits or the terminal goes away. Needs a terminal and the docker CLI.
 
-Options: --image, -m/--memory, --cpus, --pids, --network/--no-network,
+Options: --image, -m/--memory, --cpus, --pids, --network/--no-network, -p/--publish, --bind,
   --runtime, -w/--workdir, -e/--env, -v/--mount, as for `{PROG} exec --help`.
 """
 
@@ -41,7 +41,13 @@ def run(argv: list[str]) -> int:
         from ..settings import get_settings
 
         image = opts.image or get_settings().pygent_image
-        return get_backend().interactive_shell(image, policy, opts.command or None, opts.workdir, opts.env or None)
+        publish = None
+        if opts.ports:
+            from .exec import publish as expose_ports
+
+            def publish(sandbox: object) -> None:
+                expose_ports(sandbox, opts, None)
+        return get_backend().interactive_shell(image, policy, opts.command or None, opts.workdir, opts.env or None, publish)
     except (UsageError, PygentError, OSError) as exc:
         report(exc)
         return EXIT_SANDBOX

@@ -87,6 +87,18 @@ def _bash(session: "SessionSandbox", args: dict[str, Any]) -> ToolOutcome:
     return ToolOutcome(session.notice() + text, dict(structured))
 
 
+#: Seconds expose_port waits for something to answer on the port before returning the URL anyway.
+EXPOSE_WAIT = 10.0
+
+
+def _expose_port(session: "SessionSandbox", args: dict[str, Any]) -> ToolOutcome:
+    port = args["port"]
+    fwd = session.sandbox().forward(port)  # loopback on the MCP server's host: never wider from a tool
+    answering = fwd.wait_answering(EXPOSE_WAIT)
+    state = "answering" if answering else f"nothing listens on port {port} inside yet; the URL works once something does"
+    return ToolOutcome(f"{fwd.url} ({state})", {"url": fwd.url, "port": port, "answering": answering})
+
+
 def _write_file(session: "SessionSandbox", args: dict[str, Any]) -> ToolOutcome:
     sandbox = session.sandbox()
     full = session.absolute(args["path"])
@@ -236,6 +248,27 @@ TOOLS: tuple[ToolSpec, ...] = (
         },
         handler=_read_file,
         read_only=True,
+    ),
+    ToolSpec(
+        name="expose_port",
+        description=(
+            "Make a server you started in the sandbox (listening on 127.0.0.1:PORT there, e.g. with "
+            "`nohup python3 -m http.server 8000 --bind 127.0.0.1 &`) reachable from the user's machine; "
+            "returns its URL on the user's loopback (http://127.0.0.1:NNNN). Connections are carried over the "
+            "sandbox container's own channel: the container gets no network. Waits up to 10 s for the port to answer."
+        ),
+        input_schema={
+            "type": "object",
+            "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "The port inside the sandbox."}},
+            "required": ["port"],
+            "additionalProperties": False,
+        },
+        handler=_expose_port,
+        output_schema={
+            "type": "object",
+            "properties": {"url": {"type": "string"}, "port": {"type": "integer"}, "answering": {"type": "boolean"}},
+            "required": ["url", "port", "answering"],
+        },
     ),
     ToolSpec(
         name="list_files",

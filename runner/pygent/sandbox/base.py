@@ -15,6 +15,7 @@ from .result import ExecResult
 
 if TYPE_CHECKING:
     from .changes import Changes
+    from .forward import PortForward
     from .processes import ProcessOutput, ProcessStatus
     from .snapshot import Snapshot
 
@@ -93,6 +94,23 @@ class Sandbox(abc.ABC):
 
     def process_list(self) -> "list[ProcessStatus]":
         raise SandboxError(f"{type(self).__name__} cannot run background commands")
+
+    # -- ports (issue 25; a backend without them says so) ------------------------
+    def expose(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> str:
+        """Make the sandbox's 127.0.0.1:`port` reachable from the host; returns the URL,
+        `http://127.0.0.1:<free port>` by default. Each connection is forwarded over the
+        sandbox's own command channel: the sandbox keeps no network interface. A connection
+        made while nothing listens inside is reset at once. Exposing a port twice returns the
+        same URL; close() stops the listener and resets its connections. `bind` other than
+        loopback opens the port to whoever can reach the host: an explicit choice.
+
+        Raises: SandboxError (bad port, host port taken, a backend without ports), SandboxClosed.
+        """
+        return self.forward(port, host_port, bind).url
+
+    def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> "PortForward":
+        """expose(), returning the listener itself (its url, wait_answering(), close()). Raises like expose()."""
+        raise SandboxError(f"{type(self).__name__} cannot expose ports")
 
     @abc.abstractmethod
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:

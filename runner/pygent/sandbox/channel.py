@@ -13,6 +13,7 @@ import json
 import marshal
 import math
 import os
+import queue
 import socket
 import struct
 import threading
@@ -105,6 +106,11 @@ class Channel:
         #: Seconds the sandbox spent paused (issue 24): a command's host-side wait is longer by it.
         self.paused_total = 0.0
         self._paused_seen = 0.0
+        #: Set once ports are forwarded (start_demux): one thread then reads the stream,
+        #: hands stream frames to the forwarder and everything else to this queue.
+        self.frames: "queue.SimpleQueue[tuple[int, int, bytes] | None] | None" = None
+        self.on_stream_frame: Callable[[int, int, bytes], None] | None = None
+        self.on_broken: Callable[[], None] | None = None
 
     # -- frames -------------------------------------------------------------
     def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
@@ -116,6 +122,50 @@ class Channel:
                 raise ChannelBroken(f"cannot write to the sandbox: {exc}") from None
 
     def read_frame(self, deadline: float | None) -> tuple[int, int, bytes]:
+        frames = self.frames
+        if frames is None:
+            return self._read_stream(deadline)
+        try:
+            item = frames.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            self.broken = True
+            raise ChannelBroken("the sandbox stopped answering (engine down or container killed)") from None
+        if item is None:
+            frames.put(None)  # every later reader sees the end too
+            self.broken = True
+            raise ChannelBroken("the sandbox's stream closed")
+        return item
+
+    def start_demux(self, on_stream_frame: Callable[[int, int, bytes], None], on_broken: Callable[[], None]) -> None:
+        """From now on one thread reads the stream (forwarded ports need their frames while
+        a command runs, or while nothing does). Waits for a running command to end: the
+        reader of a command owns the stream until then. Raises ChannelBroken."""
+        with self.lock:
+            if self.broken:
+                raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
+            if self.frames is not None:
+                return
+            self.on_stream_frame, self.on_broken = on_stream_frame, on_broken
+            self.frames = queue.SimpleQueue()
+            threading.Thread(target=self._demux, name="pygent-channel-reader", daemon=True).start()
+
+    def _demux(self) -> None:
+        frames, handle = self.frames, self.on_stream_frame
+        assert frames is not None and handle is not None
+        try:
+            while True:
+                kind, cid, payload = self._read_stream(None)
+                if cid >= proto.STREAM_BASE:
+                    handle(kind, cid, payload)
+                else:
+                    frames.put((kind, cid, payload))
+        except Exception:
+            self.broken = True
+            frames.put(None)
+            if self.on_broken is not None:
+                self.on_broken()
+
+    def _read_stream(self, deadline: float | None) -> tuple[int, int, bytes]:
         size = proto.HEADER.size
         while True:
             if len(self.inbuf) >= size:
@@ -163,8 +213,8 @@ class Channel:
         """
         if self.broken:
             return True
-        if self.lock.locked():
-            return False  # a command is reading the stream: it will see the end itself
+        if self.lock.locked() or self.frames is not None:
+            return False  # a command or the demux thread is reading the stream: it will see the end itself
         probe = getattr(self.stream, "peer_closed", None)
         return bool(probe()) if probe is not None else False
 

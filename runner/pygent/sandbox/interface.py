@@ -102,9 +102,11 @@ class Backend(abc.ABC):
         raise ConfigError(f"the {self.name} backend cannot start sandboxes from a recipe")
 
     def interactive_shell(self, image: str, policy: "SandboxPolicy", command: list[str] | None = None,
-                          workdir: str | None = None, env: dict[str, str] | None = None) -> int:
+                          workdir: str | None = None, env: dict[str, str] | None = None,
+                          publish: Any = None) -> int:
         """A person's terminal (a real TTY) in a fresh sandbox, removed when it ends; its exit
-        status (`pygent-runner shell`). Raises: as create(); ConfigError when the backend has none."""
+        status (`pygent-runner shell`). `publish(sandbox)`, when given, exposes ports on it first
+        (shell -p). Raises: as create(); ConfigError when the backend has none."""
         from ..errors import ConfigError
 
         raise ConfigError(f"the {self.name} backend has no interactive shell")

@@ -11,15 +11,24 @@ Frames, both directions: struct ">BII" (type, command id, payload length) + payl
                   L look at a directory (path bytes),
                   P an operation on a background command (marshal ProcessOp),
                   W write a file (marshal WriteSpec), Y its bytes (CHUNK at most a frame), C its end,
-                  G get a file (marshal GetSpec)
+                  G get a file (marshal GetSpec),
                   S snapshot trees (marshal SnapSpec): answered by Y frames of the entry stream, then A
                   T restore into a fresh sandbox (marshal RestoreSpec), Y frames of the entry stream follow,
                     an empty Y ends it; answered by A
+                  V open a stream to a port on the sandbox's loopback (the port, ASCII digits; the id is the stream's),
+                  J a stream's bytes, Z its end (empty: half-close; b"x": reset), M credit (">I" bytes consumed)
   server -> host: H hello (JSON Hello), O stdout bytes, X stderr bytes, D done (JSON Done),
                   F failed to start / malformed (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
                   B a background command started (JSON {"handle", "pid"}), Q the answer to a P (JSON),
                   o / x stdout / stderr as it arrives, for displays, while the capped result is kept (run with "live"),
-                  Y a got file's bytes (CHUNK at most a frame), A a file operation's answer (JSON FileAnswer)
+                  Y a got file's bytes (CHUNK at most a frame), A a file operation's answer (JSON FileAnswer),
+                  v a stream's open answer (JSON {"ok"} or {"error", "errno"}), j / z / m as J / Z / M
+
+Streams (issue 25, `Sandbox.expose`): each connection to an exposed port is a
+stream on this same channel, so a sandbox needs no network interface. Stream
+ids live in their own range (STREAM_BASE and up). Each side sends at most
+WINDOW bytes of J/j beyond what the other has credited back with M/m, so
+neither side buffers more than WINDOW per stream.
 
 File operations run in the server, i.e. as the sandbox user: the kernel applies
 exactly the user's rights (no check on the host that a command could race).
@@ -41,6 +50,11 @@ HELLO, OUT, ERR, DONE, FAILED, LOOKED = b"H"[0], b"O"[0], b"X"[0], b"D"[0], b"F"
 PROC, PROC_REPLY, STARTED, LIVE_OUT, LIVE_ERR = b"P"[0], b"Q"[0], b"B"[0], b"o"[0], b"x"[0]
 # files as the sandbox user (issue 13): Y carries file bytes both ways, A answers
 WRITE, BYTES, CLOSE, GET, ANSWER = b"W"[0], b"Y"[0], b"C"[0], b"G"[0], b"A"[0]
+# ports forwarded over the channel (issue 25): see "Streams" above
+PORT_OPEN, PORT_BYTES, PORT_END, PORT_CREDIT = b"V"[0], b"J"[0], b"Z"[0], b"M"[0]
+PORT_OPENED, PORT_DATA, PORT_EOF, PORT_ACK = b"v"[0], b"j"[0], b"z"[0], b"m"[0]
+STREAM_BASE = 1 << 31
+WINDOW = 1 << 20
 CHUNK = 65536
 # snapshots, restore and pause (issue 24)
 SNAPSHOT, RESTORE = b"S"[0], b"T"[0]
@@ -51,7 +65,8 @@ MARKER_ENV = "PYGENT_CMD"
 PROTOCOL = 7  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
-# 7: issue 24: S snapshot, T restore (+ Y frames), deadlines skip time frozen by a pause
+# 7: issue 24: S snapshot, T restore (+ Y frames), deadlines skip time frozen by a pause;
+#    issue 25: V/J/Z/M and v/j/z/m, connections to the sandbox's ports as streams on the channel
 
 
 def cut_marker(omitted):

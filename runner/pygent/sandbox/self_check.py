@@ -277,6 +277,69 @@ def missing_file_is_file_not_found(sb: "Sandbox") -> None:
     raise AssertionError("read_file of a missing file did not raise FileNotFoundError")
 
 
+# --------------------------------------------------------------------------- ports
+
+#: A loopback TCP service any image can run: the tooling volume's own python. Each
+#: connection is read to its end (the client's half-close), then answered upper-cased.
+TOOLING_PYTHON = "/opt/pygent/lib/ld.so --library-path /opt/pygent/lib /opt/pygent/bin/python3 -I -S"
+ECHO_SERVICE = '''
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1]))); srv.listen(64)
+def serve(c):
+    data = b""
+    while True:
+        got = c.recv(65536)
+        if not got:
+            break
+        data += got
+    c.sendall(data.upper()); c.close()
+while True:
+    c, _ = srv.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+
+@check
+def exposed_port_answers_over_the_channel(sb: "Sandbox") -> None:
+    """expose(): a host connection reaches a loopback service inside, half-close included;
+    a port nobody listens on is reset at once; close() ends the listener."""
+    import socket
+    from urllib.parse import urlsplit
+
+    sb.write_file("/tmp/echo_service.py", ECHO_SERVICE)
+    sb.exec_background(f"exec {TOOLING_PYTHON} /tmp/echo_service.py 7007")
+    url = sb.expose(7007)
+    address = (urlsplit(url).hostname, urlsplit(url).port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(address, timeout=10) as conn:
+                conn.sendall(b"hello over the channel")
+                conn.shutdown(socket.SHUT_WR)
+                answer = b"".join(iter(lambda: conn.recv(65536), b""))
+            if answer:
+                break
+        except OSError:
+            pass  # reset: the service is not listening yet
+        if time.monotonic() > deadline:
+            raise AssertionError("the exposed port never answered")
+        time.sleep(0.1)
+    _eq(answer, b"HELLO OVER THE CHANNEL", "the service's answer after the client's half-close")
+    dead = urlsplit(sb.expose(7008))
+    with socket.create_connection((dead.hostname, dead.port), timeout=10) as conn:
+        try:
+            got = conn.recv(10)
+        except ConnectionResetError:
+            got = b""
+    _eq(got, b"", "a connection to a port nobody listens on")
+    sb.close()
+    try:
+        socket.create_connection(address, timeout=5).close()
+    except OSError:
+        return
+    raise AssertionError("the listener still accepts after the sandbox was closed")
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -1133,6 +1133,177 @@ class Restore:
         self.close_file()
         return self.error or {"entries": self.entries}
 
+# -- Ports: connections forwarded from the host (issue 25) -------------------------
+#
+# Why in the server: a sandbox has no network interface, only loopback. Each
+# connection to a port the host exposes arrives as a stream on this channel and
+# is connected here to 127.0.0.1:PORT, so it works in every image and runtime
+# and the sandbox still needs no network. Credit (M/m) bounds what either side
+# buffers to WINDOW per stream.
+
+PORT_FRAMES = (PORT_OPEN, PORT_BYTES, PORT_END, PORT_CREDIT)
+_ACK_AT = WINDOW // 4
+
+
+class PortStream:
+    __slots__ = ("sid", "sock", "out", "credit", "connecting", "eof_in", "eof_out", "shut", "acked", "events")
+
+    def __init__(self, sid, sock):
+        self.sid, self.sock = sid, sock
+        self.out = bytearray()  # host bytes not yet written to the service
+        self.credit = WINDOW  # bytes we may still send the host
+        self.connecting = True
+        self.eof_in = self.eof_out = self.shut = False  # host said EOF / service said EOF / we shut its write side
+        self.acked = 0  # written to the service, not yet credited back
+        self.events = 0
+
+
+class Ports:
+    """The V/J/Z/M frames: one non-blocking loopback socket per stream, on the server's poller."""
+
+    def __init__(self, sel, send, send_json):
+        self.sel, self.send, self.send_json = sel, send, send_json
+        self.streams = {}
+        self.sock_mod = None
+
+    def on_frame(self, kind, sid, payload):
+        if kind == PORT_OPEN:
+            self.open(sid, payload)
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        if kind == PORT_BYTES:
+            st.out += payload
+            self.flush(st)
+        elif kind == PORT_END:
+            if payload:
+                self.drop(st)
+                return
+            st.eof_in = True
+            self.flush(st)
+        elif kind == PORT_CREDIT and len(payload) == 4:
+            st.credit += int.from_bytes(payload, "big")
+            self.update(st)
+
+    def open(self, sid, payload):
+        if self.sock_mod is None:
+            import _socket  # the C module: socket.py imports enum (+ms); only paid when a port is used
+
+            self.sock_mod = _socket
+        m = self.sock_mod
+        try:
+            port = int(payload)
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            self.send_json(PORT_OPENED, sid, {"error": "malformed port", "errno": errno.EINVAL})
+            return
+        try:
+            sock = m.socket(m.AF_INET, m.SOCK_STREAM | m.SOCK_NONBLOCK | m.SOCK_CLOEXEC)
+        except OSError as exc:
+            self.send_json(PORT_OPENED, sid, file_error(exc))
+            return
+        err = sock.connect_ex(("127.0.0.1", port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.send_json(PORT_OPENED, sid, {"error": os.strerror(err), "errno": err})
+            return
+        st = self.streams[sid] = PortStream(sid, sock)
+        self.update(st)
+
+    def on_event(self, st, ev):
+        if self.streams.get(st.sid) is not st:
+            return  # forgotten earlier in this same batch of events
+        if st.connecting:
+            err = st.sock.getsockopt(self.sock_mod.SOL_SOCKET, self.sock_mod.SO_ERROR)
+            if err:
+                self.send_json(PORT_OPENED, st.sid, {"error": os.strerror(err), "errno": err})
+                self.forget(st)
+                return
+            st.connecting = False
+            st.sock.setsockopt(self.sock_mod.IPPROTO_TCP, self.sock_mod.TCP_NODELAY, 1)
+            self.send_json(PORT_OPENED, st.sid, {"ok": True})
+        if ev & EVENT_WRITE or st.out:
+            self.flush(st)
+            if st.sid not in self.streams:
+                return
+        if ev & (EVENT_READ | select.EPOLLHUP | select.EPOLLERR) and st.credit > 0 and not st.eof_out:
+            try:
+                data = st.sock.recv(min(st.credit, CHUNK))
+            except BlockingIOError:
+                data = None
+            except OSError:
+                self.drop(st)
+                return
+            if data:
+                st.credit -= len(data)
+                self.send(PORT_DATA, st.sid, data)
+            elif data is not None:
+                st.eof_out = True
+                self.send(PORT_EOF, st.sid)
+        self.update(st)
+
+    def flush(self, st):
+        if st.connecting:
+            return
+        while st.out:
+            try:
+                n = st.sock.send(st.out[: 1 << 18])
+            except BlockingIOError:
+                break
+            except OSError:
+                self.drop(st)
+                return
+            del st.out[:n]
+            st.acked += n
+        if st.acked >= _ACK_AT:  # not per write: a small request would cost the host a frame more
+            self.send(PORT_ACK, st.sid, st.acked.to_bytes(4, "big"))
+            st.acked = 0
+        if st.eof_in and not st.out and not st.shut:
+            st.shut = True
+            try:
+                st.sock.shutdown(self.sock_mod.SHUT_WR)
+            except OSError:
+                pass
+        self.update(st)
+
+    def update(self, st):
+        """Both directions done: forget the stream; else watch what it is waiting for."""
+        if st.sid not in self.streams:
+            return
+        if st.eof_out and st.shut:
+            self.forget(st)
+            return
+        want = 0
+        if st.connecting or st.out:
+            want |= EVENT_WRITE
+        if not st.connecting and st.credit > 0 and not st.eof_out:
+            want |= EVENT_READ
+        if want == st.events:
+            return
+        if not want:
+            self.sel.unregister(st.sock)
+        elif not st.events:
+            self.sel.register(st.sock, want, ("port", st))
+        else:
+            self.sel.modify(st.sock, want, ("port", st))
+        st.events = want
+
+    def drop(self, st):
+        """A reset (either side): tell the host, forget the stream."""
+        if st.sid in self.streams:
+            self.send(PORT_EOF, st.sid, b"x")
+            self.forget(st)
+
+    def forget(self, st):
+        self.streams.pop(st.sid, None)
+        if st.events:
+            self.sel.unregister(st.sock)
+            st.events = 0
+        st.sock.close()
+
+
 class Server:
     def __init__(self):
         self.sel = Poller()
@@ -1154,6 +1325,7 @@ class Server:
         self.sel.register(0, EVENT_READ, ("ctl", None))
         self.sel.register(r, EVENT_READ, ("sig", None))
         self.files = FileOps(self.send, self.send_json)
+        self.ports = Ports(self.sel, self.send, self.send_json)
 
     # -- output to the host -------------------------------------------------
     def send(self, kind, cid, payload=b""):
@@ -1175,7 +1347,7 @@ class Server:
     # -- control stream -----------------------------------------------------
     def on_control(self):
         try:
-            data = os.read(0, CHUNK)
+            data = os.read(0, 4 * CHUNK)  # forwarded ports move bulk bytes here: fewer reads
         except OSError:
             data = b""
         if not data:
@@ -1195,6 +1367,9 @@ class Server:
             return
         if kind in FILE_FRAMES:
             self.files.on_frame(kind, cid, payload)
+            return
+        if kind in PORT_FRAMES:
+            self.ports.on_frame(kind, cid, payload)
             return
         if kind == LOOK:
             self.send_json(LOOKED, cid, look(os.fsdecode(payload)))
@@ -1621,9 +1796,11 @@ class Server:
             ready = self.sel.select(timeout)
             if timeout is not None and not ready:
                 self.skip_frozen(time.monotonic() - before - timeout)
-            for key, _ in ready:
+            for key, ev in ready:
                 kind, cmd = key.data
-                if kind == "ctl":
+                if kind == "port":
+                    self.ports.on_event(cmd, ev)
+                elif kind == "ctl":
                     self.on_control()
                 elif kind == "sig":
                     try:

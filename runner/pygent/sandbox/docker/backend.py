@@ -177,10 +177,11 @@ class DockerBackend(Backend):
         self.deaths.start() if on else self.deaths.stop()
 
     def interactive_shell(self, image: str, policy: "SandboxPolicy", command: list[str] | None = None,
-                          workdir: str | None = None, env: dict[str, str] | None = None) -> int:
+                          workdir: str | None = None, env: dict[str, str] | None = None,
+                          publish: Any = None) -> int:
         from .terminal import interactive_shell
 
-        return interactive_shell(self, image, policy, command, workdir, env)
+        return interactive_shell(self, image, policy, command, workdir, env, publish)
 
     def start_from_recipe(self, recipe: dict) -> DockerSandbox:
         """Start a sandbox from a create body made earlier (the exec cache): no policy, no pydantic."""

@@ -48,9 +48,15 @@ def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str 
 
 
 def proxy_env() -> dict[str, str]:
-    """The variables that send a sandbox's HTTP(S) clients to its relay (both spellings: tools differ)."""
-    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
-    return {**env, **{k.lower(): v for k, v in env.items()}}
+    """The variables that send a sandbox's HTTP(S) clients to its relay.
+
+    Both spellings (curl reads only lowercase http_proxy, others only uppercase);
+    NO_PROXY keeps loopback direct (a service the agent runs, an exposed port's
+    own checks), with 127.0.0.0/8 for the tools that read ranges; Node's fetch
+    ignores the proxy variables unless NODE_USE_ENV_PROXY=1 (issue 25).
+    """
+    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,127.0.0.0/8,::1"}
+    return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1"}
 
 
 def relay_command(entrypoint: list[str]) -> list[str]:

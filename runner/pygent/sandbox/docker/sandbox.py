@@ -23,6 +23,7 @@ from .. import lifecycle
 from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
 from ..files import raise_for
+from ..forward import PortForward, StreamMux, check_expose
 from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound
@@ -87,6 +88,9 @@ class DockerSandbox(Sandbox):
         self._pause_lock = threading.Lock()
         self._thaw: threading.Thread | None = None
         self.last_used = time.monotonic()
+        self._ports: dict[tuple[int, int, str], PortForward] = {}
+        self._mux: StreamMux | None = None
+        self._ports_lock = threading.Lock()
         lifecycle.track(self)
 
     # -- creation -----------------------------------------------------------
@@ -147,6 +151,22 @@ class DockerSandbox(Sandbox):
             self._cwd = result.cwd
         self.last_used = time.monotonic()
         return result
+
+    # -- ports (issue 25) ----------------------------------------------------------
+    def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> PortForward:
+        check_expose(port, host_port, bind)
+        with self._ports_lock:
+            self._check_open()
+            known = self._ports.get((port, host_port, bind))
+            if known is not None:
+                return known
+            try:
+                if self._mux is None:
+                    self._mux = StreamMux(self._channel)
+            except ChannelBroken as exc:
+                raise broken(self._client, self.id, exc) from None
+            fwd = self._ports[(port, host_port, bind)] = PortForward(self._mux, port, host_port, bind)
+            return fwd
 
     # -- background commands (issue 14) ------------------------------------------
     def exec_background(
@@ -465,6 +485,9 @@ class DockerSandbox(Sandbox):
             if self._closed:
                 return
             self._closed = True
+        with self._ports_lock:
+            for fwd in self._ports.values():
+                fwd.close()
         try:
             if not wait:
                 self._channel.close()
