@@ -3,17 +3,21 @@
 Why shared: docker-py clients hold a connection pool; one per sandbox would cost
 sockets and memory per sandbox. Why a mapping: callers see ``EngineUnavailable``
 with a fix, never a requests/urllib3 traceback. There is no fallback to the host.
+Where: the endpoint docker/endpoint.py resolves, the same one the stdlib client
+uses (unix, tcp, tcp+TLS with its material, ssh through the user's ssh client).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import EngineUnavailable
 
 if TYPE_CHECKING:  # docker is imported lazily: `pygent-runner exec` start-up time matters
     import docker
+
+    from .docker.endpoint import Endpoint
 
 _lock = threading.Lock()
 _client: "docker.DockerClient | None" = None
@@ -32,15 +36,53 @@ def get_client() -> "docker.DockerClient":
             import docker
             from docker.errors import DockerException
 
+            from .docker.endpoint import resolve
+
+            ep = resolve()
             try:
-                client = docker.from_env(timeout=API_TIMEOUT, max_pool_size=64)
+                client = docker.DockerClient(**_client_args(ep))
                 client.api.ping()
-            except DockerException as exc:
-                raise EngineUnavailable(_short(exc)) from None
-            except Exception as exc:  # requests/urllib3 errors while pinging
-                raise EngineUnavailable(_short(exc)) from None
+            except Exception as exc:  # DockerException, requests/urllib3 errors while pinging
+                _explain(ep, exc)
             _client = client
     return _client
+
+
+def _client_args(ep: "Endpoint") -> dict:
+    """docker-py's arguments for ep: TLS material as a TLSConfig; ssh through the user's own ssh client."""
+    args: dict = {"base_url": ep.host, "timeout": API_TIMEOUT, "max_pool_size": 64}
+    if ep.tls is not None:
+        from docker.tls import TLSConfig
+
+        cert = (ep.tls.cert, ep.tls.key) if ep.tls.cert and ep.tls.key else None
+        args["tls"] = TLSConfig(client_cert=cert, ca_cert=ep.tls.ca, verify=ep.tls.verify)
+    if ep.scheme == "ssh":
+        args["use_ssh_client"] = True  # ~/.ssh/config and the agent, as the docker CLI (no paramiko)
+    return args
+
+
+def _explain(ep: "Endpoint", exc: BaseException) -> "NoReturn":
+    """Raise the stdlib client's error for ep (it names the fix for TLS and ssh), else docker-py's, shortened."""
+    from .docker.client import EngineClient
+
+    EngineClient(ep).ping()
+    raise EngineUnavailable(f"{ep.host} ({ep.source}): {_short(exc)}") from None
+
+
+def engine_host() -> str:
+    """The engine this process speaks to, as a DOCKER_HOST value (a cache key for per-engine facts)."""
+    from .docker.endpoint import resolve
+
+    return resolve().host
+
+
+def cli_env() -> dict[str, str]:
+    """os.environ plus the DOCKER_* variables that point the docker CLI at the resolved engine."""
+    import os
+
+    from .docker.endpoint import resolve
+
+    return {**os.environ, **resolve().cli_env()}
 
 
 def reset_client() -> None:

@@ -2,8 +2,9 @@
 
 Why a registry (as inspect_ai's `@sandboxenv`): a new engine is one module that
 registers itself; nothing else changes. The choice: `PYGENT_BACKEND` when set,
-else "podman" when DOCKER_HOST points at a Podman socket, else "docker".
-One backend object per (name, DOCKER_HOST), created on first use.
+else "podman" when the engine the resolver finds (docker/endpoint.py) says it is
+Podman (its /version, asked once per endpoint: a path proves nothing), else "docker".
+One backend object per (name, endpoint), created on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _MODULES = {"docker": "pygent.sandbox.docker.backend", "podman": "pygent.sandbox
 _classes: dict[str, "type[Backend]"] = {}
 _instances: dict[tuple[str, str], "Backend"] = {}
 _lock = threading.Lock()
+#: endpoint host -> "docker" | "podman", from the engine's own /version.
+_flavors: dict[str, str] = {}
 
 
 def backend(name: str) -> Callable[[B], B]:
@@ -57,15 +60,39 @@ def chosen_name(explicit: str | None = None) -> str:
         configured = None
     if configured:
         return str(configured).lower()
-    if "podman" in (os.environ.get("DOCKER_HOST") or ""):
-        return "podman"
-    return "docker"
+    return engine_flavor()
+
+
+def engine_flavor() -> str:
+    """ "podman" when the resolved engine answers /version as Podman, else "docker" (also when none answers)."""
+    from .docker import endpoint
+
+    ep = endpoint.resolve()
+    hit = _flavors.get(ep.host)
+    if hit is None:
+        from ..errors import PygentError
+        from .docker.client import EngineClient
+
+        try:
+            version = EngineClient(ep).call("GET", "/version", timeout=10) or {}
+        except (PygentError, OSError, ValueError):
+            return "docker"  # the backend's first call says why, with the fix
+        hit = _flavors[ep.host] = "podman" if is_podman(version) else "docker"
+    return hit
+
+
+def is_podman(version: dict) -> bool:
+    """Does an engine's /version answer come from Podman? (Its components name "Podman Engine".)"""
+    names = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, dict)]
+    return any("podman" in n.lower() for n in names)
 
 
 def get_backend(name: str | None = None) -> "Backend":
     """The shared backend object for `name` (see chosen_name). Raises ConfigError for an unknown name."""
+    from .docker import endpoint
+
     name = chosen_name(name)
-    key = (name, os.environ.get("DOCKER_HOST") or "")
+    key = (name, endpoint.resolve(flavor=name).host)
     hit = _instances.get(key)
     if hit is not None:
         return hit
@@ -81,7 +108,11 @@ def get_backend(name: str | None = None) -> "Backend":
 
 
 def reset() -> None:
-    """Forget backend objects (after DOCKER_HOST changed, or in tests)."""
+    """Forget backend objects and resolved endpoints (after DOCKER_HOST changed, or in tests)."""
+    from .docker import endpoint
+
+    endpoint.reset()
+    _flavors.clear()
     with _lock:
         for b in _instances.values():
             try:
