@@ -44,7 +44,7 @@ def start_engine_commands(docker_host: str | None = None) -> str:
     (join the docker group); an installed dockerd; an installed Podman; else the
     distribution's package. Raises nothing.
     """
-    from ..sandbox.docker.endpoint import resolve
+    from ..sandbox.endpoint import resolve
 
     ep = resolve()
     host = ep.host if docker_host is None else docker_host

@@ -47,7 +47,7 @@ def cache_dir() -> Path:
 def _key(opts: "Options") -> str:
     from ..settings_key import settings_key
 
-    from ..sandbox.docker.endpoint import resolve  # stdlib only: a stat per usual socket at most
+    from ..sandbox.endpoint import resolve  # stdlib only: a stat per usual socket at most
 
     engine_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
     engine_env += (("endpoint", resolve().host),)  # a `docker context use` changes no variable

@@ -17,7 +17,7 @@ from ..errors import EngineUnavailable
 if TYPE_CHECKING:  # docker is imported lazily: `pygent-runner exec` start-up time matters
     import docker
 
-    from .docker.endpoint import Endpoint
+    from .endpoint import Endpoint
 
 _lock = threading.Lock()
 _client: "docker.DockerClient | None" = None
@@ -36,11 +36,16 @@ def get_client() -> "docker.DockerClient":
             import docker
             from docker.errors import DockerException
 
-            from .docker.endpoint import resolve
+            from .endpoint import resolve
 
             ep = resolve()
             try:
                 client = docker.DockerClient(**_client_args(ep))
+                if ep.tls is not None:
+                    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set on many machines) replace
+                    # the engine's CA per request; trust only the endpoint's material, then negotiate.
+                    client.api.trust_env = False
+                    client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
                 client.api.ping()
             except Exception as exc:  # DockerException, requests/urllib3 errors while pinging
                 _explain(ep, exc)
@@ -56,22 +61,23 @@ def _client_args(ep: "Endpoint") -> dict:
 
         cert = (ep.tls.cert, ep.tls.key) if ep.tls.cert and ep.tls.key else None
         args["tls"] = TLSConfig(client_cert=cert, ca_cert=ep.tls.ca, verify=ep.tls.verify)
+        args["version"] = "1.24"  # the oldest API docker-py speaks; replaced by the engine's own below
     if ep.scheme == "ssh":
         args["use_ssh_client"] = True  # ~/.ssh/config and the agent, as the docker CLI (no paramiko)
     return args
 
 
 def _explain(ep: "Endpoint", exc: BaseException) -> "NoReturn":
-    """Raise the stdlib client's error for ep (it names the fix for TLS and ssh), else docker-py's, shortened."""
-    from .docker.client import EngineClient
+    """Raise the transport's error for ep (it names the fix for TLS and ssh), else docker-py's, shortened."""
+    from .transports import probe
 
-    EngineClient(ep).ping()
+    probe(ep)
     raise EngineUnavailable(f"{ep.host} ({ep.source}): {_short(exc)}") from None
 
 
 def engine_host() -> str:
     """The engine this process speaks to, as a DOCKER_HOST value (a cache key for per-engine facts)."""
-    from .docker.endpoint import resolve
+    from .endpoint import resolve
 
     return resolve().host
 
@@ -80,7 +86,7 @@ def cli_env() -> dict[str, str]:
     """os.environ plus the DOCKER_* variables that point the docker CLI at the resolved engine."""
     import os
 
-    from .docker.endpoint import resolve
+    from .endpoint import resolve
 
     return {**os.environ, **resolve().cli_env()}
 

@@ -27,7 +27,8 @@ import os
 import resource
 from typing import Any
 
-from .docker import config, endpoint
+from . import endpoint
+from .docker import config
 from .docker.backend import DockerBackend
 from .registry import backend
 

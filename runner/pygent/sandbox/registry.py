@@ -64,32 +64,27 @@ def chosen_name(explicit: str | None = None) -> str:
 
 
 def engine_flavor() -> str:
-    """ "podman" when the resolved engine answers /version as Podman, else "docker" (also when none answers)."""
-    from .docker import endpoint
+    """ "podman" when the resolved engine answers /version as Podman, else "docker" (also when none answers).
+
+    The docker backend's module asks (it holds the client); asked once per endpoint.
+    """
+    from . import endpoint
 
     ep = endpoint.resolve()
     hit = _flavors.get(ep.host)
     if hit is None:
-        from ..errors import PygentError
-        from .docker.client import EngineClient
-
-        try:
-            version = EngineClient(ep).call("GET", "/version", timeout=10) or {}
-        except (PygentError, OSError, ValueError):
-            return "docker"  # the backend's first call says why, with the fix
-        hit = _flavors[ep.host] = "podman" if is_podman(version) else "docker"
+        if "docker" not in _classes:
+            importlib.import_module(_MODULES["docker"])
+        hit = _classes["docker"].engine_name(ep)  # type: ignore[attr-defined]
+        if hit is None:
+            return "docker"  # no answer: the backend's first call says why, with the fix
+        _flavors[ep.host] = hit
     return hit
-
-
-def is_podman(version: dict) -> bool:
-    """Does an engine's /version answer come from Podman? (Its components name "Podman Engine".)"""
-    names = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, dict)]
-    return any("podman" in n.lower() for n in names)
 
 
 def get_backend(name: str | None = None) -> "Backend":
     """The shared backend object for `name` (see chosen_name). Raises ConfigError for an unknown name."""
-    from .docker import endpoint
+    from . import endpoint
 
     name = chosen_name(name)
     key = (name, endpoint.resolve(flavor=name).host)
@@ -109,7 +104,7 @@ def get_backend(name: str | None = None) -> "Backend":
 
 def reset() -> None:
     """Forget backend objects and resolved endpoints (after DOCKER_HOST changed, or in tests)."""
-    from .docker import endpoint
+    from . import endpoint
 
     endpoint.reset()
     _flavors.clear()

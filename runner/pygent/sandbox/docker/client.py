@@ -25,8 +25,8 @@ import urllib.parse
 from typing import Any, Iterator
 
 from ...errors import EngineUnavailable, SandboxError
-from . import endpoint as endpoints
-from . import transports
+from .. import endpoint as endpoints
+from .. import transports
 
 #: Seconds one API call may take before the engine counts as unresponsive.
 API_TIMEOUT = 60.0
@@ -132,6 +132,9 @@ class EngineClient:
         except (socket.timeout, TimeoutError):
             sock.close()
             raise EngineUnavailable(f"the engine at {self.host} did not answer {method} {path} within {timeout:.0f}s") from None
+        except EngineUnavailable:
+            sock.close()
+            raise
         except OSError as exc:
             error = transports.explain(self.endpoint, exc, sock=sock)
             sock.close()

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EngineRefused, EngineUnavailable
+from ..errors import EngineRefused, EngineUnavailable
 
 if TYPE_CHECKING:
     import ssl
@@ -68,6 +68,31 @@ def connect(ep: "Endpoint", timeout: float | None) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise explain(ep, exc) from None
+
+
+def probe(ep: "Endpoint", timeout: float = 10.0) -> None:
+    """Open a stream and see an HTTP answer to /_ping; raise what went wrong, with its fix.
+
+    For callers whose own HTTP stack failed opaquely (docker-py's requests): the
+    transport's explanation is the same as the stdlib client's.
+    """
+    sock = connect(ep, timeout)
+    answer = b""
+    try:
+        sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise explain(ep, None, answer, sock)
+            answer += chunk
+        if PLAIN_TO_TLS in answer and ep.tls is None:
+            raise explain(ep, None, answer)
+    except EngineUnavailable:
+        raise
+    except OSError as exc:
+        raise explain(ep, exc, answer, sock) from None
+    finally:
+        sock.close()
 
 
 def split_hostport(address: str) -> tuple[str, int]:
@@ -127,7 +152,7 @@ def _tls_context(tls: "TLSFiles") -> "ssl.SSLContext":
         return hit
     import ssl
 
-    from ...errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         if tls.verify:

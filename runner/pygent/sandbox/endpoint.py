@@ -27,7 +27,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 #: Where `make podman` (scripts/ensure-podman.sh) serves Podman's API.
