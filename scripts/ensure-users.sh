@@ -39,6 +39,9 @@ else
   id -nG "$USER_NAME" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$USER_NAME"
 fi
 
+# No password ("*"), yet not locked ("!"): key logins to the tests' own sshd must work.
+[ "$(getent shadow "$USER_NAME" | cut -d: -f2)" = "*" ] || usermod -p '*' "$USER_NAME"
+
 for f in /etc/subuid /etc/subgid; do
   touch "$f"
   if ! grep -q "^$USER_NAME:" "$f"; then

@@ -254,6 +254,7 @@ def _source_digest() -> str:
 @dataclass
 class SSHServer:
     port: int
+    nodocker_port: int  # sessions here get a PATH without docker (the "no docker on the remote" case)
     base: Path
     proc: subprocess.Popen
     host_key_pub: str
@@ -266,13 +267,14 @@ def start_sshd(user: TestUser, authorized_key: str, base: Path) -> SSHServer:
     auth = base / "authorized_keys"
     auth.write_text(authorized_key)
     os.chmod(auth, 0o644)
-    port = free_port()
+    port, nodocker = free_port(), free_port()
     config = base / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\nPidFile {base / 'sshd.pid'}\n"
+        f"Port {port}\nPort {nodocker}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\nPidFile {base / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {auth}\nAllowUsers {user.name}\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin no\n"
         "PrintMotd no\nLogLevel VERBOSE\n"
+        f"Match LocalPort {nodocker}\n  ForceCommand PATH=/nonexistent; eval \"$SSH_ORIGINAL_COMMAND\"\n"
     )
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
@@ -286,7 +288,7 @@ def start_sshd(user: TestUser, authorized_key: str, base: Path) -> SSHServer:
             break
         except OSError:
             time.sleep(0.1)
-    return SSHServer(port, base, proc, (base / "host_key.pub").read_text().strip())
+    return SSHServer(port, nodocker, base, proc, (base / "host_key.pub").read_text().strip())
 
 
 def stop_sshd(server: SSHServer) -> None:

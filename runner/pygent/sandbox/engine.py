@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # docker is imported lazily: `pygent-runner exec` start-up ti
 
 _lock = threading.Lock()
 _client: "docker.DockerClient | None" = None
+_relay: "Relay | None" = None  # docker-py's way to an ssh:// engine
 
 #: Seconds an API call may take before we call the engine unresponsive.
 API_TIMEOUT = 60
@@ -54,17 +55,30 @@ def get_client() -> "docker.DockerClient":
 
 
 def _client_args(ep: "Endpoint") -> dict:
-    """docker-py's arguments for ep: TLS material as a TLSConfig; ssh through the user's own ssh client."""
+    """docker-py's arguments for ep: TLS material as a TLSConfig; ssh through a relay (relay.py) over our transport."""
+    global _relay
     args: dict = {"base_url": ep.host, "timeout": API_TIMEOUT, "max_pool_size": 64}
+    if ep.scheme == "ssh":
+        from .relay import Relay
+
+        if _relay is None or _relay.ep != ep:
+            _close_relay()
+            _relay = Relay(ep)
+        args["base_url"] = _relay.host
     if ep.tls is not None:
         from docker.tls import TLSConfig
 
         cert = (ep.tls.cert, ep.tls.key) if ep.tls.cert and ep.tls.key else None
         args["tls"] = TLSConfig(client_cert=cert, ca_cert=ep.tls.ca, verify=ep.tls.verify)
         args["version"] = "1.24"  # the oldest API docker-py speaks; replaced by the engine's own below
-    if ep.scheme == "ssh":
-        args["use_ssh_client"] = True  # ~/.ssh/config and the agent, as the docker CLI (no paramiko)
     return args
+
+
+def _close_relay() -> None:
+    global _relay
+    if _relay is not None:
+        _relay.close()
+        _relay = None
 
 
 def _explain(ep: "Endpoint", exc: BaseException) -> "NoReturn":
@@ -101,6 +115,7 @@ def reset_client() -> None:
             except Exception:
                 pass
         _client = None
+        _close_relay()
 
 
 def is_engine_error(exc: BaseException) -> bool:

@@ -18,6 +18,7 @@ ControlMaster in ~/.ssh/config makes them cheap.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -191,12 +192,11 @@ class CommandSocket(socket.socket):
         if proc is None:
             return
         self.proc = None
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         self.stderr.close()
+        # Our end closed: ssh sees EOF and exits within milliseconds. Waiting here would add
+        # that to every request, so it is reaped later (next connect, or at exit).
+        if proc.poll() is None:
+            _exiting.append(proc)
 
     def stderr_text(self, wait: float = 5.0) -> tuple[int | None, str]:
         """(exit status or None, what the command printed on stderr), after it ends (up to `wait` s)."""
@@ -226,7 +226,25 @@ def ssh_command(ep: "Endpoint") -> list[str]:
     return cmd + ["--", host, "docker", "system", "dial-stdio"]
 
 
+#: ssh processes whose connection closed and that were still exiting then.
+_exiting: list[subprocess.Popen] = []
+
+
+def _reap(kill: bool = False) -> None:
+    """Collect the ssh processes that have exited; with kill, end the rest (at exit)."""
+    for proc in list(_exiting):
+        if proc.poll() is None and kill:
+            proc.kill()
+            proc.wait()
+        if proc.returncode is not None:
+            _exiting.remove(proc)
+
+
+atexit.register(_reap, True)
+
+
 def _ssh(ep: "Endpoint") -> socket.socket:
+    _reap()
     ours, theirs = socket.socketpair()
     errfile = tempfile.TemporaryFile()
     try:
