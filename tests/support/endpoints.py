@@ -194,9 +194,13 @@ class TestUser:
         env.update(extra)
         return env
 
-    def run(self, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-        """Run cmd as the user (setpriv: its uid, gid and groups, nothing kept from root)."""
-        full = ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--reset-env", "--",
+    def run(self, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 120, groups: bool = True,
+            **kw) -> subprocess.CompletedProcess:
+        """Run cmd as the user (setpriv: its uid, gid and groups, nothing kept from root).
+
+        groups=False: without its supplementary groups (as a user not yet in `docker`)."""
+        full = ["setpriv", f"--reuid={self.name}", f"--regid={self.name}",
+                "--init-groups" if groups else "--clear-groups", "--reset-env", "--",
                 "env", "-i", *[f"{k}={v}" for k, v in (env or self.env()).items()], *cmd]
         return subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd=str(self.home), **kw)
 
