@@ -9,7 +9,8 @@
 # - the shared engine's socket group-accessible to `docker` (chgrp only: the running
 #   dockerd is never restarted or reconfigured);
 # - Debian packages: openssh-server and openssh-client (the ssh:// tests start their own
-#   sshd; the system's is never started), uidmap (newuidmap for rootless engines).
+#   sshd; the system's is never started), uidmap (newuidmap for rootless engines),
+#   podman, catatonit and crun (rootless Podman run by the user).
 set -euo pipefail
 
 USER_NAME=${PYGENT_TEST_USER:-pygent-user}
@@ -23,6 +24,10 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v newuidmap >/dev/null 2>&1 || need+=(uidmap)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Rootless Podman for the user (its own API service; tests/engines/test_rootless_podman.py).
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v catatonit >/dev/null 2>&1 || need+=(catatonit)
+command -v crun >/dev/null 2>&1 || need+=(crun)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive

@@ -10,9 +10,12 @@ configure pygent. The order is the CLI's:
    ``$DOCKER_CONFIG/config.json`` (default ``~/.docker``); its endpoint lives in
    ``contexts/meta/<sha256(name)>/meta.json`` and its TLS files in
    ``contexts/tls/<sha256(name)>/docker/`` (the CLI's cli/context/store layout);
-3. the first of the usual sockets that exists: the system's, the rootless
-   ones under $XDG_RUNTIME_DIR, Podman's, and Docker Desktop's, Colima's and
-   OrbStack's under the home directory.
+3. the first of the usual sockets that exists and that we may use: the
+   system's, the rootless ones under $XDG_RUNTIME_DIR, Podman's, and Docker
+   Desktop's, Colima's and OrbStack's under the home directory (one we may not
+   use is passed over for a later one, e.g. a user's rootless Podman beside a
+   root-only /var/run/docker.sock; with none usable it is chosen, so the error
+   says how to join its group).
 
 Stdlib only, and nothing is connected here (a stat per socket): the exec fast
 path resolves on every run. Transports live in transports.py.
@@ -163,14 +166,14 @@ def context_endpoint(name: str, env: Mapping[str, str], why: str) -> Endpoint:
 def usual_sockets(env: Mapping[str, str], flavor: str = "docker") -> list[str]:
     """The sockets engines serve by default, in the order they are tried.
 
-    flavor "podman" (PYGENT_BACKEND=podman) tries Podman's first: the one `make podman`
-    serves (PYGENT_PODMAN_SOCKET), the rootless user's, the system's.
+    flavor "podman" (PYGENT_BACKEND=podman) tries Podman's first: the user's own (rootless),
+    the one `make podman` serves (PYGENT_PODMAN_SOCKET), the system's.
     """
     home = _home(env)
     run = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
     podman = [os.path.join(run, "podman", "podman.sock"), "/run/podman/podman.sock"]  # rootless, rootful
     if flavor == "podman":
-        podman.insert(0, env.get("PYGENT_PODMAN_SOCKET") or PYGENT_PODMAN_SOCKET)
+        podman.insert(1, env.get("PYGENT_PODMAN_SOCKET") or PYGENT_PODMAN_SOCKET)
         return podman + [DEFAULT_SOCKET, os.path.join(run, "docker.sock")]
     return [
         DEFAULT_SOCKET,
@@ -208,13 +211,17 @@ def resolve(env: Mapping[str, str] | None = None, flavor: str = "docker") -> End
             found = context_endpoint(name, env, why)
         else:
             tried.append(("docker context", f"default, from {why}"))
-            found = None
+            found = refused = None
             for path in usual_sockets(env, flavor):
                 reason = _socket_state(path)
                 if reason is None:
-                    found = parse(path, None, f"the first usual socket that exists ({path})")
+                    found = parse(path, None, f"the first usual socket that exists and is ours to use ({path})")
                     break
                 tried.append((path, reason))
+                if reason == "no permission" and refused is None:
+                    refused = path
+            if found is None and refused is not None:  # the error then says how to get permission
+                found = parse(refused, None, f"the first usual socket that exists ({refused}; no permission)")
             if found is None:
                 found = parse(DEFAULT_SOCKET, None, "the default socket (no usual socket exists)")
     found = Endpoint(found.host, found.scheme, found.address, found.tls, found.source, tuple(tried))
@@ -246,4 +253,6 @@ def _socket_state(path: str) -> str | None:
         return exc.strerror or str(exc)
     if not stat.S_ISSOCK(st.st_mode):
         return "not a socket"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return "no permission"  # e.g. not (yet) in the docker group: a rootless engine may follow
     return None
