@@ -25,7 +25,7 @@ def test_a_docker_group_member_runs_the_cli_library_doctor_and_self_check(test_u
     assert probe.returncode == 0, probe.stderr[-3000:]
     out = json.loads(probe.stdout.strip().splitlines()[-1])
     assert out["exec"] == [0, "1000\nthrough stdin"] and out["archive_roundtrip"], out
-    assert out["after_kill"].startswith("SandboxGone"), out
+    assert out["after_kill"].startswith("SandboxGone") and "killed from outside" in (out["event_reason"] or ""), out
     doctor = user.run([user.cli, "doctor"], timeout=240)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "unix:///var/run/docker.sock via unix socket" in " ".join(doctor.stdout.split())

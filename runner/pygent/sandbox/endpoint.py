@@ -18,17 +18,16 @@ configure pygent. The order is the CLI's:
    says how to join its group).
 
 Stdlib only, and nothing is connected here (a stat per socket): the exec fast
-path resolves on every run. Transports live in transports.py.
+path resolves on every run (NamedTuples, not dataclasses: ~9 ms less to import).
+Transports live in transports.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from ..errors import ConfigError
 
@@ -39,8 +38,7 @@ DEFAULT_TLS_PORT, DEFAULT_TCP_PORT = 2376, 2375
 SCHEMES = ("unix", "tcp", "ssh")
 
 
-@dataclass(frozen=True)
-class TLSFiles:
+class TLSFiles(NamedTuple):
     """The client's TLS material: a CA to verify the engine (None: the system's store) and a client pair."""
 
     ca: str | None = None
@@ -49,8 +47,7 @@ class TLSFiles:
     verify: bool = True
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """One engine address and how it was found.
 
     `host` is the DOCKER_HOST form (unix:///path, tcp://h:p, ssh://user@h:p);
@@ -62,7 +59,7 @@ class Endpoint:
     address: str  # unix: the path; tcp: "host:port"; ssh: "[user@]host[:port]"
     tls: TLSFiles | None = None
     source: str = "given"
-    tried: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    tried: tuple[tuple[str, str], ...] = ()
 
     @property
     def loopback(self) -> bool:
@@ -140,6 +137,8 @@ def current_context(env: Mapping[str, str]) -> tuple[str | None, str]:
 
 def context_endpoint(name: str, env: Mapping[str, str], why: str) -> Endpoint:
     """The engine endpoint a named docker context stores. Raises ConfigError when it is missing or unreadable."""
+    import hashlib  # here: the exec fast path resolves every run, and most runs have no context
+
     digest = hashlib.sha256(name.encode()).hexdigest()
     base = os.path.join(config_dir(env), "contexts")
     meta = os.path.join(base, "meta", digest, "meta.json")

@@ -18,18 +18,16 @@ ControlMaster in ~/.ssh/config makes them cheap.
 
 from __future__ import annotations
 
-import atexit
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineRefused, EngineUnavailable
 
 if TYPE_CHECKING:
     import ssl
+    import subprocess
 
     from .endpoint import Endpoint, TLSFiles
 
@@ -182,7 +180,7 @@ class CommandSocket(socket.socket):
     Closing it ends the command too: nothing outlives the connection.
     """
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen, stderr: Any) -> None:
+    def __init__(self, sock: socket.socket, proc: "subprocess.Popen", stderr: Any) -> None:
         super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self.proc, self.stderr = proc, stderr
 
@@ -200,6 +198,8 @@ class CommandSocket(socket.socket):
 
     def stderr_text(self, wait: float = 5.0) -> tuple[int | None, str]:
         """(exit status or None, what the command printed on stderr), after it ends (up to `wait` s)."""
+        import subprocess
+
         proc = self.proc
         if proc is None:
             return None, ""
@@ -227,7 +227,7 @@ def ssh_command(ep: "Endpoint") -> list[str]:
 
 
 #: ssh processes whose connection closed and that were still exiting then.
-_exiting: list[subprocess.Popen] = []
+_exiting: list["subprocess.Popen"] = []
 
 
 def _reap(kill: bool = False) -> None:
@@ -240,10 +240,15 @@ def _reap(kill: bool = False) -> None:
             _exiting.remove(proc)
 
 
-atexit.register(_reap, True)
-
-
 def _ssh(ep: "Endpoint") -> socket.socket:
+    # Imported here: only ssh needs them, and the exec fast path pays for every import.
+    import atexit
+    import subprocess
+    import tempfile
+
+    if not _exiting:
+        atexit.unregister(_reap)
+        atexit.register(_reap, True)
     _reap()
     ours, theirs = socket.socketpair()
     errfile = tempfile.TemporaryFile()
