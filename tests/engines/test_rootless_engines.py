@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from support.endpoints import answers
+
 pytestmark = pytest.mark.docker
 PROBE = (Path(__file__).parents[1] / "support" / "endpoint_probe.py").read_text()
 
@@ -41,10 +43,10 @@ def rootless_podman(test_user):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=str(user.home))
     try:
         for _ in range(100):
-            if sock.exists() or service.poll() is not None:
+            if answers(sock) or service.poll() is not None:
                 break
             time.sleep(0.1)
-        assert sock.exists(), service.stderr.read().decode()[-2000:] if service.poll() is not None else "no socket"
+        assert answers(sock), service.stderr.read().decode()[-2000:] if service.poll() is not None else "no answer"
         yield user
     finally:
         os.killpg(service.pid, signal.SIGTERM)
@@ -114,7 +116,7 @@ def rootless_docker(test_user):
         assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
         yield user
     finally:
-        os.killpg(engine.pid, signal.SIGTERM)  # rootlesskit stops dockerd, its containerd and its namespaces
+        os.kill(engine.pid, signal.SIGTERM)  # rootlesskit (the leader) stops dockerd, its containerd, its namespaces
         try:
             engine.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -131,11 +133,8 @@ def test_rootless_docker_is_found_and_runs_the_cli_library_and_self_check(rootle
     assert where.stdout.split() == [f"unix://{sock}", "no", "permission"], where.stdout + where.stderr
     res = user.run([user.cli, "exec", "--image", "minimal", "--", "sh", "-c", "id -u; cat"], input="rootless docker\n", groups=False)
     assert (res.returncode, res.stdout) == (0, "1000\nrootless docker\n"), res.stderr
-    probe = user.run([user.python, "-c", PROBE], groups=False, timeout=180, env=user.env(DOCKER_HOST=f"unix://{sock}"))
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    out = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert out["exec"] == [0, "1000\nthrough stdin"] and out["archive_roundtrip"] and out["sum"] == "300000", out
-    assert out["after_kill"].startswith("SandboxGone") and "killed from outside" in (out["event_reason"] or ""), out
+    # Attach, archives and events over a unix socket are the rootless Podman test's and the docker group test's;
+    # here the self_check covers the sandbox contract.
     check = user.run([user.python, "-m", "pygent.sandbox.self_check", "--image", "minimal", "--kind", "bash", "--json"],
                      groups=False, timeout=240)
     report = json.loads(check.stdout.strip().splitlines()[-1])
