@@ -65,7 +65,7 @@ def interactive_shell(backend: Any, image: str, policy: "SandboxPolicy", command
             backend.client.call("POST", "/containers/create", body, params={"name": name}, what="create")
         except Exception as exc:
             raise map_error(exc, tag) from None
-        cli_env = dict(os.environ, DOCKER_HOST=_cli_host(backend.address))
+        cli_env = {**os.environ, **backend.client.endpoint.cli_env()}  # the same engine, TLS material included
         return subprocess.run([docker_cli, "start", "--attach", "--interactive", name], env=cli_env).returncode
     finally:
         for sig in previous:
@@ -76,8 +76,3 @@ def interactive_shell(backend: Any, image: str, policy: "SandboxPolicy", command
             pass  # gc reclaims it by label
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _cli_host(address: str) -> str:
-    """The CLI's DOCKER_HOST for the engine the backend speaks to (a bare path is a unix socket)."""
-    return f"unix://{address}" if address.startswith("/") else address
