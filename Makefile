@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv engine podman images demo test bench clean gc
+.PHONY: venv engine podman images browser demo test bench clean gc
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,inspect]'
+	$(BIN)/pip install -q -e '.[test,inspect,ray]'
 	touch $(STAMP)
 
 # Start a Docker engine only where none answers (installs Debian's docker.io + runsc).
@@ -28,10 +28,14 @@ images: venv engine
 	bash scripts/ensure-build-deps.sh
 	$(BIN)/pygent-runner images build
 
+# Headless Chromium + ChromeDriver for the `view` browser tests (Debian packages, where missing).
+browser:
+	bash scripts/ensure-browser.sh
+
 demo: images
 	$(BIN)/python examples/demo.py
 
-test: images
+test: images browser
 	$(BIN)/pytest
 
 bench: images

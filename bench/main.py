@@ -29,7 +29,7 @@ from .core import (
 
 
 def _sections() -> list[tuple[str, str, Callable]]:
-    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, tasks
+    from .sections import cli, egress, inspect_provider, latency, lifecycle, mcp, memory, model_client, output, ray, runlog, snapshots, tasks
 
     return [
         ("latency", "1. Command latency (one `echo hi`)", latency.run),
@@ -42,10 +42,13 @@ def _sections() -> list[tuple[str, str, Callable]]:
         ("mcp", "8. MCP bash round trip (stdio, the SDK's client)", mcp.run),
         ("egress", "9. Network by name (egress allowlist)", egress.run),
         ("inspect", "10. inspect_ai: exec through the pygent provider", inspect_provider.run),
+        ("runlog", "11. Run logs and the viewer", runlog.run),
+        ("ray", "12. Ray backend vs local (3-node cluster on this machine)", ray.run),
+        ("snapshots", "13. Snapshots, forks, resume, changes (100 MB, 10,000 files)", snapshots.run),
     ]
 
 
-KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect"]
+KEYS = ["latency", "lifecycle", "cli", "output", "memory", "tasks", "model_client", "mcp", "egress", "inspect", "runlog", "ray", "snapshots"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,7 +8,9 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     ├── ConfigError (ValueError)             bad settings, option values, policy fields
     ├── SandboxError                         anything about running in a container
     │   ├── EngineUnavailable (ConnectionError)  no Docker engine answers
-    │   │   └── EngineRefused                an engine is there but refused us (TLS, SSH, permission)
+    │   │   ├── EngineRefused                an engine is there but refused us (TLS, SSH, permission)
+    │   │   └── ClusterUnavailable           the Ray backend: no cluster at RAY_ADDRESS, or another Ray version
+    │   ├── PlacementError                   the Ray backend: no node can hold the sandbox asked for
     │   ├── ImageNotFound (LookupError)      image neither present nor bundled
     │   ├── ImageBuildError                  a bundled image failed to build
     │   ├── RuntimeUnavailable               e.g. runsc asked for, engine lacks it
@@ -71,6 +73,20 @@ class EngineRefused(EngineUnavailable):
         ConnectionError.__init__(self, message)
 
 
+class ClusterUnavailable(EngineUnavailable):
+    """The Ray backend cannot use its cluster: nothing answers at RAY_ADDRESS, or the
+    cluster runs another Ray version than this process. The message names which."""
+
+    def __init__(self, detail: str = "") -> None:
+        SandboxError.__init__(self, detail)
+
+
+class PlacementError(SandboxError):
+    """The Ray cluster has no node that can hold the sandbox asked for (slots, CPUs,
+    memory, or a pinned node or label). The message says what was asked and what each
+    node offers."""
+
+
 class ImageNotFound(SandboxError, LookupError):
     """The image is not present on the engine and is not one we bundle."""
 
@@ -118,6 +134,22 @@ class FileTooLarge(SandboxError, ValueError):
             f"{path} is {size} bytes, over the {limit} byte read limit: "
             "pass a larger max_bytes, or read it in parts with a command (head -c, split)"
         )
+
+
+class SnapshotError(SandboxError):
+    """A snapshot could not be taken, saved, loaded or restored (issue 24)."""
+
+
+class SnapshotTooLarge(SnapshotError):
+    """The trees to snapshot are over the snapshot's byte limit: nothing was kept."""
+
+
+class SnapshotInvalid(SnapshotError, ValueError):
+    """A snapshot file is truncated, tampered with, foreign or of an unknown format: nothing was restored."""
+
+
+class SnapshotUnsupported(SnapshotError):
+    """This backend (or sandbox) cannot take or restore snapshots, or pause."""
 
 
 class APIError(PygentError):

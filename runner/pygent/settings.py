@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     pygent_task_timeout: float = Field(600.0, gt=0, description="Default wall clock of a delegated task, seconds.")
     pygent_pool_size: int = Field(2, ge=0, le=64, description="Warm sandboxes kept started per (image, policy); 0 = off.")
     pygent_pool_max: int = Field(16, ge=0, le=256, description="Most warm sandboxes a pool grows to, following the largest burst of sandboxes asked for within a second in the last 30 s.")
+    pygent_idle_pause: float = Field(
+        300.0, ge=0, le=86400,
+        description="Seconds an agent's sandbox may sit unused before it is paused (the engine's freezer: "
+        "processes stopped, memory kept; the next call resumes it in milliseconds). 0: never. "
+        "Why 300: far longer than a model turn, so a working agent never pays the resume, while an "
+        "abandoned or waiting agent stops using CPU within minutes.",
+    )
     pygent_pool_linger: float = Field(3.0, ge=0, le=3600, description="Seconds warm sandboxes stay once no Agent, TaskManager or open sandbox of the process remains.")
     pygent_api_timeout: float = Field(120.0, gt=0, description="Seconds to wait for the model provider's answer (per attempt).")
     pygent_command_timeout: float = Field(60.0, gt=0, description="Default wall clock of one bash call, seconds.")
@@ -54,6 +61,8 @@ class Settings(BaseSettings):
     pygent_egress_hosts: str | None = Field(None, description="NAME=ADDRESS pairs the egress proxy resolves itself (its /etc/hosts), comma-separated.")
     pygent_egress_linger: float = Field(30.0, gt=0, le=3600, description="Seconds an egress proxy nobody uses stays up before it exits.")
     pygent_mcp_token: str | None = Field(None, min_length=16, description="Bearer token `pygent-runner mcp --http` requires (unset: one is generated and printed on stderr).")
+    pygent_log_dir: Path | None = Field(None, description="Directory of run logs (JSONL, one per run). Set: every Agent logs there; `run` and `chat` always log, by default under $XDG_STATE_HOME/pygent-runner/runs.")
+    pygent_log_keep: int = Field(500, ge=0, description="Run logs kept per log directory: the oldest beyond this are removed when a run starts (0 = keep all).")
     pygent_config: Path | None = Field(None, description="Path of a pygent.toml to read.")
 
     @field_validator("pygent_allow_hosts")

@@ -26,7 +26,7 @@ def test_model_event_carries_latency_retries_and_usage(fake_openai: FakeOpenAI, 
     agent = Agent(model=seed_class("HTTPModel")() if which != "default" else None, on_event=events.append)
     agents.append(agent)
     agent.step("hello")
-    assert [e.kind for e in events] == ["model", "assistant"]
+    assert [e.kind for e in events] == ["model", "assistant", "step"]  # step: the end of the step (issue 26)
     model = events[0]
     assert model.data["retries"] == 1 and model.data["attempts"] == 2
     assert model.data["usage"] == USAGE
@@ -74,5 +74,7 @@ def test_tool_steps_keep_their_events_in_order(fake_openai: FakeOpenAI, agents: 
     events: list[StepEvent] = []
     agents.append(agent := Agent(on_event=events.append))
     agent.step("go")
-    assert [e.kind for e in events] == ["model", "assistant", "output", "tool"]  # output: as the command prints
+    # sandbox: the agent's sandbox was created (issue 26); output: as the command prints; step: its end
+    assert [e.kind for e in events] == ["model", "assistant", "sandbox", "output", "tool", "step"]
+    events.remove(events[2])
     assert events[2].content == "hi\n" and events[3].tool == "bash" and "hi" in events[3].content

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = f"{ROOT / 'examples' / 'demo_model.py'}:DemoModel"
+_STATE = tempfile.mkdtemp(prefix="pygent-test-state-")
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 100) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PYGENT_"))}
+    base["XDG_STATE_HOME"] = _STATE  # `run` always writes a run log: never into the user's home
     return subprocess.run([sys.executable, "-m", "pygent.cli", *args], capture_output=True, text=True,
                           env={**base, **(env or {})}, timeout=timeout, cwd=ROOT)
 

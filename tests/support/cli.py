@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +23,15 @@ OWNER_PID = "io.pygent.owner-pid"
 REPO = Path(__file__).resolve().parents[2]  # the repository root
 
 _pids: list[int] = []
+#: `run` and `chat` always write a run log: the tests' go under here, never into the user's home
+#: (XDG_STATE_HOME, not PYGENT_LOG_DIR: a PYGENT_ variable would change the exec cache's key).
+STATE_HOME = Path(tempfile.mkdtemp(prefix="pygent-test-state-"))
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYGENT_CONFIG", None)
+    env.setdefault("XDG_STATE_HOME", str(STATE_HOME))
     env.update(extra)
     return env
 

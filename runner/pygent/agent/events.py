@@ -23,13 +23,27 @@ class StepEvent:
     that makes no HTTP call has none), then "assistant", one "tool" per call,
     "task" for delegated tasks, and "output" while a bash command runs (``content``: a chunk of
     its output as it arrives, ``data["stream"]``: "stdout" or "stderr"; at most 1 MiB a
-    command; the tool's result still follows). New kinds may be added: displays should
-    ignore kinds they do not know.
+    command; the tool's result still follows). A "tool" event's ``data["cost"]`` is what its
+    commands cost (commands, cpu_user, cpu_sys in seconds, max_rss in bytes; absent when it ran
+    none). "step" ends each step (``data["n"]``: its number; the run log fsyncs there);
+    "sandbox" is the agent's sandbox's life (``content``: created, died or recovered;
+    ``data``: id, image or reason); "task_step" is one event of a delegated task
+    (``data``: task_id and the event as a dict; a task's own tasks nest). New kinds may be
+    added: displays should ignore kinds they do not know.
     """
 
-    kind: str  #: "model" | "assistant" | "tool" | "task" | "output"
+    kind: str  #: "model" | "assistant" | "tool" | "task" | "output" | "step" | "sandbox" | "task_step" | ...
     content: str | None = None
     tool: str | None = None
     arguments: str | None = None
     duration: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a plain dict (empty fields left out): run logs and "task_step" events."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for name in ("content", "tool", "arguments", "duration", "data"):  # no asdict: it deep-copies data
+            value = getattr(self, name)
+            if value not in (None, "", {}):
+                out[name] = value
+        return out

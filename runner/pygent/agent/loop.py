@@ -9,6 +9,7 @@ module-level one in tools.py) and are called with a ToolContext made per step.
 
 from __future__ import annotations
 
+import copy
 import time
 import weakref
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ from .. import call_stats, models, openai_compat
 from ..errors import ModelError, PygentError
 from ..openai_compat import Message
 from ..sandbox import SandboxPolicy
+from ..sandbox.result import sum_costs
 from . import tools
+from .checkpoint import Checkpoint
 from .context import ToolContext
 from .events import StepEvent
 from .format import clean_str
 from .prompt import DEFAULT_PERSONA, build_system_msg
 from .registry import ToolRegistry
+from .runlog import RunLog
 from .runtime import Runtime
 from .tasks import AgentFactory, TaskManager
 from .tools import DEFAULT_TOOLS
@@ -48,11 +52,15 @@ class Agent:
 
     Agent(model=None, runtime=None, model_name=None, system_msg=None, history=None,
           image=None, workspace=None, policy=None, fresh_sandbox_per_call=False,
-          persona=None, on_event=None, task_depth=0, tools=None)
+          persona=None, on_event=None, task_depth=0, tools=None, log_dir=None)
 
     `tools`: this agent's ToolRegistry (default: the module-level registry, so
     `register_tool` reaches every agent without one). Delegated tasks' agents
     get the same registry.
+
+    `log_dir` (default PYGENT_LOG_DIR; unset: no log): write this agent's
+    crash-safe run log there (agent/runlog.py), one JSONL file; its path is
+    ``agent.run_log.path``. Delegated tasks' events go into their parent's log.
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class Agent:
         on_event: Callable[[StepEvent], None] | None = None,
         task_depth: int = 0,
         tools: ToolRegistry | None = None,
+        log_dir: str | Path | None = None,
     ) -> None:
         from ..settings import get_settings
 
@@ -86,7 +95,14 @@ class Agent:
             self.history.append({"role": "system", "content": self._system_msg()})
         self.tasks = TaskManager(parent=self, agent_factory=_task_agents(self.tools))
         self.runtime.tasks = self.tasks
-        self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks)
+        self.runtime.on_sandbox = _sandbox_events(self)
+        if log_dir is None and task_depth == 0:
+            log_dir = get_settings().pygent_log_dir
+        #: The crash-safe run log (None: not logging); ``run_log.path`` is its file.
+        self.run_log: RunLog | None = RunLog(log_dir, model=self.model_name, image=self.runtime.image) if log_dir else None
+        #: Steps taken (Agent.step calls), kept in checkpoints.
+        self.steps = 0
+        self._finalizer = weakref.finalize(self, _cleanup, self.runtime, self.tasks, self.run_log)
 
     # -- prompt -------------------------------------------------------------
     def _system_msg(self) -> str:
@@ -105,6 +121,7 @@ class Agent:
         """
         if user_msg is not None:
             self.history.append({"role": "user", "content": user_msg})
+        self.steps += 1
         started = time.monotonic()
         with call_stats.record_calls() as calls:
             try:
@@ -119,11 +136,49 @@ class Agent:
         ctx = self.tool_context()
         for call in message.tool_calls or []:
             t0 = time.monotonic()
-            output = clean_str(self.tools.execute(call, ctx))  # any tool's text, not only bash's
+            self.runtime.costs = []
+            try:
+                output = clean_str(self.tools.execute(call, ctx))  # any tool's text, not only bash's
+            finally:
+                costs, self.runtime.costs = self.runtime.costs, None
             self.history.append({"role": "tool", "tool_call_id": call.id, "content": output})
             self._emit(StepEvent("tool", content=output, tool=call.function.name, arguments=call.function.arguments,
-                                 duration=time.monotonic() - t0))
+                                 duration=time.monotonic() - t0, data={"cost": sum_costs(costs)} if costs else {}))
+        self.steps += 1
+        self._emit(StepEvent("step", duration=time.monotonic() - started, data={"n": self.steps}))
         return message
+
+    # -- checkpoints (issue 24) ----------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        """The conversation, the step count and a snapshot of the sandbox, now.
+        Raises what Sandbox.snapshot raises (SnapshotTooLarge, SandboxGone...)."""
+        return Checkpoint(tuple(copy.deepcopy(self.history)), self.steps, self.runtime.snapshot())
+
+    def restore(self, cp: Checkpoint) -> None:
+        """Rewind to `cp`: its conversation and step count, and a sandbox restored from its
+        snapshot (the current sandbox is removed). Raises what open_sandbox(snapshot=) raises."""
+        self.runtime.restore(cp.snapshot)
+        self.history = cp.messages()
+        self.steps = cp.steps
+
+    def fork(self, cp: Checkpoint, n: int = 1) -> "list[Agent]":
+        """n new agents continuing from `cp`, each with its own sandbox restored from its
+        snapshot (started side by side); same model, tools, persona, image and policy.
+        Close them (or use them as context managers). Raises what Sandbox.fork raises."""
+        from ..sandbox import open_forks
+
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("fork(cp, n) needs a positive number of agents")
+        sandboxes = open_forks(cp.snapshot, n) if cp.snapshot is not None else [None] * n
+        agents = []
+        for sandbox in sandboxes:
+            runtime = Runtime(image=self.runtime.image, policy=self.runtime.policy, task_depth=self.runtime.task_depth)
+            runtime.restore(None, sandbox)
+            agent = Agent(self.model, runtime, self.model_name, self._custom_system, cp.messages(),
+                          persona=self.persona, on_event=self.on_event, task_depth=self.runtime.task_depth, tools=self.tools)
+            agent.steps = cp.steps
+            agents.append(agent)
+        return agents
 
     def tool_context(self) -> ToolContext:
         """What this agent's tools may use: its runtime, task manager and event sink.
@@ -146,6 +201,8 @@ class Agent:
         max_time bounds the whole run. Model errors end the run with reason 'error'.
         """
         start = time.monotonic()
+        if self.run_log is not None:
+            self.run_log.run_started(user_msg, max_steps=max_steps, step_timeout=step_timeout, max_time=max_time)
         msg: str | None = user_msg
         last: Message | None = None
         for n in range(1, max_steps + 1):
@@ -174,9 +231,16 @@ class Agent:
 
     def _end(self, result: RunResult) -> RunResult:
         self.last_run = result
+        if self.run_log is not None:
+            self.run_log.run_ended(result.reason, result.steps, result.error)
         return result
 
     def _emit(self, event: StepEvent) -> None:
+        if self.run_log is not None:
+            try:
+                self.run_log(event)
+            except Exception:
+                pass  # a full disk must not break the loop either
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -221,11 +285,30 @@ def _model_event(latency: float, calls: list[call_stats.CallRecord], error: str 
     })
 
 
-def _cleanup(runtime: Runtime, tasks: Any) -> None:
+def _sandbox_events(agent: "Agent") -> Callable[[str, dict[str, Any]], None]:
+    """The runtime's hook for its sandbox's life (created, died, recovered) -> "sandbox" events.
+
+    Holds the Agent weakly: the runtime must not keep it alive (its finalizer removes containers).
+    """
+    ref = weakref.ref(agent)
+
+    def emit(what: str, data: dict[str, Any]) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._emit(StepEvent("sandbox", content=what, data=data))
+
+    return emit
+
+
+def _cleanup(runtime: Runtime, tasks: Any, run_log: RunLog | None = None) -> None:
     try:
         tasks.close()
     finally:
-        runtime.cleanup()
+        try:
+            runtime.cleanup()
+        finally:
+            if run_log is not None:
+                run_log.close()
 
 
 __all__ = ["Agent", "RunResult", "StepEvent", "ModelError"]

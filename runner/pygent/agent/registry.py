@@ -57,6 +57,15 @@ class ToolRegistry:
         for source in sources:
             self.update(source)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the Ray backend sends a parent's tools to its tasks' nodes): the lock and
+        the compiled validators (a cache) are made anew on the other side."""
+        with self._lock:
+            return {k: v for k, v in vars(self).items() if k not in ("_lock", "_validators")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _validators={}, _lock=threading.RLock())
+
     # -- registering ----------------------------------------------------------
     def register(self, name: str, description: str, parameters: dict[str, Any], func: ToolFunc, *, context: bool = False) -> None:
         """Add a tool; `context=True`: it is called with a ToolContext instead of the Runtime.

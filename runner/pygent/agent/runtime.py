@@ -14,11 +14,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineUnavailable, SandboxError, SandboxGone, ToolError
-from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, open_sandbox
+from ..sandbox import ExecResult, Sandbox, SandboxPolicy, default_policy, demand, lifecycle, open_sandbox
 from .format import clean_text, format_output, format_result, format_status
+
+if TYPE_CHECKING:
+    from ..sandbox.changes import Changes
+    from ..sandbox.snapshot import Snapshot
 
 
 class Runtime:
@@ -71,6 +75,11 @@ class Runtime:
         self.on_first_command: Any = None
         #: on_output(stream, data): a bash command's output as it arrives (the Agent's on_event).
         self.on_output: Any = None
+        #: on_sandbox(what, data): the sandbox was "created", "died" or "recovered" (a fresh one after a death).
+        self.on_sandbox: Any = None
+        #: While a list (the agent loop opens one per tool call): each command's ExecResult.cost() goes here.
+        self.costs: list[dict[str, Any]] | None = None
+        self._lost_one = False
 
     # -- the sandbox ----------------------------------------------------------
     @property
@@ -89,8 +98,63 @@ class Runtime:
                 dead = self._sandbox
                 raise self._lose(dead, getattr(dead, "gone_reason", "") or "it stopped", ran=False)
             if self._sandbox is None or self._sandbox.closed:
-                self._sandbox = open_sandbox(self.image, self.policy)
+                with lifecycle.purpose(self._purpose):
+                    self._adopt(open_sandbox(self.image, self.policy))
+                self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
+            assert self._sandbox is not None
             return self._sandbox
+
+    @property
+    def _purpose(self) -> str:
+        return "task" if self.task_depth else "agent"
+
+    def _sandbox_event(self, what: str, **data: Any) -> None:
+        hook = self.on_sandbox
+        if hook is not None:
+            try:
+                hook(what, data)
+            except Exception:
+                pass  # a log or display must never break the runtime
+
+    def _adopt(self, sandbox: Sandbox) -> None:
+        """Make `sandbox` the agent's; it pauses itself when idle (PYGENT_IDLE_PAUSE)."""
+        from ..sandbox import idle
+        from ..settings import get_settings
+
+        self._sandbox = sandbox
+        idle.watch(sandbox, get_settings().pygent_idle_pause)
+
+    # -- snapshots (issue 24) -----------------------------------------------------
+    def snapshot(self) -> "Snapshot | None":
+        """The sandbox's workspace and shell state now; None when no sandbox was started yet
+        (nothing to keep: a fresh one is the same). Raises what Sandbox.snapshot raises."""
+        if self.fresh_per_call:
+            raise SandboxError("an agent with a fresh sandbox per call has no sandbox state to snapshot")
+        if not self.started:
+            return None
+        sandbox = self.sandbox
+        return self._using(sandbox, lambda: sandbox.snapshot())
+
+    def restore(self, snapshot: "Snapshot | None", sandbox: Sandbox | None = None) -> None:
+        """Continue in a sandbox restored from `snapshot` (or the given, already restored one);
+        None: a fresh sandbox on next use. The current sandbox is removed."""
+        if snapshot is not None and sandbox is None:
+            sandbox = open_sandbox(snapshot=snapshot)
+        with self._lock:
+            if self._closed:
+                if sandbox is not None:
+                    sandbox.close(wait=False)
+                raise SandboxError("this runtime was cleaned up; create a new Agent")
+            old, self._sandbox = self._sandbox, None
+            if sandbox is not None:
+                self._adopt(sandbox)
+        if old is not None:
+            old.close(wait=False)
+
+    def changes(self, since: "Snapshot") -> "Changes":
+        """What changed in the sandbox's trees since `since`. Raises what Sandbox.changes raises."""
+        sandbox = self.sandbox
+        return self._using(sandbox, lambda: sandbox.changes(since))
 
     def _lose(self, dead: Sandbox, reason: str, ran: bool) -> SandboxGone:
         """Forget a dead sandbox and say so, once: what happened, what is lost, what comes next.
@@ -101,6 +165,8 @@ class Runtime:
         """
         if self._sandbox is dead:
             self._sandbox = None
+        self._lost_one = True
+        self._sandbox_event("died", id=dead.id[:12], reason=reason)
         try:
             dead.close(wait=False)  # whatever is left of it (a stopped container, our stream)
         except Exception:
@@ -141,18 +207,25 @@ class Runtime:
         """Run a command and get the full result object."""
         timeout = self._limit(timeout)
         if self.fresh_per_call:
-            with open_sandbox(self.image, self.policy, pool=True) as sb:
+            with lifecycle.purpose(self._purpose), open_sandbox(self.image, self.policy, pool=True) as sb:
                 self._first_command()
-                return sb.exec(cmd, timeout=timeout, **kw)
+                return self._cost(sb.exec(cmd, timeout=timeout, **kw))
         sandbox = self.sandbox
         self._first_command()
-        result = self._using(sandbox, lambda: sandbox.exec(cmd, timeout=timeout, **kw))
+        result = self._cost(self._using(sandbox, lambda: sandbox.exec(cmd, timeout=timeout, **kw)))
         if result.oom_killed and not sandbox.healthy():
             # The whole sandbox went with the command (gVisor's OOM): say so now, with the
             # result, rather than on the next call.
             with self._lock:
                 if not self._closed:
                     self.last_loss = str(self._lose(sandbox, "it ran out of memory and the engine killed it", ran=True))
+        return result
+
+    def _cost(self, result: ExecResult) -> ExecResult:
+        """Note what the command cost for the tool call running it (see ``costs``)."""
+        cost = result.cost()
+        if self.costs is not None and cost is not None:
+            self.costs.append(cost)
         return result
 
     def _using(self, sandbox: Sandbox, use: Any) -> Any:

@@ -29,7 +29,9 @@ def _manager(ctx: ToolContext) -> "TaskManager":
 
 @tool(
     name="delegate_task",
-    description="Start a background sub-agent in its own fresh container; returns its task id at once.",
+    description="Start a background sub-agent in its own container; returns its task id at once. "
+    "By default its workspace starts empty; with fork: true it starts as a copy of your workspace and shell "
+    "state (variables, functions, cwd) as they are now, and what it changes there does not touch yours.",
     parameters={
         "type": "object",
         "properties": {
@@ -39,6 +41,7 @@ def _manager(ctx: ToolContext) -> "TaskManager":
             "step_timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Max seconds per step"},
             "image": {"type": "string", "description": "Sandbox image for the task"},
             "persona": {"type": "string", "description": "Persona for the sub-agent"},
+            "fork": {"type": "boolean", "description": "Start from a copy of your current workspace and shell state (default false: an empty workspace)"},
         },
         "required": ["prompt"],
         "additionalProperties": False,

@@ -108,6 +108,7 @@ class Task:
     started: float | None = None
     ended: float | None = None
     first_command: float | None = None  #: time.time() of the task's first command (for benchmarks)
+    fork_from: Any = None  #: delegate_task fork=true: the parent's Snapshot its sandbox starts from (issue 24)
     answer: str | None = None  #: the sub-agent's last text
     container: str | None = None
     snapshot: str | None = None  #: path of the workspace tar, once ended
@@ -127,6 +128,25 @@ class Task:
             "persona": self.persona,
             "container": self.container,
         }
+
+
+def _watched(parent: Any) -> bool:
+    """Does anyone read the parent's events (a display, --json, its run log)?"""
+    return parent is not None and (parent.on_event is not None or getattr(parent, "run_log", None) is not None)
+
+
+def _forward(parent: Any, task_id: str) -> Any:
+    """A sub-agent's event sink: each event goes to the parent as a "task_step" of this task
+    (so a task's own tasks nest). Running output chunks stay out: the tool's result has them.
+    Holds the parent weakly (the parent's finalizer removes containers)."""
+    ref = weakref.ref(parent)
+
+    def emit(event: StepEvent) -> None:
+        owner = ref()
+        if owner is not None and event.kind != "output":
+            owner._emit(StepEvent("task_step", data={"task_id": task_id, "event": event.to_dict()}))
+
+    return emit
 
 
 class TaskManager:
@@ -181,6 +201,7 @@ class TaskManager:
         image: str | None = None,
         persona: str | None = None,
         depth: int = 0,
+        fork: bool = False,
     ) -> Task:
         """Queue a task and return at once.
 
@@ -207,6 +228,8 @@ class TaskManager:
             files=list(files or []),
         )
         parent_rt = self.parent.runtime if self.parent is not None else None
+        if fork:
+            task.fork_from = _fork_point(parent_rt, image)
         with self._lock:
             self.tasks[task.id] = task
             if self._executor is None and not self._dispatched:
@@ -254,16 +277,20 @@ class TaskManager:
             parent_image = parent_rt.image if parent_rt is not None else None
             runtime = Runtime(image=task.image or parent_image, policy=parent_rt.policy.model_copy(update={"workspace": None}) if parent_rt else None, task_depth=depth + 1)
             runtime.recover = False  # a dead sandbox ends the task (lost), it is not silently replaced
+            if task.fork_from is not None:
+                runtime.restore(task.fork_from)
             runtime.on_first_command = lambda: setattr(task, "first_command", task.first_command or time.time())
             assert self.agent_factory is not None  # checked by start()
             agent = self.agent_factory(runtime=runtime, persona=task.persona, task_depth=depth + 1)
             agent.tasks.max_depth = self.max_depth
+            if _watched(self.parent):
+                agent.on_event = _forward(self.parent, task.id)
             task.agent = agent
             if task.files and parent_rt is not None:
                 self._copy_files(parent_rt, runtime, task.files)
             if task.status != TaskStatus.RUNNING:
                 return
-            result = agent.run_until_stop(task.prompt, max_steps=DEFAULT_TASK_STEPS, step_timeout=task.step_timeout, max_time=task.timeout)
+            result = _task_loop()(agent, task, self.agent_factory, depth + 1, DEFAULT_TASK_STEPS)
             task.steps = result.steps
             task.answer = _last_text(agent.history)
             if runtime.lost is not None:
@@ -343,7 +370,7 @@ class TaskManager:
 
     def _event(self, task: Task) -> None:
         parent = self.parent
-        if parent is not None and parent.on_event is not None:
+        if _watched(parent):
             parent._emit(StepEvent("task", content=task.status.value, data=task.to_dict()))
 
     # -- queries and control ----------------------------------------------
@@ -424,6 +451,22 @@ class TaskManager:
             import shutil
 
             shutil.rmtree(self._snapdir, ignore_errors=True)
+
+
+def _task_loop() -> Any:
+    """Where a task's loop runs: here, or with the Ray backend on the node that holds its
+    sandbox (ray_loop.py). Both take (agent, task, factory, depth, max_steps)."""
+    from ..sandbox.registry import chosen_name
+
+    if chosen_name() == "ray":
+        from .ray_loop import run_on_node
+
+        return run_on_node
+    return _local_loop
+
+
+def _local_loop(agent: TaskAgent, task: Task, factory: Any, depth: int, max_steps: int) -> Any:
+    return agent.run_until_stop(task.prompt, max_steps=max_steps, step_timeout=task.step_timeout, max_time=task.timeout)
 
 
 def _archive_following_links(sandbox: Any, path: str) -> tuple[str, bytes]:
@@ -536,6 +579,16 @@ def _quote(path: str) -> str:
     import shlex
 
     return shlex.quote(path)
+
+
+def _fork_point(parent_rt: "Runtime | None", image: str | None) -> Any:
+    """delegate_task fork=true: the parent's snapshot, taken now (None: no sandbox yet, nothing to copy).
+    Raises TaskError (no parent, another image) and what Sandbox.snapshot raises."""
+    if parent_rt is None:
+        raise TaskError("fork needs a parent agent's sandbox to copy")
+    if image is not None and image != parent_rt.image:
+        raise TaskError("a forked task runs in its parent's image: leave image out, or do not fork")
+    return parent_rt.snapshot()
 
 
 def _last_text(history: list[dict[str, Any]]) -> str | None:

@@ -96,6 +96,10 @@ def build_app() -> "typer.Typer":
 
     gc.register(app)
     doctor.register(app)
+    from . import ps, view
+
+    ps.register(app)
+    view.register(app)
     app.add_typer(images_app, name="images")
     _register_run(app)
     _app = app

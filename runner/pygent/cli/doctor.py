@@ -62,6 +62,8 @@ def register(app: "typer.Typer") -> None:
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     settings = _settings(checks)
+    if _ray_chosen():
+        return checks + _cluster_rows()
     client = _engine(checks)
     if client is None:
         for name in ("runtimes", "images", "sandbox", "limits"):
@@ -79,6 +81,19 @@ def run_checks() -> list[Check]:
     _runtimes(checks, info, probe_image, configured)
     _sandbox_and_limits(checks, info, probe_image)
     return checks
+
+
+def _ray_chosen() -> bool:
+    from ..sandbox.registry import chosen_name
+
+    return chosen_name() == "ray"
+
+
+def _cluster_rows() -> list[Check]:
+    """PYGENT_BACKEND=ray: the cluster, then each node (engine, slots, tooling), from the backend."""
+    from ..sandbox.registry import get_backend
+
+    return [Check(c.name, OK if c.ok else FAIL, c.detail, c.fix) for c in get_backend().checks()]
 
 
 def _settings(checks: list[Check]) -> Any:

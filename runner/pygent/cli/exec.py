@@ -401,6 +401,9 @@ def run(argv: list[str]) -> int:
 def _run(opts: Options, keep: Callable[[Any], None]) -> int:
     from ..errors import PygentError
 
+    from ..sandbox.lifecycle import PURPOSE
+
+    PURPOSE.set("exec")  # `ps` shows what the sandbox is for (its labels are made from this)
     command = opts.command[0] if len(opts.command) == 1 else _join(opts.command)
     try:
         sandbox = _quick_sandbox(opts)

@@ -48,7 +48,7 @@ def load_custom_model(spec: str) -> Any:
 
 def _make_agent(
     custom_model: Optional[str], model: Optional[str], image: Optional[str], workspace: Optional[Path], on_event: Any,
-    allow_hosts: Optional[list[str]] = None,
+    allow_hosts: Optional[list[str]] = None, log_dir: Optional[Path] = None,
 ) -> Any:
     from .. import models
     from ..agent import Agent
@@ -67,7 +67,11 @@ def _make_agent(
     from .common import cli_policy
 
     policy = cli_policy(allow_hosts=allow_hosts) if allow_hosts else None
-    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, policy=policy, on_event=on_event)
+    from ..agent.runlog import default_log_dir
+
+    # Every run of the command line is recorded (crash-safe JSONL; `pygent-runner view` reads it).
+    return Agent(model=chosen, model_name=model, image=image, workspace=workspace, policy=policy, on_event=on_event,
+                 log_dir=log_dir or default_log_dir())
 
 
 def _agent_or_exit(*args: Any) -> Any:
@@ -133,14 +137,19 @@ class _Display:
 
 
 class _ModelCalls:
-    """Keeps each model call's figures (latency, retries, token usage) for the --json transcript."""
+    """Keeps each model call's figures (latency, retries, token usage) and each tool call's
+    (duration, what its commands cost) for the --json transcript."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.tools: list[dict[str, Any]] = []
 
     def __call__(self, event: Any) -> None:
         if event.kind == "model":
             self.calls.append({"step": len(self.calls) + 1, **{k: v for k, v in event.data.items()}})
+        elif event.kind == "tool":
+            self.tools.append({"step": len(self.calls), "tool": event.tool, "duration": round(event.duration, 6),
+                               "cost": event.data.get("cost")})
 
     def usage(self) -> dict[str, int] | None:
         """Token counts summed over the run's calls; None when the provider reported none."""
@@ -158,6 +167,8 @@ def _transcript(task: str, result: Any, agent: Any, started: float, model_calls:
         "duration": round(time.monotonic() - started, 3),
         "model_calls": model_calls.calls if model_calls is not None else [],
         "usage": model_calls.usage() if model_calls is not None else None,
+        "tool_calls": model_calls.tools if model_calls is not None else [],
+        "log": str(agent.run_log.path) if agent.run_log is not None else None,
         "tasks": agent.tasks.wait(timeout=0),
         "history": _clean_history(agent.history),
     }
@@ -179,6 +190,27 @@ def _clean_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [clean(m) for m in history]
 
 
+def _baseline(agent: Any) -> Any:
+    """--diff: the workspace as the run starts (the sandbox starts now). Exits 2 when it cannot be taken."""
+    from ..errors import PygentError
+
+    try:
+        return agent.runtime.sandbox.snapshot()
+    except PygentError as exc:
+        typer.echo(f"error: --diff: {exc}", err=True)
+        agent.close()
+        raise typer.Exit(2) from None
+
+
+def _changes(agent: Any, baseline: Any) -> Any:
+    """--diff: what the run changed; emitted as a "changes" StepEvent too (for run logs)."""
+    from ..agent.events import StepEvent
+
+    changes = agent.runtime.changes(baseline)
+    agent._emit(StepEvent("changes", data=changes.as_dict()))
+    return changes
+
+
 def _exit_code(reason: str) -> int:
     return {"stop": EXIT_STOPPED, "ask_user": EXIT_STOPPED, "error": EXIT_ERROR}.get(reason, EXIT_LIMIT)
 
@@ -197,6 +229,8 @@ def register(app: typer.Typer) -> None:
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace (explicit loosening)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable transcript instead of the live view."),
         allow_host: Optional[list[str]] = allow_host_option(),
+        log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where this run's log goes (PYGENT_LOG_DIR; default $XDG_STATE_HOME/pygent-runner/runs)."),
+        diff: bool = typer.Option(False, "--diff", help="At the end, print what the run changed in /workspace (files added, modified, deleted, and diffs); with --json, the transcript's \"changes\"."),
     ) -> None:
         """Run an agent on TASK until it calls stop; every command runs in a sandbox.
 
@@ -208,17 +242,23 @@ def register(app: typer.Typer) -> None:
         model_calls = _ModelCalls() if as_json else None
         display = None if as_json else _Display(console)
         started = time.monotonic()
-        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display or model_calls, allow_host, log_dir)
         try:
+            baseline = _baseline(agent) if diff else None
             if display is not None:
                 with display.live:
                     result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
                     agent.tasks.wait(timeout=max_time or 600)
                 console.print(f"\n[bold]{'done' if result.reason in ('stop', 'ask_user') else 'ended'}:[/] {result}")
+                if baseline is not None:
+                    sys.stdout.write(_changes(agent, baseline).render())
             else:
                 result = agent.run_until_stop(task, max_steps=max_steps, max_time=max_time)
                 agent.tasks.wait(timeout=max_time or 600)
-                sys.stdout.write(json.dumps(_transcript(task, result, agent, started, model_calls), default=str) + "\n")
+                record = _transcript(task, result, agent, started, model_calls)
+                if baseline is not None:
+                    record["changes"] = _changes(agent, baseline).as_dict()
+                sys.stdout.write(json.dumps(record, default=str) + "\n")
         finally:
             agent.close()
         raise typer.Exit(_exit_code(result.reason))
@@ -230,13 +270,14 @@ def register(app: typer.Typer) -> None:
         image: Optional[str] = typer.Option(None, help="Sandbox image (PYGENT_IMAGE)."),
         workspace: Optional[Path] = typer.Option(None, help="Host directory mounted as /workspace."),
         allow_host: Optional[list[str]] = allow_host_option(),
+        log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where this session's log goes (PYGENT_LOG_DIR; default $XDG_STATE_HOME/pygent-runner/runs)."),
     ) -> None:
         """Interactive session: each message runs the agent until it stops. /exit quits, /tasks lists tasks."""
         from rich.console import Console
 
         console = Console()
         display = _Display(console)
-        agent = _agent_or_exit(custom_model, model, image, workspace, display, allow_host)
+        agent = _agent_or_exit(custom_model, model, image, workspace, display, allow_host, log_dir)
         console.print("[bold green]pygent[/] in a sandbox. /exit to quit, /tasks for delegated tasks.")
         try:
             while True:

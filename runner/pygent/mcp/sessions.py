@@ -69,10 +69,11 @@ class SessionSandbox:
             if self._closed:
                 raise SandboxError("this MCP session has ended; reconnect to get a new sandbox")
             if self._sandbox is None or self._sandbox.closed:
-                from ..sandbox import open_sandbox
+                from ..sandbox import lifecycle, open_sandbox
 
                 # No warm pool: it would start containers before any call and keep them.
-                self._sandbox = open_sandbox(self.config.image, self.policy, pool=False)
+                with lifecycle.purpose("mcp"):
+                    self._sandbox = open_sandbox(self.config.image, self.policy, pool=False)
             return self._sandbox
 
     @property

@@ -13,12 +13,13 @@ if TYPE_CHECKING:
     from .base import Sandbox
     from .policy import Mount, SandboxPolicy
     from .result import ExecResult
+    from .snapshot import Snapshot
 
-__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "open_sandbox", "default_policy"]
+__all__ = ["ExecResult", "Mount", "Sandbox", "SandboxPolicy", "Snapshot", "open_forks", "open_sandbox", "default_policy"]
 
 # Imported on first use (PEP 562): `pygent-runner exec` reaches pygent.sandbox.channel
 # and must not pay for pydantic (the policy) on its fast path.
-_LAZY = {"Sandbox": ".base", "Mount": ".policy", "SandboxPolicy": ".policy", "ExecResult": ".result"}
+_LAZY = {"Sandbox": ".base", "Mount": ".policy", "SandboxPolicy": ".policy", "ExecResult": ".result", "Snapshot": ".snapshot"}
 
 
 def __getattr__(name: str) -> Any:
@@ -31,7 +32,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, *, pool: bool = True) -> Sandbox:
+def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, *, pool: bool = True,
+                 snapshot: "Snapshot | None" = None) -> Sandbox:
     """Start (or take a warm) sandbox. Close it, or use it as a context manager.
 
     image: a bundled name ('python', 'minimal') or any Linux image on the engine
@@ -39,8 +41,16 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
     no python and no bash); default PYGENT_IMAGE. The engine is the backend
     chosen by PYGENT_BACKEND (docker, podman).
 
-    Raises: EngineUnavailable, ImageNotFound, RuntimeUnavailable, ConfigError.
+    snapshot: start it with a snapshot's workspace trees and shell state, in the
+    snapshot's image and policy (Sandbox.snapshot(), Snapshot.load()).
+
+    Raises: EngineUnavailable, ImageNotFound, RuntimeUnavailable, ConfigError;
+    with a snapshot also SnapshotUnsupported, SnapshotError.
     """
+    if snapshot is not None:
+        from .restore import open_restored
+
+        return open_restored(snapshot, image, policy, pool)
     from ..settings import get_settings
     from .pool import get_pool
     from .registry import get_backend
@@ -49,7 +59,27 @@ def open_sandbox(image: str | None = None, policy: SandboxPolicy | None = None, 
     engine = get_backend()
     tag = engine.resolve_image(image or get_settings().pygent_image)
     chosen = get_pool(tag, policy) if pool else None
-    return chosen.acquire() if chosen is not None else engine.create(tag, policy)
+    if chosen is None:
+        return engine.create(tag, policy)
+    from . import lifecycle
+
+    sandbox = chosen.acquire()
+    what = lifecycle.PURPOSE.get()
+    if what != "sandbox":
+        lifecycle.claim(sandbox.id, what)  # its labels say "pool": note what it serves now (ps)
+    return sandbox
+
+
+def open_forks(source: "Snapshot | Sandbox", n: int, *, pool: bool = True) -> "list[Sandbox]":
+    """n sandboxes restored from one snapshot (or from a sandbox: its snapshot is taken
+    while they start), side by side: all of them or none (`Sandbox.fork(n)`, `Agent.fork(cp, n)`).
+    Raises what Sandbox.snapshot() and open_sandbox(snapshot=) raise."""
+    from .restore import fork_of, open_many
+    from .snapshot import Snapshot
+
+    if isinstance(source, Snapshot):
+        return open_many(source, n, pool=pool)
+    return fork_of(source, n, pool=pool)
 
 
 def default_policy(**overrides: object) -> SandboxPolicy:

@@ -14,7 +14,9 @@ from .files import chunks_of, host_tree
 from .result import ExecResult
 
 if TYPE_CHECKING:
+    from .changes import Changes
     from .processes import ProcessOutput, ProcessStatus
+    from .snapshot import Snapshot
 
 OutputCallback = Callable[[bytes], None]
 #: on_chunk(stream, data): output as it arrives ("stdout"/"stderr"), for displays.
@@ -235,6 +237,114 @@ class Sandbox(abc.ABC):
 
         Raises: PermissionError (something in it the user cannot read), FileTooLarge, SandboxError.
         """
+
+    # -- snapshots, forks, changes, pause (issue 24; a backend without them says so) ----
+    def snapshot(self, paths: Iterable[str] | None = None, max_bytes: int | None = None) -> "Snapshot":
+        """The workspace trees (default /workspace), shell state and cwd, and this sandbox's
+        image and policy, taken by the in-container server as the sandbox user.
+
+        Special files (FIFOs, sockets, devices) are left out (listed in `skipped`); hard links
+        become copies; links are kept as links, never followed.
+        Raises: SnapshotTooLarge (over max_bytes, default snapshot.SNAPSHOT_MAX: nothing kept),
+        PermissionError (a file the user cannot read), SnapshotUnsupported, SandboxGone,
+        SandboxClosed, SnapshotInvalid (bad paths).
+        """
+        from ..errors import SnapshotTooLarge
+        from .files import raise_for
+        from .snapshot import SNAPSHOT_MAX, Snapshot, clean_roots
+
+        roots = clean_roots(tuple(paths) if paths is not None else None)
+        limit = SNAPSHOT_MAX if max_bytes is None else int(max_bytes)
+        buf = bytearray()
+        answer = self._snapshot_stream({"paths": list(roots), "max": limit, "contents": True}, buf.extend)
+        if "too_large" in answer:
+            raise SnapshotTooLarge(
+                f"the snapshot of {', '.join(roots)} is over its {limit} byte limit (at least {answer['too_large']} bytes): "
+                "pass a larger max_bytes, or snapshot less (paths=...), or remove build outputs first"
+            )
+        raise_for(answer, answer.get("path") or roots[0], "snapshotting")
+        policy = getattr(self, "policy", None)
+        return Snapshot(bytes(buf), image=str(getattr(self, "image", "")),
+                        policy=policy.model_dump(mode="json") if policy is not None else None,
+                        paths=roots, backend=self.backend_name, sandbox=self.id,
+                        skipped=list(answer.get("skipped") or []))
+
+    def fork(self, n: int = 1) -> "list[Sandbox]":
+        """n new sandboxes, each with this one's workspace and shell state as of now, the same
+        image and policy; independent of each other and of this one. Started side by side.
+
+        Raises: what snapshot() and open_sandbox(snapshot=...) raise (none is left running).
+        """
+        from . import open_forks
+
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("fork(n) needs a positive number of sandboxes")
+        return open_forks(self, n)
+
+    def changes(self, since: "Snapshot", max_diff: int | None = None) -> "Changes":
+        """Files and symlinks added, modified and deleted in the snapshot's trees since it was
+        taken, with unified diffs of text files (bounded: changes.DIFF_MAX per file).
+
+        Raises: SnapshotUnsupported, SandboxGone, SandboxClosed, PermissionError.
+        """
+        from .changes import DIFF_MAX, compare
+        from .files import raise_for
+        from .snapshot import parse_stream
+
+        buf = bytearray()
+        answer = self._snapshot_stream({"paths": list(since.paths), "max": 1 << 30, "contents": False}, buf.extend)
+        raise_for(answer, answer.get("path") or since.paths[0], "listing")
+        entries, _, _ = parse_stream(bytes(buf), since.paths, contents=False)
+
+        def fetch(paths: list[str]) -> dict[str, bytes]:
+            if not paths:
+                return {}
+            got = bytearray()
+            answer = self._snapshot_stream({"paths": list(since.paths), "max": 1 << 30, "files": paths}, got.extend)
+            raise_for(answer, answer.get("path") or paths[0], "reading")
+            stream = bytes(got)
+            files, _, _ = parse_stream(stream, since.paths, loose=True)
+            return {e.path: stream[e.offset : e.offset + e.size] for e in files if e.kind == "file"}
+
+        return compare(since, entries, fetch, DIFF_MAX if max_diff is None else int(max_diff))
+
+    def pause(self) -> None:
+        """Freeze every process of the sandbox through the engine (memory kept, no CPU used).
+        Any later call resumes it first. Raises SnapshotUnsupported, SandboxGone, SandboxClosed."""
+        from ..errors import SnapshotUnsupported
+
+        raise SnapshotUnsupported(f"the {self.backend_name} backend cannot pause sandboxes")
+
+    def resume(self) -> None:
+        """Thaw a paused sandbox (nothing happens if it is not paused). Raises as pause()."""
+        from ..errors import SnapshotUnsupported
+
+        raise SnapshotUnsupported(f"the {self.backend_name} backend cannot pause sandboxes")
+
+    @property
+    def paused(self) -> bool:
+        return False
+
+    @property
+    def backend_name(self) -> str:
+        return getattr(self, "_backend", "") or type(self).__name__
+
+    def _snapshot_stream(self, spec: dict, on_chunk: Callable[[bytes], None]) -> dict:
+        """The server's S frame: entry stream to on_chunk, its answer. Raises SnapshotUnsupported."""
+        from ..errors import SnapshotUnsupported
+
+        raise SnapshotUnsupported(
+            f"the {self.backend_name} backend cannot take snapshots (it has no pygent command server protocol 7)"
+        )
+
+    def _restore(self, snapshot: "Snapshot") -> None:
+        """Fill this fresh sandbox with a snapshot's trees and shell state (the server's T frame).
+        Raises SnapshotUnsupported, SnapshotError, SandboxGone."""
+        from ..errors import SnapshotUnsupported
+
+        raise SnapshotUnsupported(
+            f"the {self.backend_name} backend cannot restore snapshots (it has no pygent command server protocol 7)"
+        )
 
     def absolute(self, path: str) -> str:
         """Relative paths are relative to /workspace; the result is normalised."""

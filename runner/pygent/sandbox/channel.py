@@ -8,6 +8,7 @@ command, so a sandbox costs no thread and almost no memory while idle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import marshal
 import math
@@ -16,7 +17,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..errors import SandboxError
 from . import protocol as proto
@@ -101,6 +102,9 @@ class Channel:
         self.next_id = 1
         self.hello: dict | None = None
         self.broken = False
+        #: Seconds the sandbox spent paused (issue 24): a command's host-side wait is longer by it.
+        self.paused_total = 0.0
+        self._paused_seen = 0.0
 
     # -- frames -------------------------------------------------------------
     def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
@@ -117,7 +121,8 @@ class Channel:
             if len(self.inbuf) >= size:
                 kind, cid, length = proto.HEADER.unpack_from(self.inbuf)
                 if len(self.inbuf) >= size + length:
-                    payload = bytes(self.inbuf[size : size + length])
+                    with memoryview(self.inbuf) as view:  # one copy, not a slice and then bytes()
+                        payload = bytes(view[size : size + length])
                     del self.inbuf[: size + length]
                     return kind, cid, payload
             try:
@@ -128,6 +133,11 @@ class Channel:
                     self.stream.diagnostics += data
                     del self.stream.diagnostics[:-2000]
             except ChannelBroken:
+                if deadline is not None and self.paused_total > self._paused_seen and time.monotonic() >= deadline:
+                    # Frozen time is not the command's (issue 24): wait longer by the pause.
+                    deadline += self.paused_total - self._paused_seen
+                    self._paused_seen = self.paused_total
+                    continue
                 self.broken = True
                 raise
 
@@ -181,6 +191,7 @@ class Channel:
             feeder = self._feed_stdin(cid, stdin) if stdin is not None else None
             timeout = spec.get("timeout")
             deadline = None if timeout is None else time.monotonic() + float(timeout) + GRACE
+            self._paused_seen = self.paused_total
             out, err = bytearray(), bytearray()
             try:
                 while True:
@@ -208,6 +219,9 @@ class Channel:
                             cwd=done.get("cwd"),
                             handle=done.get("handle"),
                             state=done.get("state"),
+                            cpu_user=done.get("cpu_user"),
+                            cpu_sys=done.get("cpu_sys"),
+                            max_rss=done.get("max_rss"),
                         )
                     elif kind == proto.FAILED:  # a malformed request (a command that cannot start is a result)
                         raise SandboxError(f"the sandbox's server refused the command: {json.loads(payload)['error']}")
@@ -254,15 +268,21 @@ class Channel:
                 if fcid == cid and got in answers:
                     return got, json.loads(data)
 
-    # -- files (as the sandbox user, see server.FileOps) ----------------------
-    def put_file(self, spec: dict, chunks: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:
-        """Create or replace a file (or a directory / symlink, spec["kind"]) inside, chunk
-        by chunk; the server's answer: {"size", "created"} or {"errno", "error"}."""
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[int]:
+        """One request's id, holding the channel until its answer is read."""
         if self.broken:
             raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
         with self.lock:
             cid = self.next_id
             self.next_id += 1
+            yield cid
+
+    # -- files (as the sandbox user, see server.FileOps) ----------------------
+    def put_file(self, spec: dict, chunks: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:
+        """Create or replace a file (or a directory / symlink, spec["kind"]) inside, chunk
+        by chunk; the server's answer: {"size", "created"} or {"errno", "error"}."""
+        with self._request() as cid:
             self.send(proto.WRITE, cid, marshal.dumps(spec, 4))
             for chunk in chunks:
                 for i in range(0, len(chunk), proto.CHUNK):
@@ -273,11 +293,7 @@ class Channel:
     def get_file(self, path: str, max_bytes: int, on_chunk: Callable[[bytes], None], timeout: float = FILE_TIMEOUT) -> dict:
         """Read a regular file inside, its bytes to on_chunk as they come; the server's answer:
         {"size"} or {"errno", "error"[, "too_large"]} (then on_chunk may have had a part)."""
-        if self.broken:
-            raise ChannelBroken("the sandbox's stream is broken; create a new sandbox")
-        with self.lock:
-            cid = self.next_id
-            self.next_id += 1
+        with self._request() as cid:
             self.send(proto.GET, cid, marshal.dumps({"path": path, "max": int(max_bytes)}, 4))
             return self._answer(cid, on_chunk, time.monotonic() + timeout)
 
@@ -292,6 +308,29 @@ class Channel:
                 return json.loads(payload)
             elif kind == proto.FAILED:
                 raise SandboxError(f"the sandbox's server refused the file request: {json.loads(payload)['error']}")
+
+    # -- snapshots and pause (issue 24, see server.snapshot / server.Restore) ------
+    def snapshot(self, spec: dict, on_chunk: Callable[[bytes], None], timeout: float = FILE_TIMEOUT) -> dict:
+        """Stream the entries of spec["paths"] to on_chunk; the server's answer
+        ({"entries", "size", "skipped"...} or {"errno", "error"[, "too_large"]})."""
+        with self._request() as cid:
+            self.send(proto.SNAPSHOT, cid, marshal.dumps(spec, 4))
+            return self._answer(cid, on_chunk, time.monotonic() + timeout)
+
+    def restore(self, spec: dict, stream: Iterable[bytes], timeout: float = FILE_TIMEOUT) -> dict:
+        """Send an entry stream to restore (T, then Y frames, an empty Y ends it); the answer."""
+        with self._request() as cid:
+            self.send(proto.RESTORE, cid, marshal.dumps(spec, 4))
+            for chunk in stream:
+                for i in range(0, len(chunk), 1 << 20):
+                    self.send(proto.BYTES, cid, bytes(chunk[i : i + (1 << 20)]))
+            self.send(proto.BYTES, cid, b"")
+            return self._answer(cid, None, time.monotonic() + timeout)
+
+    def resumed(self, paused_for: float) -> None:
+        """The sandbox was paused for `paused_for` seconds: a command's wait here is longer by it
+        (the server skips frozen time in its own deadlines, server.skip_frozen)."""
+        self.paused_total += paused_for
 
     def _feed_stdin(self, cid: int, stdin: bytes | Iterable[bytes]) -> threading.Thread | None:
         if isinstance(stdin, (bytes, bytearray, memoryview)):

@@ -7,7 +7,6 @@ an orphan from a container another live process is using.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -37,13 +36,7 @@ def _owner_alive(labels: dict[str, str]) -> bool:
         pid = int(labels.get(lifecycle.LABEL_OWNER_PID, ""))
     except ValueError:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return lifecycle.pid_alive(pid)
 
 
 def collect(max_age: float | None = None, *, everything: bool = False, engine: "Backend | None" = None) -> list[Removed]:

@@ -77,6 +77,14 @@ class Backend(abc.ABC):
     def list_ours(self) -> list[SandboxInfo]:
         """Every sandbox on the engine carrying pygent's labels (any owner). Raises: EngineUnavailable."""
 
+    def usage(self, sandbox_ids: list[str]) -> dict[str, dict[str, float]]:
+        """What each running sandbox uses now: {"cpu_percent" (of one core), "memory" (bytes)}.
+
+        For `pygent-runner ps`. A sandbox the engine cannot report is left out; the default
+        (a backend without the engine's stats) reports none. Never raises.
+        """
+        return {}
+
     @abc.abstractmethod
     def remove(self, sandbox_id: str) -> None:
         """Remove one sandbox by id; already gone is success. Raises: EngineUnavailable, SandboxError."""

@@ -12,6 +12,9 @@ Frames, both directions: struct ">BII" (type, command id, payload length) + payl
                   P an operation on a background command (marshal ProcessOp),
                   W write a file (marshal WriteSpec), Y its bytes (CHUNK at most a frame), C its end,
                   G get a file (marshal GetSpec)
+                  S snapshot trees (marshal SnapSpec): answered by Y frames of the entry stream, then A
+                  T restore into a fresh sandbox (marshal RestoreSpec), Y frames of the entry stream follow,
+                    an empty Y ends it; answered by A
   server -> host: H hello (JSON Hello), O stdout bytes, X stderr bytes, D done (JSON Done),
                   F failed to start / malformed (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
                   B a background command started (JSON {"handle", "pid"}), Q the answer to a P (JSON),
@@ -39,10 +42,16 @@ PROC, PROC_REPLY, STARTED, LIVE_OUT, LIVE_ERR = b"P"[0], b"Q"[0], b"B"[0], b"o"[
 # files as the sandbox user (issue 13): Y carries file bytes both ways, A answers
 WRITE, BYTES, CLOSE, GET, ANSWER = b"W"[0], b"Y"[0], b"C"[0], b"G"[0], b"A"[0]
 CHUNK = 65536
+# snapshots, restore and pause (issue 24)
+SNAPSHOT, RESTORE = b"S"[0], b"T"[0]
+#: One entry of a snapshot's stream: kind (d dir, f file, l symlink, s shell state, c cwd),
+#: mode, size of the data that follows the path, mtime in ns, path length; then path, data.
+ENTRY = struct.Struct(">BIQQI")
 MARKER_ENV = "PYGENT_CMD"
-PROTOCOL = 6  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
+PROTOCOL = 7  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
+# 7: issue 24: S snapshot, T restore (+ Y frames), deadlines skip time frozen by a pause
 
 
 def cut_marker(omitted):
@@ -172,6 +181,19 @@ if TypedDict is not None:
         error: str
         too_large: int  # a get over its limit: the file's size
 
+    class SnapSpec(TypedDict, total=False):
+        """Trees to snapshot (S frame): absolute paths, a byte limit, contents or only the listing."""
+
+        paths: list
+        max: int
+        contents: bool  # False: entries without file data (size is the file's), for changes()
+        files: list  # only these regular files (under paths), with their data: what changes() compares
+
+    class RestoreSpec(TypedDict, total=False):
+        """A restore (T frame): the roots the stream's entries must lie under."""
+
+        paths: list
+
     class Hello(TypedDict):
         """The server's first frame."""
 
@@ -191,3 +213,7 @@ if TypedDict is not None:
         oom_killed: bool
         state: Optional[str]  # "saved", "kept: why" or "too_large: why"; None without state
         handle: str  # idle_timeout moved it to the background (exit_code is -1)
+        # issue 26, what the command cost (absent when it could not start or went to the background):
+        cpu_user: float  # seconds of user CPU of the command's process tree (wait4 rusage)
+        cpu_sys: float  # seconds of system CPU, same tree
+        max_rss: int  # bytes: the peak resident memory of the tree's largest process

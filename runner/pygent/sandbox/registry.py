@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 B = TypeVar("B", bound="type[Backend]")
 
 #: name -> module that registers it on import (so `get_backend` imports only what it needs).
-_MODULES = {"docker": "pygent.sandbox.docker.backend", "podman": "pygent.sandbox.podman"}
+_MODULES = {"docker": "pygent.sandbox.docker.backend", "podman": "pygent.sandbox.podman",
+            "ray": "pygent.sandbox.ray.backend"}
 _classes: dict[str, "type[Backend]"] = {}
 _instances: dict[tuple[str, str], "Backend"] = {}
 _lock = threading.Lock()

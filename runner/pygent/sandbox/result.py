@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .protocol import HeadTail, cut_marker  # one implementation, shared with the in-container server
 
-__all__ = ["ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
+__all__ = ["sum_costs", "ExecResult", "HeadTail", "cut_marker", "TIMEOUT_EXIT_CODE", "SIGKILL_EXIT_CODE"]
 
 #: Exit code reported when the wall-clock limit killed the command (as coreutils `timeout`).
 TIMEOUT_EXIT_CODE = 124
@@ -36,6 +36,12 @@ class ExecResult:
     handle: str | None = None
     #: shell_state=True: "saved", "kept: <why>" (the state from before stays) or "too_large: <why>"
     state: str | None = None
+    #: what the command cost (None when unknown: it could not start, or it went to the background):
+    #: CPU seconds of its process tree (every descendant that was waited for), user and system
+    cpu_user: float | None = None
+    cpu_sys: float | None = None
+    #: bytes: peak resident memory of the tree's largest process (wait4's ru_maxrss)
+    max_rss: int | None = None
 
     @property
     def truncated(self) -> bool:
@@ -45,7 +51,23 @@ class ExecResult:
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.handle is None
 
+    def cost(self) -> dict[str, float | int] | None:
+        """cpu_user / cpu_sys (s) / max_rss (bytes) as one dict for events and logs; None when unknown."""
+        if self.cpu_user is None:
+            return None
+        return {"cpu_user": self.cpu_user, "cpu_sys": self.cpu_sys or 0.0, "max_rss": self.max_rss or 0}
+
     @property
     def text(self) -> str:
         """stdout decoded leniently: what a user printing the result expects."""
         return self.stdout.decode("utf-8", "replace")
+
+
+def sum_costs(costs: "list[dict[str, float | int]]") -> dict[str, float | int]:
+    """Several commands' costs as one: CPU summed, peak memory the largest; and how many commands."""
+    return {
+        "commands": len(costs),
+        "cpu_user": round(sum(c["cpu_user"] for c in costs), 6),
+        "cpu_sys": round(sum(c["cpu_sys"] for c in costs), 6),
+        "max_rss": max(int(c["max_rss"]) for c in costs),
+    }

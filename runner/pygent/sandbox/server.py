@@ -67,6 +67,18 @@ def cgroup_counter(paths, name):
     return None
 
 
+def cost(usage):
+    """What a command used (protocol.Done's cpu_user/cpu_sys/max_rss), from its wait4 rusage.
+
+    Why wait4 and not the cgroup: the cgroup is the whole sandbox (the server, background
+    jobs, other commands), and this machine's engines run cgroup v1 whose peak cannot be
+    reset per command. rusage covers the command's tree (every descendant that was waited
+    for); ru_maxrss is the largest single process of that tree, in KiB on Linux."""
+    if usage is None:
+        return {}
+    return {"cpu_user": round(usage.ru_utime, 6), "cpu_sys": round(usage.ru_stime, 6), "max_rss": usage.ru_maxrss * 1024}
+
+
 def oom_kills():
     """OOM kills counted by this container's memory cgroup, or None."""
     return cgroup_counter(("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill")
@@ -418,6 +430,7 @@ class Command:
         self.live = bool(spec.get("live"))
         self.live_left = LIVE_MAX
         self.finished_at = None
+        self.usage = None  #: the main process's wait4 rusage once it ended
         env = dict(os.environ)
         env.update(spec.get("env") or {})
         env[MARKER_ENV] = self.marker.decode().split("=", 1)[1]
@@ -786,6 +799,304 @@ class FileOps:
             os.close(fd)
 
 
+
+# -- snapshots (issue 24) ------------------------------------------------------
+#
+# Why here: the server runs as the sandbox user, so a snapshot holds exactly what
+# that user sees (an unreadable file is an error, not a silent hole) and a restore
+# creates files the user owns, inside the container: nothing on the host is
+# touched. The stream is protocol.ENTRY records (parsed with struct on the host:
+# never marshal on bytes a sandbox made).
+
+#: While a command has a deadline the server wakes at least this often (seconds), and a wake
+#: later than PAUSE_LATE past its timeout means it was frozen (paused) meanwhile.
+PAUSE_TICK, PAUSE_LATE = 0.25, 0.5
+#: Bytes of entry stream sent per Y frame while snapshotting.
+SNAP_FRAME = CHUNK
+SNAP_KINDS = {"d": b"d"[0], "f": b"f"[0], "l": b"l"[0], "s": b"s"[0], "c": b"c"[0]}
+
+
+#: fcntl's F_SETPIPE_SZ (Linux), and the size asked for: an unprivileged process may go to
+#: /proc/sys/fs/pipe-max-size (1 MiB by default).
+F_SETPIPE_SZ, PIPE_WIDE = 1031, 1 << 20
+
+
+def widen_pipe(fd):
+    """A snapshot is made while it is sent: with the default 64 KiB pipe to the engine each
+    write waited for the engine to drain it, so walking and sending took turns; with 1 MiB
+    they overlap. Not a pipe, or not allowed: nothing changes."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_WIDE)
+    except OSError:
+        pass
+
+
+class SnapTooLarge(Exception):
+    pass
+
+
+def snapshot_entries(roots, contents, files=None):
+    """(kind, path, lstat) for each root and everything under it, parents first; or, given
+    `files`, for those of them that are regular files (changes() reads what it compares in
+    one request). Special files (FIFOs, sockets, devices) are skipped and listed; links are
+    never followed."""
+    skipped = []
+    if files is not None:
+        for path in files:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield "f", path, st
+        yield "skipped", skipped, None
+        return
+    for root in roots:
+        stack = [root]
+        while stack:
+            path = stack.pop()
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                yield "d", path, st
+                with os.scandir(path) as it:
+                    names = sorted((e.name for e in it), reverse=True)
+                stack.extend(os.path.join(path, n) for n in names)
+            elif stat.S_ISREG(st.st_mode):
+                yield "f", path, st
+            elif stat.S_ISLNK(st.st_mode):
+                yield "l", path, st
+            else:
+                skipped.append(path)
+    yield "skipped", skipped, None
+
+
+def snapshot(send, cid, spec, state, cwd):
+    """The S frame: stream the entries of spec["paths"] as Y frames, then the answer (A)."""
+    widen_pipe(1)
+    roots = [os.path.normpath(p) for p in spec.get("paths") or ["/workspace"]]
+    limit = int(spec.get("max") or (256 << 20))
+    contents = spec.get("contents", True)
+    buf = bytearray()
+    total = count = 0
+
+    def put(kind, path, mode, mtime_ns, data, size=None):
+        nonlocal total
+        raw = os.fsencode(path)
+        n = len(data) if size is None else size
+        buf.extend(ENTRY.pack(SNAP_KINDS[kind], mode, n, mtime_ns, len(raw)))
+        buf.extend(raw)
+        buf.extend(data)
+        total += len(raw) + len(data) + ENTRY.size
+        flush()
+
+    def flush():
+        if total > limit:
+            raise SnapTooLarge()
+        if len(buf) >= SNAP_FRAME:
+            send(BYTES, cid, bytes(buf))
+            del buf[:]
+
+    try:
+        if state is not None:
+            put("s", "", 0, 0, state)
+        put("c", "", 0, 0, os.fsencode(cwd))
+        skipped = []
+        files = spec.get("files")
+        if files is not None and not all(isinstance(p, str) and any(p.startswith(r + "/") for r in roots) for p in files):
+            return {"errno": errno.EINVAL, "error": "files to read must lie under the snapshot's paths"}
+        for kind, path, st in snapshot_entries(roots, contents, files):
+            if kind == "skipped":
+                skipped = path
+                break
+            count += 1
+            mode = st.st_mode & 0o7777
+            if kind == "d":
+                put("d", path, mode, st.st_mtime_ns, b"")
+            elif kind == "l":
+                put("l", path, 0o777, st.st_mtime_ns, os.fsencode(os.readlink(path)))
+            elif not contents:
+                put("f", path, mode, st.st_mtime_ns, b"", size=st.st_size)
+            else:
+                try:
+                    fd = os.open(path, os.O_RDONLY | _FILE_FLAGS | os.O_NOFOLLOW)
+                except OSError:
+                    if files is not None:
+                        continue  # changes(): not readable now, so counted as modified
+                    raise
+                try:
+                    regular(fd, path)
+                    if total + st.st_size > limit:
+                        raise SnapTooLarge()
+                    put("f", path, mode, st.st_mtime_ns, b"", size=st.st_size)
+                    left = st.st_size
+                    while left:  # exactly the size announced: a file changing meanwhile is an error
+                        data = os.read(fd, min(left, 1 << 20))
+                        if not data:
+                            raise OSError(errno.EAGAIN, "it shrank while the snapshot was taken", path)
+                        buf.extend(data)
+                        left -= len(data)
+                        total += len(data)
+                        flush()
+                finally:
+                    os.close(fd)
+        if buf:
+            send(BYTES, cid, bytes(buf))
+        return {"entries": count, "size": total, "skipped": skipped[:20], "skipped_count": len(skipped)}
+    except SnapTooLarge:
+        return {"errno": errno.EFBIG, "error": "over the snapshot limit", "too_large": total, "max": limit}
+    except OSError as exc:
+        answer = file_error(exc)
+        answer["path"] = getattr(exc, "filename", None) or ""
+        return answer
+
+
+class Restore:
+    """A T frame's restore: the entry stream arrives in Y frames; entries are created as they
+    complete, file data is written as it comes (a big file never sits whole in memory).
+
+    Nothing escapes the roots: every path must be normalised and under a root; a parent
+    must be a directory this restore made (or a root itself, checked once to be no
+    link); files are created O_EXCL|O_NOFOLLOW; symlinks are made last, so no entry is
+    ever written through one; special files are never made."""
+
+    def __init__(self, spec):
+        self.roots = [os.path.normpath(p) for p in spec.get("paths") or ["/workspace"]]
+        self.buf = bytearray()
+        self.made = set()
+        self.links = []
+        self.dirs = []
+        self.fd = None
+        self.left = 0
+        self.pending = None  # (path, mode, mtime_ns) of the file being written
+        self.state = None
+        self.cwd = None
+        self.entries = 0
+        self.error = None
+        for root in self.roots:
+            if os.path.realpath(root) != root or not os.path.isdir(root):
+                self.error = {"errno": errno.EINVAL, "error": "cannot restore into %s: not a plain directory" % root}
+
+    def inside(self, path):
+        if os.path.normpath(path) != path or not path.startswith("/"):
+            return False
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.roots)
+
+    def parent_ok(self, path):
+        parent = os.path.dirname(path)
+        return parent in self.made or (parent in self.roots and path not in self.roots)
+
+    def feed(self, data):
+        if self.error:
+            return
+        try:
+            self.buf += data
+            while True:
+                if self.fd is not None:
+                    if not self.buf:
+                        return
+                    piece = bytes(self.buf[: self.left])
+                    del self.buf[: len(piece)]
+                    write_all(self.fd, piece)
+                    self.left -= len(piece)
+                    if self.left == 0:
+                        self.end_file()
+                    continue
+                if len(self.buf) < ENTRY.size:
+                    return
+                kind, mode, size, mtime_ns, plen = ENTRY.unpack_from(self.buf)
+                kind = bytes([kind])
+                if kind != b"f" and len(self.buf) < ENTRY.size + plen + size:
+                    if size > STATE_MAX + 4096 and kind != b"f":
+                        raise ValueError("an entry of %d bytes" % size)
+                    return
+                if kind == b"f" and len(self.buf) < ENTRY.size + plen:
+                    return
+                path = os.fsdecode(bytes(self.buf[ENTRY.size : ENTRY.size + plen]))
+                del self.buf[: ENTRY.size + plen]
+                self.entry(kind, path, mode, size, mtime_ns)
+        except (OSError, ValueError) as exc:
+            self.error = file_error(exc)
+            self.error["path"] = getattr(exc, "filename", None) or ""
+            self.close_file()
+
+    def take(self, size):
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
+
+    def entry(self, kind, path, mode, size, mtime_ns):
+        if kind in (b"s", b"c"):
+            data = self.take(size)
+            if kind == b"s":
+                self.state = data
+            else:
+                self.cwd = os.fsdecode(data)
+            return
+        if not self.inside(path):
+            raise ValueError("the entry %r lies outside %s" % (path, ", ".join(self.roots)))
+        self.entries += 1
+        mode &= 0o7777
+        if kind == b"d":
+            if path in self.roots:
+                self.dirs.append((path, mode, mtime_ns))
+                self.made.add(path)
+                return
+            if not self.parent_ok(path):
+                raise ValueError("the entry %r comes before its directory" % path)
+            os.mkdir(path, 0o700)
+            self.made.add(path)
+            self.dirs.append((path, mode, mtime_ns))
+        elif kind == b"l":
+            if not self.parent_ok(path):
+                raise ValueError("the entry %r comes before its directory" % path)
+            self.links.append((path, os.fsdecode(self.take(size)), mtime_ns))
+        elif kind == b"f":
+            if not self.parent_ok(path):
+                raise ValueError("the entry %r comes before its directory" % path)
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            self.left = size
+            self.pending = (path, mode, mtime_ns)
+            if size == 0:
+                self.end_file()
+        else:
+            raise ValueError("an entry of unknown kind %r" % kind)
+
+    def end_file(self):
+        path, mode, mtime_ns = self.pending
+        fd, self.fd, self.pending = self.fd, None, None
+        try:
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+
+    def close_file(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def finish(self):
+        """The empty Y: make the links, then set the directories' modes and times, deepest first."""
+        if self.error is None and (self.fd is not None or self.buf):
+            self.error = {"errno": errno.EIO, "error": "the snapshot's stream ended inside an entry"}
+        if self.error is None:
+            try:
+                for path, target, mtime_ns in self.links:
+                    os.symlink(target, path)
+                    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+                for path, mode, mtime_ns in sorted(self.dirs, key=lambda d: -d[0].count("/")):
+                    try:
+                        os.chmod(path, mode)
+                        os.utime(path, ns=(mtime_ns, mtime_ns))
+                    except PermissionError:
+                        if path not in self.roots:  # a root the user does not own (/tmp) keeps its own
+                            raise
+            except OSError as exc:
+                self.error = file_error(exc)
+                self.error["path"] = getattr(exc, "filename", None) or ""
+        self.close_file()
+        return self.error or {"entries": self.entries}
+
 class Server:
     def __init__(self):
         self.sel = Poller()
@@ -796,6 +1107,7 @@ class Server:
         self.pids_hits = pids_limit_hits()
         self.states = {}  # state key -> the bash that restores it (issue 14)
         self.handles = {}  # handle -> background Command, running or finished (issue 14)
+        self.restores = {}  # cid -> Restore in progress (issue 24)
         r, w = os.pipe()
         os.set_blocking(r, False)
         os.set_blocking(w, False)
@@ -842,6 +1154,9 @@ class Server:
             self.dispatch(kind, cid, payload)
 
     def dispatch(self, kind, cid, payload):
+        if cid in self.restores or kind in (SNAPSHOT, RESTORE):
+            self.on_snapshot_frame(kind, cid, payload)
+            return
         if kind in FILE_FRAMES:
             self.files.on_frame(kind, cid, payload)
             return
@@ -873,6 +1188,44 @@ class Server:
         elif kind == KILL:
             cmd.killed = True
             kill_tree(cmd.proc.pid, cmd.marker)
+
+    def on_snapshot_frame(self, kind, cid, payload):
+        """S (snapshot) and T + Y... (restore), issue 24."""
+        if kind == BYTES and cid in self.restores:
+            if payload:
+                self.restores[cid].feed(payload)
+                return
+            restore = self.restores.pop(cid)
+            answer = restore.finish()
+            if "entries" in answer:
+                if restore.state is not None:
+                    self.states["default"] = restore.state
+                if restore.cwd:
+                    self.cwd = restore.cwd
+            self.send_json(ANSWER, cid, answer)
+            return
+        try:
+            spec = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            spec = None
+        if not isinstance(spec, dict):
+            self.send_json(FAILED, cid, {"error": "malformed snapshot request"})
+            return
+        if kind == SNAPSHOT:
+            self.send_json(ANSWER, cid, snapshot(self.send, cid, spec, self.states.get("default"), self.cwd))
+        elif kind == RESTORE:
+            self.restores[cid] = Restore(spec)
+
+    def skip_frozen(self, late):
+        """A wait that ended `late` seconds after its timeout: the sandbox was paused (the
+        engine's freezer stops us, the monotonic clock goes on). Frozen time is not a
+        command's time: every deadline and idle timer moves on by it (issue 24)."""
+        if late < PAUSE_LATE:
+            return
+        for cmd in self.cmds.values():
+            if cmd.deadline is not None:
+                cmd.deadline += late
+            cmd.last_output += late
 
     def start(self, cid, spec):
         note = b""
@@ -1032,12 +1385,15 @@ class Server:
     def reap(self):
         for cmd in list(self.cmds.values()):
             try:
-                pid, status = os.waitpid(cmd.proc.pid, os.WNOHANG)
+                # wait4, not waitpid: the rusage is the command's cost (issue 26), its bash plus every
+                # descendant that was waited for (bash waits for its children, they for theirs).
+                pid, status, usage = os.wait4(cmd.proc.pid, os.WNOHANG)
             except ChildProcessError:
-                pid, status = cmd.proc.pid, 0
+                pid, status, usage = cmd.proc.pid, 0, None
             if pid:
                 code = os.waitstatus_to_exitcode(status)
                 cmd.proc.returncode = code
+                cmd.usage = usage
                 self.finish(cmd, 128 - code if code < 0 else code)
 
     def finish(self, cmd, code):
@@ -1087,7 +1443,8 @@ class Server:
             self.send(OUT, cmd.cid, cmd.out.value())
             self.send(ERR, cmd.cid, cmd.err.value())
         self.send_done(cmd.cid, 124 if cmd.timed_out else code, time.monotonic() - cmd.started,
-                       cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state)
+                       cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state,
+                       **cost(cmd.usage))
 
     def close_stdin(self, cmd):
         if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
@@ -1227,7 +1584,14 @@ class Server:
     def serve(self):
         self.send_json(HELLO, 0, {"protocol": PROTOCOL, "pid": os.getpid(), "cwd": self.cwd})
         while True:
-            for key, _ in self.sel.select(self.next_timeout()):
+            timeout = self.next_timeout()
+            if timeout is not None:
+                timeout = min(timeout, PAUSE_TICK)
+            before = time.monotonic()
+            ready = self.sel.select(timeout)
+            if timeout is not None and not ready:
+                self.skip_frozen(time.monotonic() - before - timeout)
+            for key, _ in ready:
                 kind, cmd = key.data
                 if kind == "ctl":
                     self.on_control()

@@ -8,6 +8,7 @@ engine endpoint (or Podman, a subclass) is a second object.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, EngineUnavailable, RuntimeUnavailable
@@ -209,6 +210,43 @@ class DockerBackend(Backend):
         found = self.client.call("GET", "/containers/json",
                                  params={"all": 1, "filters": {"label": [f"{lifecycle.LABEL_MANAGED}=1"]}}) or []
         return [SandboxInfo(c["Id"], c.get("Labels") or {}, c.get("State", ""), c.get("Image", "")) for c in found]
+
+    def usage(self, sandbox_ids: list[str]) -> dict[str, dict[str, float]]:
+        """Two one-shot samples of the engine's stats, 0.5 s apart, all sandboxes at once (threads):
+        CPU % from the cgroup's CPU time over the wall time between them, memory without page cache."""
+        def sample() -> dict[str, tuple[float, dict]]:
+            got: dict[str, tuple[float, dict]] = {}
+
+            def one(cid: str) -> None:
+                try:
+                    stats = self.client.call("GET", f"/containers/{cid}/stats", params={"stream": "false", "one-shot": "true"}, timeout=10)
+                except Exception:
+                    return
+                if isinstance(stats, dict):
+                    got[cid] = (time.monotonic(), stats)
+
+            threads = [threading.Thread(target=one, args=(cid,), daemon=True) for cid in sandbox_ids]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+            return got
+
+        first = sample()
+        time.sleep(0.5)
+        second = sample()
+        out: dict[str, dict[str, float]] = {}
+        for cid, (t1, s1) in second.items():
+            if cid not in first:
+                continue
+            t0, s0 = first[cid]
+            cpu = lambda s: ((s.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0  # noqa: E731
+            mem = s1.get("memory_stats") or {}
+            extra = mem.get("stats") or {}
+            cache = extra.get("total_inactive_file", extra.get("inactive_file", extra.get("cache", 0))) or 0
+            out[cid] = {"cpu_percent": max(0.0, (cpu(s1) - cpu(s0)) / 1e9 / max(t1 - t0, 1e-6) * 100),
+                        "memory": float(max(0, (mem.get("usage") or 0) - cache))}
+        return out
 
     def remove(self, sandbox_id: str) -> None:
         force_remove(self.client, sandbox_id)

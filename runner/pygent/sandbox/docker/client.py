@@ -198,10 +198,19 @@ class EngineClient:
 
 
 def _endpoint(host: "str | endpoints.Endpoint | None") -> "endpoints.Endpoint":
+    """The Endpoint for a client: the resolver's when host is None or names the same engine (so a
+    context's TLS material and the reason it was chosen come along, e.g. in a child process given
+    only the address), else host parsed, with DOCKER_TLS_VERIFY's material for tcp://."""
     if isinstance(host, endpoints.Endpoint):
         return host
     if not host or host == os.environ.get("DOCKER_HOST"):
-        return endpoints.resolve()  # with DOCKER_HOST's TLS material and the reason it was chosen
+        return endpoints.resolve()
+    try:
+        resolved = endpoints.resolve()
+    except ValueError:  # ConfigError: an unreadable context; host itself may still be fine
+        resolved = None
+    if resolved is not None and resolved.host == host:
+        return resolved
     tls = endpoints.env_tls(os.environ) if host.startswith("tcp://") else None
     return endpoints.parse(host, tls)
 

@@ -77,6 +77,11 @@ class DockerSandbox(Sandbox):
         self._cwd = "/workspace"
         self._on_close = on_close
         self._backend = backend
+        #: pause (issue 24): when it was paused (monotonic), None while running
+        self._paused_at: float | None = None
+        self._pause_lock = threading.Lock()
+        self._thaw: threading.Thread | None = None
+        self.last_used = time.monotonic()
         lifecycle.track(self)
 
     # -- creation -----------------------------------------------------------
@@ -135,6 +140,7 @@ class DockerSandbox(Sandbox):
             return self._after_broken_stream(exc, started, wall)
         if result.cwd:
             self._cwd = result.cwd
+        self.last_used = time.monotonic()
         return result
 
     # -- background commands (issue 14) ------------------------------------------
@@ -333,6 +339,114 @@ class DockerSandbox(Sandbox):
     def _check_open(self) -> None:
         if self._closed:
             raise SandboxClosed(f"sandbox {self.id[:12]} is closed; create a new one")
+        with self._pause_lock:
+            self.last_used = time.monotonic()
+            if self._paused_at is not None:
+                self._resume_locked(wait=False)  # a paused sandbox wakes on its next use
+
+    # -- snapshots and pause (issue 24): the command server's S/T/U frames, the engine's pause ----
+    def _snapshot_stream(self, spec: dict, on_chunk: Callable[[bytes], None]) -> dict:
+        self._check_open()
+        try:
+            return self._channel.snapshot(spec, on_chunk)
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc, self.deaths) from None
+
+    def _restore(self, snapshot: Any) -> None:
+        from ...errors import SnapshotError
+
+        self._check_open()
+        try:
+            answer = self._channel.restore({"paths": list(snapshot.paths)}, snapshot.chunks())
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc, self.deaths) from None
+        if "errno" in answer:
+            raise SnapshotError(f"restoring the snapshot into sandbox {self.id[:12]} failed at "
+                                f"{answer.get('path') or '?'}: {answer.get('error')}")
+        if snapshot.cwd:
+            self._cwd = snapshot.cwd
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def pause(self) -> None:
+        """The engine's pause (the cgroup freezer): processes stop where they are, memory stays.
+        A paused sandbox still goes when its owner dies: pause_guard.py removes it."""
+        self._check_open()
+        with self._pause_lock:
+            self._pause_locked()
+
+    def _pause_locked(self) -> None:
+        from . import pause_guard
+
+        if self._paused_at is not None:
+            return
+        self._thawed()
+        pause_guard.watch(self._client.host, self.id)
+        try:
+            self._client.call("POST", f"/containers/{self.id}/pause", what="pause")
+        except EngineAPIError as exc:
+            pause_guard.unwatch(self.id)
+            raise map_error(exc, self.image) from None
+        self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        with self._pause_lock:
+            if self._paused_at is not None and not self._closed:
+                self._resume_locked()
+
+    def _resume_locked(self, wait: bool = True) -> None:
+        """Thaw. wait=False (a call on a paused sandbox): the engine's unpause runs on a thread
+        while the call's frames go out (they wait in the stream and run at the thaw), so the
+        call costs one unpause, not an unpause and then a command; errors surface as the
+        stream's (a container gone) or the next pause's."""
+        from . import pause_guard
+
+        self._channel.resumed(time.monotonic() - self._paused_at)
+        self._paused_at = None
+        self.last_used = time.monotonic()
+        if wait:
+            self._unpause()
+        else:
+            self._thaw = threading.Thread(target=self._unpause_quietly, name="pygent-thaw", daemon=True)
+            self._thaw.start()
+        pause_guard.unwatch(self.id)
+
+    def _unpause(self) -> None:
+        try:
+            self._client.call("POST", f"/containers/{self.id}/unpause", what="unpause")
+        except NotFound as exc:
+            raise self._not_found(exc, "/") from None
+        except EngineAPIError as exc:
+            if "not paused" not in exc.message:
+                raise map_error(exc, self.image) from None
+
+    def _unpause_quietly(self) -> None:
+        try:
+            self._unpause()
+        except Exception:
+            pass  # the call that woke it sees the stream's end if the container is gone
+
+    def _thawed(self) -> None:
+        """Wait for a thaw started by a call (wait=False) before pausing again."""
+        thaw, self._thaw = self._thaw, None
+        if thaw is not None:
+            thaw.join(30)
+
+    def pause_if_idle(self, idle: float) -> bool:
+        """Pause when nothing used it for `idle` seconds and no call is under way (idle.py).
+        Checked and done under the pause lock, which every call takes on its way in."""
+        with self._pause_lock:
+            if self._closed or self._paused_at is not None or self._channel.lock.locked():
+                return False
+            if time.monotonic() - self.last_used < idle:
+                return False
+            try:
+                self._pause_locked()
+            except Exception:
+                return False
+            return True
 
     # -- removal ------------------------------------------------------------
     @property
@@ -351,6 +465,14 @@ class DockerSandbox(Sandbox):
                 self._channel.close()
                 remove_later(self._client, self)
                 return
+            if self._paused_at is not None:  # a frozen container may refuse a kill: thaw it first
+                from . import pause_guard
+
+                try:
+                    self._client.call("POST", f"/containers/{self.id}/unpause", what="unpause")
+                except Exception:
+                    pass
+                pause_guard.unwatch(self.id)
             # Remove first, then drop the stream: closing the stream first started the
             # engine's auto-remove, our remove then answered "already in progress" and
             # close() returned while the container still existed.

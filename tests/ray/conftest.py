@@ -1,0 +1,70 @@
+"""The Ray backend's tests share one real three-node Ray cluster, started here and stopped here.
+
+Nothing is skipped: without Ray (the `ray` extra, installed by `make venv`) these
+fail. At the end no container of any of the cluster's node agents may remain,
+and no Ray process this session started may outlive it (killed by PID if so).
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cluster import TestCluster  # noqa: E402
+
+
+def node_containers(docker_client, node_ids=None):
+    """Containers on the shared engine a node agent made (all nodes, or these)."""
+    from pygent.sandbox import lifecycle
+
+    found = docker_client.api.containers(all=True, filters={"label": lifecycle.LABEL_RAY_NODE})
+    return [c for c in found if node_ids is None or c["Labels"].get(lifecycle.LABEL_RAY_NODE) in node_ids]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(docker_client):
+    cluster = TestCluster()
+    address = cluster.start()
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield cluster
+    finally:
+        from pygent.sandbox import lifecycle
+
+        lifecycle.close_all()
+        ids = {n["NodeID"] for n in _nodes()}
+        cluster.stop()
+        os.environ.pop("RAY_ADDRESS", None)
+        deadline = time.monotonic() + 20
+        while (left := node_containers(docker_client, ids)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"node agents left containers: {[c['Id'][:12] for c in left]}"
+
+
+def _nodes():
+    try:
+        import ray
+
+        return ray.nodes() if ray.is_initialized() else []
+    except Exception:
+        return []
+
+
+@pytest.fixture
+def ray_backend(ray_cluster):
+    """This process's RayBackend (PYGENT_BACKEND=ray's object), pins cleared after each test."""
+    from pygent.sandbox.registry import get_backend
+
+    backend = get_backend("ray")
+    yield backend
+    backend.pin_node, backend.pin_labels = None, {}
+
+
+@pytest.fixture
+def ray_env(ray_cluster):
+    """The environment a Ray user has: PYGENT_BACKEND=ray and the cluster in RAY_ADDRESS."""
+    return dict(os.environ, PYGENT_BACKEND="ray", RAY_ADDRESS=os.environ["RAY_ADDRESS"], PYGENT_POOL_SIZE="0")

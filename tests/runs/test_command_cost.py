@@ -1,0 +1,55 @@
+"""What each command cost (issue 26): CPU time and peak memory, in every image and runtime.
+
+Known costs: a child bash that counts to 300,000 (a fixed amount of work, ~0.4 s of CPU
+here however loaded the machine is), checked against what the command's own shell says
+its children used (bash's `times`, the kernel's accounting seen from inside); one that
+allocates a 100 MB string; one that sleeps (no CPU to speak of). Children, not the
+command's own bash, so the figures are the process tree's.
+"""
+
+import pytest
+
+from pygent.sandbox import SandboxPolicy, open_sandbox
+
+SPIN = "bash -c 'for ((i=0;i<300000;i++)); do :; done'; times"
+ALLOC = "bash -c 'printf -v x \"%*s\" 100000000 \"\"; echo ${#x}'"
+
+
+@pytest.fixture(scope="module", params=[("python", "crun"), ("minimal", "crun"), ("minimal", "runsc")],
+                ids=["python-crun", "minimal-crun", "minimal-runsc"])
+def sandbox(request, docker_client):
+    image, runtime = request.param
+    sb = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=30, memory="1g"), pool=False)
+    yield sb
+    sb.close()
+
+
+def test_cpu_time_of_the_process_tree(sandbox):
+    r = sandbox.exec(SPIN)
+    assert r.exit_code == 0, r.stderr
+    children = r.stdout.decode().splitlines()[1].split()  # "0m0.421s 0m0.023s": user, sys of the shell's children
+
+    def secs(v):
+        m, s = v.rstrip("s").split("m")
+        return int(m) * 60 + float(s)
+
+    user, sys_ = secs(children[0]), secs(children[1])
+    assert user >= 0.1  # the work was real
+    assert abs(r.cpu_user - user) <= 0.02 + 0.1 * user, (r.cpu_user, user)  # + the shell's own few ms
+    assert abs(r.cpu_sys - sys_) <= 0.02 + 0.1 * sys_, (r.cpu_sys, sys_)
+    assert r.cpu_user + r.cpu_sys <= r.duration + 0.05
+    assert r.cost() == {"cpu_user": r.cpu_user, "cpu_sys": r.cpu_sys, "max_rss": r.max_rss}
+
+
+def test_idle_command_costs_no_cpu(sandbox):
+    r = sandbox.exec("sleep 0.3")
+    assert r.exit_code == 0 and r.duration >= 0.3
+    assert r.cpu_user + r.cpu_sys < 0.1
+
+
+def test_peak_memory_of_the_process_tree(sandbox):
+    r = sandbox.exec(ALLOC)
+    assert r.stdout == b"100000000\n", r.stderr
+    assert 95_000_000 <= r.max_rss <= 450_000_000, r.max_rss
+    small = sandbox.exec("true")
+    assert small.max_rss < 20_000_000, small.max_rss
