@@ -1,5 +1,4 @@
-"""Rootless engines run by the non-root user: Podman's API service at $XDG_RUNTIME_DIR/podman/podman.sock,
-and Docker (docker.io's dockerd-rootless.sh under rootlesskit) at $XDG_RUNTIME_DIR/docker.sock.
+"""Rootless Podman run by the non-root user: its API service at $XDG_RUNTIME_DIR/podman/podman.sock.
 
 The user here is outside the `docker` group (its supplementary groups dropped), so
 /var/run/docker.sock is not its to use: with no variable set, the resolver passes
@@ -81,63 +80,3 @@ def test_rootless_podman_is_found_and_runs_the_cli_library_and_self_check(rootle
     assert report["backend"] == "podman" and report["variant"] == "podman-rootless-cgroup1", report
     assert set(report["known"]) <= {"memory_limit_reports_oom"}, report
     assert not report["failed"] and not report["unexpected_passes"], report
-
-
-@pytest.fixture(scope="module")
-def rootless_docker(test_user):
-    """Debian's docker.io dockerd-rootless.sh under rootlesskit, run by the user.
-
-    rootlesskit's network is the host's (`--net=host`, no port driver): slirp4netns needs
-    /dev/net/tun, which an unprivileged user may not open here, and sandboxes have no
-    network anyway (`--bridge=none`).
-    """
-    from pygent.sandbox import images
-
-    user = test_user
-    run_dir = Path(user.env()["XDG_RUNTIME_DIR"])
-    sock = run_dir / "docker.sock"
-    env = user.env(PATH="/usr/share/docker.io/contrib:/usr/sbin:/usr/bin:/bin", DOCKERD_ROOTLESS_ROOTLESSKIT_NET="host",
-                   DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER="none", DOCKERD_ROOTLESS_ROOTLESSKIT_MTU="65520")
-    engine = subprocess.Popen(
-        ["setpriv", f"--reuid={user.name}", f"--regid={user.name}", "--clear-groups", "--reset-env", "--",
-         "env", "-i", *[f"{k}={v}" for k, v in env.items()], "dockerd-rootless.sh", "--iptables=false", "--bridge=none"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=str(user.home))
-    try:
-        cli = ["docker", "-H", f"unix://{sock}"]
-        for _ in range(300):
-            if engine.poll() is not None or (sock.exists() and user.run([*cli, "version"], groups=False).returncode == 0):
-                break
-            time.sleep(0.2)
-        assert engine.poll() is None, engine.stderr.read().decode()[-3000:]
-        tags = [images.resolve_image("minimal"), images.image_tag(images.TOOLING)]
-        save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
-        load = user.run([*cli, "load", "-q"], stdin=save.stdout, groups=False, timeout=300)
-        save.stdout.close()
-        assert save.wait(timeout=60) == 0 and load.returncode == 0, load.stderr
-        yield user
-    finally:
-        os.kill(engine.pid, signal.SIGTERM)  # rootlesskit (the leader) stops dockerd, its containerd, its namespaces
-        try:
-            engine.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(engine.pid, signal.SIGKILL)
-            engine.wait(timeout=10)
-
-
-@pytest.mark.timeout(300)
-def test_rootless_docker_is_found_and_runs_the_cli_library_and_self_check(rootless_docker):
-    user = rootless_docker
-    sock = f"{user.env()['XDG_RUNTIME_DIR']}/docker.sock"
-    where = user.run([user.python, "-c", "from pygent.sandbox.endpoint import resolve; ep = resolve(); "
-                      "print(ep.host); print(dict(ep.tried).get('/var/run/docker.sock'))"], groups=False)
-    assert where.stdout.split() == [f"unix://{sock}", "no", "permission"], where.stdout + where.stderr
-    res = user.run([user.cli, "exec", "--image", "minimal", "--", "sh", "-c", "id -u; cat"], input="rootless docker\n", groups=False)
-    assert (res.returncode, res.stdout) == (0, "1000\nrootless docker\n"), res.stderr
-    # Attach, archives and events over a unix socket are the rootless Podman test's and the docker group test's;
-    # here the self_check covers the sandbox contract.
-    check = user.run([user.python, "-m", "pygent.sandbox.self_check", "--image", "minimal", "--kind", "bash", "--json"],
-                     groups=False, timeout=240)
-    report = json.loads(check.stdout.strip().splitlines()[-1])
-    assert report["backend"] == "docker" and report["variant"] == "docker-rootless-cgroup1", report
-    assert not report["failed"] and not report["unexpected_passes"], report
-    assert set(report["known"]) <= {"memory_limit_reports_oom"}, report

@@ -246,9 +246,9 @@ def ensure_user() -> TestUser:
         python = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
         if not (venv / "bin" / "python").exists():
             _run([python, "-m", "venv", str(venv)])
-            _run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], timeout=900)
-        else:
-            _run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)], timeout=900)
+        # A local directory is always rebuilt and reinstalled; dependencies already there are kept,
+        # new ones (a changed pyproject) are added.
+        _run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], timeout=900)
         stamp.write_text(digest)
         _run(["chown", "-R", f"{name}:{name}", str(venv)])
     return TestUser(name, home, venv)
