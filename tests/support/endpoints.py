@@ -239,6 +239,9 @@ def ensure_user() -> TestUser:
     if not run_dir.is_dir():
         run_dir.mkdir(parents=True, mode=0o700)
         os.chown(run_dir, uid, pwd.getpwnam(name).pw_gid)
+    for stale in (run_dir / "docker.sock", run_dir / "podman" / "podman.sock"):
+        if stale.exists() and not answers(stale):  # left by an engine of an earlier run that was killed
+            stale.unlink()
     venv = home / ".pygent-venv"
     stamp = venv / ".pygent-stamp"
     digest = _source_digest()
