@@ -87,9 +87,19 @@ def test_exec_library_and_events_work_over_ssh(ssh_setup):
     doctor = user.run([user.cli, "doctor"], env={**env, "DOCKER_HOST": host}, timeout=240)
     words = " ".join(doctor.stdout.split())
     assert "endpoint │ ok" in words and "ssh (docker system dial-stdio)" in words, doctor.stdout
+    # docker-py's relay (relay.py) leaves no socket directory behind, whichever way the process ended.
+    import glob
+
+    assert not [d for d in glob.glob("/tmp/pygent-relay-*") if os.stat(d).st_uid == _uid(user.name)]
     # No ssh process outlives the commands that used it.
     left = subprocess.run(["pgrep", "-u", user.name, "-f", "docker system dial-stdio"], capture_output=True, text=True)
     assert not left.stdout.strip() or _gone_soon(user), left.stdout
+
+
+def _uid(name: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(name).pw_uid
 
 
 def _gone_soon(user) -> bool:

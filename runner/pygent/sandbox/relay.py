@@ -10,6 +10,7 @@ Two copying threads per open connection; nothing is left once it closes.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -34,6 +35,7 @@ class Relay:
         self._listener.bind(self.path)
         self._listener.listen(64)
         self._closed = False
+        atexit.register(self.close)  # the socket's directory goes with the process (exec's os._exit: cli/exec.py)
         threading.Thread(target=self._accept, name="pygent-relay", daemon=True).start()
 
     @property
@@ -62,6 +64,9 @@ class Relay:
         upstream.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        atexit.unregister(self.close)
         self._closed = True
         try:
             self._listener.close()
