@@ -8,6 +8,7 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
     ├── ConfigError (ValueError)             bad settings, option values, policy fields
     ├── SandboxError                         anything about running in a container
     │   ├── EngineUnavailable (ConnectionError)  no Docker engine answers
+    │   │   ├── EngineRefused                an engine is there but refused us (TLS, SSH, permission)
     │   │   └── ClusterUnavailable           the Ray backend: no cluster at RAY_ADDRESS, or another Ray version
     │   ├── PlacementError                   the Ray backend: no node can hold the sandbox asked for
     │   ├── ImageNotFound (LookupError)      image neither present nor bundled
@@ -60,6 +61,16 @@ class EngineUnavailable(SandboxError, ConnectionError):
             " or `sudo systemctl start docker`), or set DOCKER_HOST."
         )
         super().__init__(msg)
+
+
+class EngineRefused(EngineUnavailable):
+    """An engine is there but we cannot speak to it: TLS, SSH or a socket's permissions.
+
+    The message names the fix (a CA, a client certificate, a known host key, the docker group).
+    """
+
+    def __init__(self, message: str) -> None:
+        ConnectionError.__init__(self, message)
 
 
 class ClusterUnavailable(EngineUnavailable):

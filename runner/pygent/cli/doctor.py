@@ -112,14 +112,22 @@ def _settings(checks: list[Check]) -> Any:
 
 def _engine(checks: list[Check]) -> Any:
     """The backend (docker or podman, see PYGENT_BACKEND), once its engine answered; None otherwise."""
-    from ..errors import EngineUnavailable
+    from ..errors import ConfigError, EngineRefused, EngineUnavailable
     from ..sandbox.registry import get_backend
 
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = os.environ.get("DOCKER_HOST") or "the engine"
     try:
         client = get_backend()
-        where = client.address
+    except ConfigError as exc:
+        checks.append(Check("endpoint", FAIL, _short(exc), "correct DOCKER_HOST, or `docker context use default`"))
+        return None
+    _endpoint(checks, client.client.endpoint)
+    where = client.address
+    try:
         v = client.version()
+    except EngineRefused as exc:
+        checks.append(Check("engine", FAIL, _short(exc), "the fix the detail names"))
+        return None
     except EngineUnavailable as exc:
         checks.append(Check("engine", FAIL, f"{where}: {_short(exc).split('. Start one')[0]}", _fix_no_engine()))
         return None
@@ -132,6 +140,21 @@ def _engine(checks: list[Check]) -> Any:
         f"{v.get('Os', '?')}/{v.get('Arch', '?')}, kernel {v.get('KernelVersion', '?')}",
     ))
     return client
+
+
+def _endpoint(checks: list[Check], ep: Any) -> None:
+    """Which endpoint was chosen and why, what was tried before it; a warning for plain tcp:// off this machine."""
+    tried = "; tried before: " + ", ".join(f"{what} ({why})" for what, why in ep.tried) if ep.tried else ""
+    transport = {"unix": "unix socket", "ssh": "ssh (docker system dial-stdio)"}.get(
+        ep.scheme, "tcp + TLS" if ep.tls is not None else "plain tcp")
+    detail = f"{ep.host} via {transport}, chosen by {ep.source}{tried}"
+    if ep.scheme == "tcp" and ep.tls is None and not ep.loopback:
+        checks.append(Check(
+            "endpoint", WARN, detail + ": plain tcp:// off this machine lets anyone on the network run containers as root",
+            "serve the engine with --tlsverify and export DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=<dir>, or use ssh://user@host",
+        ))
+        return
+    checks.append(Check("endpoint", OK, detail))
 
 
 def _fix_no_engine() -> str:

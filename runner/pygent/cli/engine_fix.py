@@ -44,10 +44,16 @@ def start_engine_commands(docker_host: str | None = None) -> str:
     (join the docker group); an installed dockerd; an installed Podman; else the
     distribution's package. Raises nothing.
     """
-    host = os.environ.get("DOCKER_HOST") if docker_host is None else docker_host
-    if host and host != f"unix://{DEFAULT_SOCKET}":
-        return f"start the engine listening at {host}, or `unset DOCKER_HOST` to use {DEFAULT_SOCKET}"
-    sock = Path(DEFAULT_SOCKET)
+    from ..sandbox.endpoint import resolve
+
+    ep = resolve()
+    host = ep.host if docker_host is None else docker_host
+    if docker_host is None and ep.source == "DOCKER_HOST" or docker_host:
+        if host != f"unix://{DEFAULT_SOCKET}":
+            return f"start the engine listening at {host}, or `unset DOCKER_HOST` to use {DEFAULT_SOCKET}"
+    elif ep.source.startswith("docker context"):
+        return f"start the engine of {ep.source} ({host}), or `docker context use default`"
+    sock = Path(ep.address if ep.scheme == "unix" and docker_host is None else DEFAULT_SOCKET)
     if sock.exists() and not os.access(sock, os.R_OK | os.W_OK):
         return f"sudo usermod -aG docker {os.environ.get('USER', '$USER')}   (then log in again)"
     if shutil.which("dockerd"):

@@ -543,6 +543,9 @@ def _silence_stdout() -> None:
 def main(argv: list[str]) -> NoReturn:
     """The fast path: run, flush, and leave without the interpreter's slow teardown."""
     code = run(argv)
+    engine = sys.modules.get("pygent.sandbox.engine")
+    if engine is not None:  # os._exit skips atexit: an ssh:// relay's socket directory must go too
+        engine.reset_client()
     lifecycle = sys.modules.get("pygent.sandbox.lifecycle")
     if lifecycle is not None:  # os._exit skips atexit: close what a signal kept from reaching us
         signal.signal(signal.SIGINT, signal.SIG_IGN)

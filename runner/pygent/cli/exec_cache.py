@@ -47,7 +47,10 @@ def cache_dir() -> Path:
 def _key(opts: "Options") -> str:
     from ..settings_key import settings_key
 
+    from ..sandbox.endpoint import resolve  # stdlib only: a stat per usual socket at most
+
     engine_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCKER_")))
+    engine_env += (("endpoint", resolve().host),)  # a `docker context use` changes no variable
     options = tuple((name, repr(getattr(opts, name, None))) for name in sorted(type(opts).__slots__) if name not in PER_COMMAND)
     # No version lookup here (importlib.metadata is ~30 ms of imports on the fast path):
     # the entry records the installed METADATA file instead (store), which every

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import ConfigError, EngineUnavailable, ImageBuildError, ImageNotFound
-from .engine import get_client, is_engine_error
+from .engine import cli_env, engine_host, get_client, is_engine_error
 
 if TYPE_CHECKING:  # docker is imported lazily
     import docker
@@ -406,7 +406,7 @@ def _run_streamed(cmd: list[str], progress: _Progress, *, condense: bool = False
     try:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", bufsize=1, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            text=True, errors="replace", bufsize=1, env={**cli_env(), "DEBIAN_FRONTEND": "noninteractive"},
         )
     except OSError as exc:
         progress.step(f"{cmd[0]}: {exc}")
@@ -619,7 +619,7 @@ def _tag_latest(client: "docker.DockerClient", image_id: str, name: str) -> None
 
 def _remember(name: str, tag: str) -> None:
     with _lock:
-        dirs, host = os.environ.get("PYGENT_IMAGES_DIR"), os.environ.get("DOCKER_HOST")
+        dirs, host = os.environ.get("PYGENT_IMAGES_DIR"), engine_host()
         for ref in (name, f"{REPO}/{name}", f"{REPO}/{name}:latest", tag):
             _resolved[(dirs, host, ref)] = tag
 
@@ -645,7 +645,7 @@ def resolve_image(ref: str, *, build_missing: bool = True) -> str:
     for any other image on the engine. Cached per process: repeated calls make
     no engine call.
     """
-    key = (os.environ.get("PYGENT_IMAGES_DIR"), os.environ.get("DOCKER_HOST"), ref)
+    key = (os.environ.get("PYGENT_IMAGES_DIR"), engine_host(), ref)
     hit = _resolved.get(key)
     if hit is not None:
         return hit

@@ -2,7 +2,8 @@
 
 One module, as the interface promises: the Docker backend's client, config,
 channel and sandbox all apply, and only what Podman does differently is here.
-Chosen by PYGENT_BACKEND=podman, or by a DOCKER_HOST that names a Podman socket.
+Chosen by PYGENT_BACKEND=podman, or when the engine found (docker/endpoint.py)
+answers /version as Podman.
 
 Differences from Docker, each handled (and covered by the conformance suite):
 - no `NetworkDisabled`: Podman's compat API ignores it, so "no network" is
@@ -26,12 +27,10 @@ import os
 import resource
 from typing import Any
 
+from . import endpoint
 from .docker import config
 from .docker.backend import DockerBackend
 from .registry import backend
-
-#: Where `make podman` (scripts/ensure-podman.sh) serves the API when DOCKER_HOST is unset.
-DEFAULT_SOCKET = "/run/pygent-podman.sock"
 
 
 def _hard(limit: int) -> int:
@@ -43,12 +42,9 @@ def _hard(limit: int) -> int:
     return 1 << 20 if hard == resource.RLIM_INFINITY else int(hard)
 
 
-def default_host() -> str:
-    """DOCKER_HOST when it names Podman, else PYGENT_PODMAN_SOCKET, else the socket `make podman` serves."""
-    env = os.environ.get("DOCKER_HOST") or ""
-    if "podman" in env:
-        return env
-    return "unix://" + (os.environ.get("PYGENT_PODMAN_SOCKET") or DEFAULT_SOCKET)
+def default_host() -> endpoint.Endpoint:
+    """DOCKER_HOST, else the docker context, else the first Podman socket that exists (endpoint.resolve)."""
+    return endpoint.resolve(flavor="podman")
 
 
 @backend("podman")
@@ -63,11 +59,12 @@ class PodmanBackend(DockerBackend):
                  ("nproc", min(_hard(resource.RLIMIT_NPROC), 16384), min(_hard(resource.RLIMIT_NPROC), 16384))),
     )
 
-    def __init__(self, host: str | None = None) -> None:
+    def __init__(self, host: "str | endpoint.Endpoint | None" = None) -> None:
         host = host or default_host()
-        # Image builds use docker-py and the docker CLI (build-base.sh), which read DOCKER_HOST:
-        # point them at the same Podman, so a process with PYGENT_BACKEND=podman never mixes engines.
-        os.environ.setdefault("DOCKER_HOST", host)
+        # Image builds use docker-py and the docker CLI (build-base.sh), which ask the resolver
+        # (DOCKER_HOST first): point them at the same Podman, so a process with
+        # PYGENT_BACKEND=podman never mixes engines.
+        os.environ.setdefault("DOCKER_HOST", host if isinstance(host, str) else host.host)
         super().__init__(host)
 
     def runtimes(self) -> dict[str, Any]:

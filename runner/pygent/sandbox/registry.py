@@ -2,8 +2,9 @@
 
 Why a registry (as inspect_ai's `@sandboxenv`): a new engine is one module that
 registers itself; nothing else changes. The choice: `PYGENT_BACKEND` when set,
-else "podman" when DOCKER_HOST points at a Podman socket, else "docker".
-One backend object per (name, DOCKER_HOST), created on first use.
+else "podman" when the engine the resolver finds (docker/endpoint.py) says it is
+Podman (its /version, asked once per endpoint: a path proves nothing), else "docker".
+One backend object per (name, endpoint), created on first use.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _MODULES = {"docker": "pygent.sandbox.docker.backend", "podman": "pygent.sandbox
 _classes: dict[str, "type[Backend]"] = {}
 _instances: dict[tuple[str, str], "Backend"] = {}
 _lock = threading.Lock()
+#: endpoint host -> "docker" | "podman", from the engine's own /version.
+_flavors: dict[str, str] = {}
 
 
 def backend(name: str) -> Callable[[B], B]:
@@ -58,15 +61,34 @@ def chosen_name(explicit: str | None = None) -> str:
         configured = None
     if configured:
         return str(configured).lower()
-    if "podman" in (os.environ.get("DOCKER_HOST") or ""):
-        return "podman"
-    return "docker"
+    return engine_flavor()
+
+
+def engine_flavor() -> str:
+    """ "podman" when the resolved engine answers /version as Podman, else "docker" (also when none answers).
+
+    The docker backend's module asks (it holds the client); asked once per endpoint.
+    """
+    from . import endpoint
+
+    ep = endpoint.resolve()
+    hit = _flavors.get(ep.host)
+    if hit is None:
+        if "docker" not in _classes:
+            importlib.import_module(_MODULES["docker"])
+        hit = _classes["docker"].engine_name(ep)  # type: ignore[attr-defined]
+        if hit is None:
+            return "docker"  # no answer: the backend's first call says why, with the fix
+        _flavors[ep.host] = hit
+    return hit
 
 
 def get_backend(name: str | None = None) -> "Backend":
     """The shared backend object for `name` (see chosen_name). Raises ConfigError for an unknown name."""
+    from . import endpoint
+
     name = chosen_name(name)
-    key = (name, os.environ.get("DOCKER_HOST") or "")
+    key = (name, endpoint.resolve(flavor=name).host)
     hit = _instances.get(key)
     if hit is not None:
         return hit
@@ -82,7 +104,11 @@ def get_backend(name: str | None = None) -> "Backend":
 
 
 def reset() -> None:
-    """Forget backend objects (after DOCKER_HOST changed, or in tests)."""
+    """Forget backend objects and resolved endpoints (after DOCKER_HOST changed, or in tests)."""
+    from . import endpoint
+
+    endpoint.reset()
+    _flavors.clear()
     with _lock:
         for b in _instances.values():
             try:

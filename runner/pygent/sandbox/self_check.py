@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .base import Sandbox
+    from .interface import Backend
 
 OpenFn = Callable[[], "Sandbox"]
 Check = Callable[["Sandbox"], None]
@@ -31,9 +32,32 @@ Check = Callable[["Sandbox"], None]
 #: Image kinds: "python" (python3 in the image), "bash" (bash, no python), "sh" (neither).
 _GVISOR_NNP = ("under Docker, gVisor's /proc/self/status has no NoNewPrivs line to read (under Podman it has);"
                " the flag itself is applied by the engine, and with every capability dropped a setuid binary gains nothing")
+_ROOTLESS_CGROUP1 = ("rootless on cgroup v1: an unprivileged user cannot be delegated cgroup v1 controllers, so the"
+                     " engine sets no memory limit at all (doctor reports it as a FAIL); on cgroup v2 with systemd's"
+                     " delegation the limit holds")
 KNOWN_DIFFERENCES: dict[tuple[str, str, str], dict[str, str]] = {
     ("docker", "runsc", "*"): {"no_new_privs_flag_is_set": _GVISOR_NNP},
+    # Backend names with a "-rootless-cgroup1" suffix: the engine runs as a user on a cgroup v1 host (variant()).
+    ("podman-rootless-cgroup1", "*", "*"): {"memory_limit_reports_oom": _ROOTLESS_CGROUP1},
+    ("docker-rootless-cgroup1", "*", "*"): {"memory_limit_reports_oom": _ROOTLESS_CGROUP1},
 }
+
+
+def variant(engine: "Backend") -> str:
+    """The KNOWN_DIFFERENCES backend key for an engine: its name, plus "-rootless-cgroup1" when it runs
+    rootless on cgroup v1, where it can enforce no cgroup limit. Docker says rootless in /info's
+    SecurityOptions; Podman's compatible /info does not, its own /libpod/info does."""
+    info = engine.info()
+    rootless = any("name=rootless" in str(o) for o in info.get("SecurityOptions") or [])
+    if engine.name == "podman" and not rootless:
+        try:
+            rootless = bool(((engine.client.call("GET", "/libpod/info", timeout=30) or {}).get("host") or {})
+                            .get("security", {}).get("rootless"))  # type: ignore[attr-defined]
+        except Exception:
+            rootless = False
+    cgroup1 = str(info.get("CgroupVersion") or "1") == "1"
+    return f"{engine.name}-rootless-cgroup1" if rootless and cgroup1 else engine.name
+
 
 CHECKS: dict[str, Check] = {}
 
@@ -360,10 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     engine = get_backend()
     policy = SandboxPolicy(runtime=args.runtime)
-    known = known_for(engine.name, args.runtime or "*", args.kind)
+    name = variant(engine)
+    known = known_for(name, args.runtime or "*", args.kind)
     report = run(lambda: open_sandbox(args.image, policy, pool=False), known=known)
     if args.json:
-        print(json.dumps(dataclasses.asdict(report) | {"backend": engine.name}))
+        print(json.dumps(dataclasses.asdict(report) | {"backend": engine.name, "variant": name}))
     else:
         print(report)
     return 0 if report.ok else 1

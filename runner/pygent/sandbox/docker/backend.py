@@ -20,6 +20,7 @@ from .client import Conflict, EngineClient, NotFound
 from .sandbox import DockerSandbox, Limits, force_remove
 
 if TYPE_CHECKING:
+    from ..endpoint import Endpoint
     from ..policy import SandboxPolicy
 
 #: The runtime a policy without one gets when the engine registers it (`make engine` does).
@@ -42,6 +43,19 @@ class DockerBackend(Backend):
         from .deaths import DeathWatch  # here: the exec fast path needs no event watcher
 
         self.deaths = DeathWatch(self.client)
+
+    @staticmethod
+    def engine_name(ep: "Endpoint") -> str | None:
+        """ "podman" or "docker" by what the engine at ep answers to /version (a socket's path proves
+        nothing: Podman may serve /var/run/docker.sock); None when it does not answer."""
+        from ...errors import PygentError
+
+        try:
+            version = EngineClient(ep).call("GET", "/version", timeout=10) or {}
+        except (PygentError, OSError, ValueError):
+            return None
+        components = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, dict)]
+        return "podman" if any("podman" in name.lower() for name in components) else "docker"
 
     # -- engine facts -------------------------------------------------------
     @property

@@ -10,9 +10,10 @@ The same API is served by Podman (`podman system service`), so this client is
 also the Podman backend's.
 
 Transport: one HTTP/1.1 request per connection (`Connection: close`) on the
-engine's unix socket (or a plain tcp:// DOCKER_HOST). A connect on a unix socket
-costs ~0.1 ms here; no pool means nothing to leak and nothing shared across
-threads. Attach upgrades the connection and hands the raw socket to the caller.
+byte stream transports.py opens to the endpoint endpoint.py resolves (unix,
+tcp, tcp+TLS, ssh). A connect on a unix socket costs ~0.1 ms here; no pool
+means nothing to leak and nothing shared across threads. Attach upgrades the
+connection and hands the stream (a socket) to the caller.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import socket
 import urllib.parse
 from typing import Any, Iterator
 
-from ...errors import ConfigError, EngineUnavailable, SandboxError
+from ...errors import EngineUnavailable, SandboxError
+from .. import endpoint as endpoints
+from .. import transports
 
 #: Seconds one API call may take before the engine counts as unresponsive.
 API_TIMEOUT = 60.0
 #: The newest API version we speak; older engines get their own (negotiated once).
 MAX_API = (1, 43)
-DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
 class EngineAPIError(SandboxError):
@@ -49,24 +51,6 @@ class Conflict(EngineAPIError):
     """409: e.g. a removal already in progress, a name in use."""
 
 
-def engine_address(host: str | None = None) -> tuple[str, str]:
-    """("unix", path) or ("tcp", "host:port") for DOCKER_HOST (or the default socket).
-
-    Raises ConfigError for transports this client does not speak (ssh://, npipe://).
-    """
-    host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-    if host.startswith("unix://"):
-        return "unix", host[len("unix://"):]
-    if host.startswith("tcp://"):
-        return "tcp", host[len("tcp://"):].rstrip("/")
-    if host.startswith("/"):
-        return "unix", host
-    raise ConfigError(
-        f"DOCKER_HOST={host!r}: pygent speaks to engines over a unix socket or plain tcp://;"
-        " forward the engine's socket locally (e.g. `ssh -L`) and point DOCKER_HOST at it"
-    )
-
-
 class Response:
     __slots__ = ("status", "headers", "body")
 
@@ -80,25 +64,18 @@ class Response:
 class EngineClient:
     """One engine endpoint. Thread-safe: every request opens its own connection."""
 
-    def __init__(self, host: str | None = None, api_version: str | None = None, timeout: float = API_TIMEOUT) -> None:
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-        self.kind, self.address = engine_address(self.host)
+    def __init__(self, host: "str | endpoints.Endpoint | None" = None, api_version: str | None = None,
+                 timeout: float = API_TIMEOUT) -> None:
+        """`host`: an Endpoint, a DOCKER_HOST-style address (tcp:// takes DOCKER_TLS_VERIFY's material),
+        or None for the resolver's choice. Raises ConfigError for an address no transport speaks."""
+        self.endpoint = ep = _endpoint(host)
+        self.host, self.kind, self.address = ep.host, ep.scheme, ep.address
         self.timeout = timeout
         self._version = api_version
 
     # -- transport ----------------------------------------------------------
     def _connect(self, timeout: float | None) -> socket.socket:
-        try:
-            if self.kind == "unix":
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                sock.connect(self.address)
-            else:
-                hostname, _, port = self.address.rpartition(":")
-                sock = socket.create_connection((hostname or "localhost", int(port or 2375)), timeout=timeout)
-        except (OSError, ValueError) as exc:
-            raise EngineUnavailable(f"no engine answers at {self.host}: {exc}") from None
-        return sock
+        return transports.connect(self.endpoint, timeout)
 
     @property
     def version(self) -> str:
@@ -135,7 +112,7 @@ class EngineClient:
             while b"\r\n\r\n" not in buf:
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise EngineUnavailable(f"the engine at {self.host} closed the connection")
+                    raise transports.explain(self.endpoint, None, buf, sock)
                 buf += chunk
             header, rest = buf.split(b"\r\n\r\n", 1)
             lines = header.decode("latin-1").split("\r\n")
@@ -144,6 +121,8 @@ class EngineClient:
             for line in lines[1:]:
                 k, _, v = line.partition(":")
                 headers[k.strip().lower()] = v.strip()
+            if status == 400 and self.endpoint.tls is None and self.kind == "tcp" and transports.PLAIN_TO_TLS in buf:
+                raise transports.explain(self.endpoint, None, buf)
             if upgrade and status == 101:
                 sock.settimeout(None)
                 return status, sock, rest
@@ -153,9 +132,13 @@ class EngineClient:
         except (socket.timeout, TimeoutError):
             sock.close()
             raise EngineUnavailable(f"the engine at {self.host} did not answer {method} {path} within {timeout:.0f}s") from None
-        except OSError as exc:
+        except EngineUnavailable:
             sock.close()
-            raise EngineUnavailable(f"lost the engine at {self.host}: {exc}") from None
+            raise
+        except OSError as exc:
+            error = transports.explain(self.endpoint, exc, sock=sock)
+            sock.close()
+            raise error from None
         except BaseException:
             sock.close()
             raise
@@ -212,6 +195,24 @@ class EngineClient:
         resp = self._send("GET", "/_ping", None, {}, timeout, versioned=False)
         if resp.status != 200:
             raise EngineUnavailable(f"the engine at {self.host} answered /_ping with {resp.status}")
+
+
+def _endpoint(host: "str | endpoints.Endpoint | None") -> "endpoints.Endpoint":
+    """The Endpoint for a client: the resolver's when host is None or names the same engine (so a
+    context's TLS material and the reason it was chosen come along, e.g. in a child process given
+    only the address), else host parsed, with DOCKER_TLS_VERIFY's material for tcp://."""
+    if isinstance(host, endpoints.Endpoint):
+        return host
+    if not host or host == os.environ.get("DOCKER_HOST"):
+        return endpoints.resolve()
+    try:
+        resolved = endpoints.resolve()
+    except ValueError:  # ConfigError: an unreadable context; host itself may still be fine
+        resolved = None
+    if resolved is not None and resolved.host == host:
+        return resolved
+    tls = endpoints.env_tls(os.environ) if host.startswith("tcp://") else None
+    return endpoints.parse(host, tls)
 
 
 def _param(value: Any) -> str:

@@ -71,19 +71,42 @@ class DockerStream:
         """Has the engine closed the connection? A zero-timeout poll and a MSG_PEEK: nothing consumed.
 
         Buffered or readable data means open (a late frame); only the end of the stream,
-        or a socket error, means closed. Never blocks.
+        or a socket error, means closed. Never blocks. Over TLS (no MSG_PEEK on an
+        SSLSocket) readable bytes are read into the buffer instead, where recv finds them.
         """
+        pending = getattr(self.sock, "pending", None)  # ssl.SSLSocket: bytes decrypted, not yet read
         try:
+            if pending is not None and pending():
+                return False
             poller = select.poll()
             poller.register(self.sock, select.POLLIN)
             if not poller.poll(0):
                 return False  # nothing to read: the connection is open
-            data = self.sock.recv(1, socket.MSG_PEEK)  # readable: the poll says it will not block
+            if pending is None:
+                data = self.sock.recv(1, socket.MSG_PEEK)  # readable: the poll says it will not block
+            else:
+                data = self._read_now()
+                if data is None:
+                    return False
+                self.buf += data
         except (BlockingIOError, InterruptedError):
             return False
         except (OSError, ValueError):
             return True
         return not data
+
+    def _read_now(self) -> bytes | None:
+        """What a TLS socket has without waiting; None when the bytes were only TLS records (no data yet)."""
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(0)
+        try:
+            return self.sock.recv(_RECV)
+        except OSError as exc:
+            if type(exc).__name__ in ("SSLWantReadError", "SSLWantWriteError"):
+                return None
+            raise
+        finally:
+            self.sock.settimeout(previous)
 
     def sendall(self, data: bytes) -> None:
         self.sock.sendall(data)

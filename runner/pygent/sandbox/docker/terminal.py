@@ -69,8 +69,7 @@ def interactive_shell(backend: Any, image: str, policy: "SandboxPolicy", command
             backend.client.call("POST", "/containers/create", body, params={"name": name}, what="create")
         except Exception as exc:
             raise map_error(exc, tag) from None
-        cli_env = dict(os.environ, DOCKER_HOST=_cli_host(backend.address))
-        return subprocess.run([docker_cli, "start", "--attach", "--interactive", name], env=cli_env).returncode
+        return subprocess.run([docker_cli, "start", "--attach", "--interactive", name], env=_cli_env(backend)).returncode
 
 
 @contextlib.contextmanager
@@ -108,9 +107,10 @@ def _shell_with_ports(backend: Any, docker_cli: str, image: str, policy: "Sandbo
         argv = [docker_cli, "exec", "--interactive", "--tty", "-e", f"TERM={os.environ.get('TERM', 'xterm')}"]
         argv += [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
         argv += ["-w", workdir or "/workspace", sandbox.id, *(command or DEFAULT_SHELL)]
-        return subprocess.run(argv, env=dict(os.environ, DOCKER_HOST=_cli_host(backend.address))).returncode
+        return subprocess.run(argv, env=_cli_env(backend)).returncode
 
 
-def _cli_host(address: str) -> str:
-    """The CLI's DOCKER_HOST for the engine the backend speaks to (a bare path is a unix socket)."""
-    return f"unix://{address}" if address.startswith("/") else address
+
+def _cli_env(backend: Any) -> dict[str, str]:
+    """The docker CLI's environment for the engine the backend speaks to (TLS material included)."""
+    return {**os.environ, **backend.client.endpoint.cli_env()}
