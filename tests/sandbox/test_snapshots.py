@@ -253,6 +253,8 @@ def test_an_agents_idle_sandbox_pauses_itself_and_wakes(image, monkeypatch, dock
 
     monkeypatch.setenv("PYGENT_IDLE_PAUSE", "0.5")
     rt = Runtime(image=image)
+    events = []
+    rt.on_sandbox = lambda what, data: events.append((what, data.get("id")))  # what the run log records
     try:
         rt.exec("echo hi")
         sb = rt.sandbox
@@ -260,6 +262,9 @@ def test_an_agents_idle_sandbox_pauses_itself_and_wakes(image, monkeypatch, dock
         while not sb.paused and time.monotonic() < deadline:
             time.sleep(0.1)
         assert docker_client.api.inspect_container(sb.id)["State"]["Status"] == "paused"
+        while ("paused", sb.id[:12]) not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ("paused", sb.id[:12]) in events
         assert rt.exec("echo awake").text == "awake\n"
     finally:
         rt.cleanup()

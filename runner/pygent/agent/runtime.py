@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +139,14 @@ class Runtime:
         from ..settings import get_settings
 
         self._sandbox = sandbox
-        idle.watch(sandbox, get_settings().pygent_idle_pause)
+        me, sid = weakref.ref(self), sandbox.id[:12]
+
+        def paused() -> None:  # a weak reference: the watcher must not keep the runtime alive
+            runtime = me()
+            if runtime is not None:
+                runtime._sandbox_event("paused", id=sid)
+
+        idle.watch(sandbox, get_settings().pygent_idle_pause, paused)
 
     # -- snapshots (issue 24) -----------------------------------------------------
     def snapshot(self) -> "Snapshot | None":
