@@ -1315,7 +1315,7 @@ class EgressNotes:
     has no pipe and pays nothing.
     """
 
-    KEEP = 256  # records held for running commands, at most
+    KEEP = 256  # records held for the running commands, at most
     PER_COMMAND = 5  # notes a command's result carries, at most (distinct host:port)
 
     def __init__(self, fd):
@@ -1353,6 +1353,15 @@ class EgressNotes:
                     pass
         del self.records[: -self.KEEP]
 
+    @staticmethod
+    def checked(record):
+        """Only the fields the host reads, with their types: a process of the sandbox's user
+        could write to the relay's pipe too (the worst it can do is a wrong note)."""
+        strs = lambda v: [str(x)[:253] for x in v[:8]] if isinstance(v, list) else []  # noqa: E731
+        return {"host": str(record["host"])[:253], "port": int(record["port"]), "reason": str(record.get("reason"))[:20],
+                "allowed": strs(record.get("allowed")), "more": int(record.get("more") or 0),
+                "addresses": strs(record.get("addresses"))}
+
     def since(self, started, oldest_running):
         """The refusals made since `started`, one per host:port (with a count); then forget
         those no running command (the oldest started at `oldest_running`) can claim."""
@@ -1365,10 +1374,10 @@ class EgressNotes:
 
             for text in mine:
                 try:
-                    note = json.loads(text)
-                    key = "%s:%s" % (note["host"], note["port"])
-                except (ValueError, TypeError, KeyError):
+                    note = self.checked(json.loads(text))
+                except (ValueError, TypeError, KeyError, AttributeError):
                     continue
+                key = "%s:%s" % (note["host"], note["port"])
                 if key in notes:
                     notes[key]["count"] += 1
                 elif len(notes) < self.PER_COMMAND:
