@@ -21,6 +21,12 @@ controls). We resolve once, refuse any such address unless its range is
 listed, and connect to the address we checked (never resolving twice).
 Raw IP targets are always refused: the allowlist is about names.
 
+Refusals (issue 25): a refused host's 403 carries X-Pygent-Refused (JSON: host,
+port, reason, the allowlist). The relay, which sees every answer, writes that record
+with the time on a pipe to the command server before the client reads the 403; the
+server puts the refusals made while a command ran in its Done report, and the model
+reads one line per host (agent/format.py). A sandbox without an allowlist has no relay.
+
 Lifetime: each sandbox's relay holds one `PYGENT-HOLD` connection open while
 the sandbox lives; with no holder and no request for `linger` seconds the
 proxy exits, and the engine's auto-remove deletes the container. We do not
