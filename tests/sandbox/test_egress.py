@@ -257,3 +257,81 @@ def test_every_proxy_variable_is_set_and_loopback_stays_direct(sb, hosts):
     got = sb.exec("for i in $(seq 50); do python3 -c \"import urllib.request as u; "
                   "print(u.urlopen('http://127.0.0.1:8123/').status)\" 2>/dev/null && break; sleep 0.1; done", timeout=30)
     assert got.text.strip() == "200"  # loopback: not through the proxy
+
+
+# ---------------------------------------------------------------- issue 25: refusals the model can act on
+
+#: Run in a sandbox: `python3 - URL...` fetches each URL through the relay, printing only the statuses.
+FETCH_ALL = r"""
+import sys, urllib.error, urllib.request
+for url in sys.argv[1:]:
+    try:
+        print(urllib.request.urlopen(url, timeout=20).status)
+    except urllib.error.HTTPError as e:
+        print(e.code)
+"""
+
+
+def fetch_all(sb, *urls: str):
+    return sb.exec(f"python3 - {' '.join(urls)}", stdin=FETCH_ALL.encode(), timeout=60)
+
+
+def test_each_refusal_is_reported_with_its_command_deduplicated_and_bounded(sb, hosts):
+    got = fetch_all(sb, "http://denied.test/a", "http://denied.test/b", f"http://{hosts.web}:8080/ok")
+    assert got.text.split() == ["403", "403", "200"]
+    [refusal] = got.egress_refused  # one per host:port, with how often; the allowed host is not in it
+    assert refusal["host"] == "denied.test" and refusal["port"] == 80 and refusal["reason"] == "not_allowed"
+    assert refusal["count"] == 2 and f"{hosts.web}:8080" in refusal["allowed"]
+    # The next command did nothing refused: it carries nothing of the last one's.
+    assert fetch_all(sb, f"http://{hosts.web}:8080/ok").egress_refused == []
+    # At most 5 hosts a command (just below, at and above the bound); the rest are counted.
+    for n in (4, 5, 6):
+        got = fetch_all(sb, *(f"http://h{i}-{n}.test/" for i in range(n)))
+        assert [r["host"] for r in got.egress_refused] == [f"h{i}-{n}.test" for i in range(min(n, 5))]
+        assert got.egress_refused[-1].get("others") == (1 if n == 6 else None)
+
+
+def test_the_model_reads_a_note_naming_host_reason_and_how_to_allow(hosts, tmp_path):
+    tag = hosts.web.removeprefix("web-")
+    urls = ["http://denied.test/x", f"http://{hosts.web_ip}:8080/", f"http://rebind-{tag}.test:8080/", f"http://{hosts.web}:8080/ok"]
+    cmd = lambda url: {"cmd": f"python3 - {url} <<'EOF'\n{FETCH_ALL}\nEOF"}  # noqa: E731
+    script = [say(call("bash", cmd(url), id=str(i))) for i, url in enumerate(urls)] + [say(call("stop", id="s"))]
+    events = []
+    agent = Agent(model=type("M", (), {"chat": lambda self, m, model, tools: script.pop(0)})(),
+                  policy=SandboxPolicy(network=allowlist(hosts), timeout=30), on_event=events.append, log_dir=tmp_path)
+    try:
+        agent.run_until_stop("go", max_steps=5)
+    finally:
+        agent.close()
+    results = [m["content"] for m in agent.history if m["role"] == "tool"]
+    via = "network=[...] / --allow-host / PYGENT_ALLOW_HOSTS"
+    assert results[0].endswith(
+        f"[pygent] egress refused: denied.test:80 is not on the allowlist (allowed: {', '.join(sorted(allowlist(hosts)))}); "
+        f"allow it with {via}"), results[0]
+    assert results[1].endswith(f"[pygent] egress refused: {hosts.web_ip}:8080 is a raw IP address; only allowed host "
+                               f"names are reachable: use the host's name, allowed with {via}"), results[1]
+    assert results[2].endswith(f"[pygent] egress refused: rebind-{tag}.test:8080 resolves to a private address (127.0.0.1), "
+                               f"refused unless its range is allowed too (e.g. 10.0.0.0/8) with {via}"), results[2]
+    assert "egress refused" not in results[3] and "200" in results[3]
+    refused = [(e.data["host"], e.data["reason"], e.content) for e in events if e.kind == "egress_refused"]
+    assert [r[:2] for r in refused] == [("denied.test", "not_allowed"), (hosts.web_ip, "raw_ip"), (f"rebind-{tag}.test", "private")]
+    assert [r[2] for r in refused] == [r.splitlines()[-1] for r in results[:3]]
+    # The crash-safe run log has them too.
+    [log] = tmp_path.glob("*.jsonl")
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["data"]["host"] for e in logged if e.get("kind") == "egress_refused"] == [r[0] for r in refused]
+
+
+def test_run_json_transcript_lists_each_refusal(hosts, tmp_path):
+    model = tmp_path / "fetch_model.py"
+    model.write_text(f"FETCH = {FETCH!r}\n" + RUN_MODEL)
+    argv = [sys.executable, "-m", "pygent.cli", "run", "--custom-model", f"{model}:Fetch", "--json", "--max-steps", "2",
+            "--allow-host", f"{hosts.web}:8080", "--log-dir", str(tmp_path)]
+    out = subprocess.run([*argv, "https://denied.test/run"], capture_output=True, timeout=90)
+    record = json.loads(out.stdout)
+    [refusal] = record["egress_refused"]
+    assert refusal["host"] == "denied.test" and refusal["port"] == 443 and refusal["reason"] == "not_allowed"
+    assert refusal["step"] == 1 and refusal["allowed"] == [f"{hosts.web}:8080"]
+    assert refusal["note"] == ("[pygent] egress refused: denied.test:443 is not on the allowlist "
+                               f"(allowed: {hosts.web}:8080); allow it with network=[...] / --allow-host / PYGENT_ALLOW_HOSTS")
+    assert any(refusal["note"] in (m.get("content") or "") for m in record["history"] if m["role"] == "tool")

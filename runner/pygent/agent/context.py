@@ -51,8 +51,21 @@ class ToolContext:
         """Run `cmd` in the agent's shell; the compact text the model reads.
         Raises SandboxError (the sandbox cannot run it), ToolError (background with fresh_per_call)."""
         on_output = self._output_event if self._live and self._emit is not None else None
-        return self._runtime.bash(cmd, timeout=timeout, background=background, idle_timeout=idle_timeout,
+        text = self._runtime.bash(cmd, timeout=timeout, background=background, idle_timeout=idle_timeout,
                                   on_output=on_output)
+        self._refusal_events()
+        return text
+
+    def _refusal_events(self) -> None:
+        """One "egress_refused" event per host the proxy refused during the command (run logs, --json)."""
+        refused = getattr(self._runtime, "last_refused", None)
+        if not refused or self._emit is None:
+            return
+        from .events import StepEvent
+        from .format import refusal_note
+
+        for refusal in refused:
+            self.emit(StepEvent("egress_refused", content=refusal_note(refusal), tool="bash", data=dict(refusal)))
 
     def _output_event(self, stream: str, data: bytes) -> None:
         from .events import StepEvent

@@ -28,7 +28,9 @@ class StepEvent:
     none). "step" ends each step (``data["n"]``: its number; the run log fsyncs there);
     "sandbox" is the agent's sandbox's life (``content``: created, died or recovered;
     ``data``: id, image or reason); "task_step" is one event of a delegated task
-    (``data``: task_id and the event as a dict; a task's own tasks nest). New kinds may be
+    (``data``: task_id and the event as a dict; a task's own tasks nest); "egress_refused" is one
+    host the egress proxy refused during a bash command (``content``: the note the model read,
+    ``data``: host, port, reason, count, ...; protocol.Done's egress_refused). New kinds may be
     added: displays should ignore kinds they do not know.
     """
 

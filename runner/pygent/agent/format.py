@@ -80,6 +80,7 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
     note = state_note(result)
     if note:
         parts.append(note)
+    parts.extend(egress_notes(result))
     return "\n".join(p.rstrip("\n") for p in parts)
 
 
@@ -89,6 +90,47 @@ def state_note(result: ExecResult) -> str | None:
     if state.startswith("too_large"):
         return f"[pygent] shell state not saved ({state.partition(': ')[2]}): the state from before this command is kept"
     return None
+
+
+#: How the allowlist is set, named in every refusal note: the policy field, the CLI flag, the setting.
+HOW_TO_ALLOW = "network=[...] / --allow-host / PYGENT_ALLOW_HOSTS"
+
+
+def egress_notes(result: ExecResult) -> list[str]:
+    """One line per host the egress proxy refused while the command ran (issue 25).
+
+    Why: the command itself prints whatever its tool makes of a 403 (`Tunnel connection
+    failed: 403`); the model needs the host, the reason and how the allowlist is set to
+    act on it (ask for the host, or use another). Host names are the client's: cleaned.
+    """
+    lines = [refusal_note(refusal) for refusal in result.egress_refused]
+    if lines and result.egress_refused[-1].get("others"):
+        lines.append(f"[pygent] egress refused {result.egress_refused[-1]['others']} more connection(s) to other hosts")
+    return lines
+
+
+def refusal_note(refusal: dict) -> str:
+    """The line about one refusal (protocol.Done's egress_refused entry)."""
+    return "[pygent] egress refused: " + clean_str(_refusal_text(refusal))
+
+
+def _refusal_text(refusal: dict) -> str:
+    target = f"{refusal.get('host')}:{refusal.get('port')}"
+    times = f" ({refusal['count']} connections)" if refusal.get("count", 1) > 1 else ""
+    reason = refusal.get("reason")
+    if reason == "raw_ip":
+        return (f"{target}{times} is a raw IP address; only allowed host names are reachable: "
+                f"use the host's name, allowed with {HOW_TO_ALLOW}")
+    if reason == "private":
+        addresses = ", ".join(refusal.get("addresses") or []) or "?"
+        return (f"{target}{times} resolves to a private address ({addresses}), refused unless its range is "
+                f"allowed too (e.g. 10.0.0.0/8) with {HOW_TO_ALLOW}")
+    if reason == "unresolvable":
+        return f"{target}{times} is allowed but the egress proxy cannot resolve it"
+    allowed = ", ".join(refusal.get("allowed") or [])
+    if refusal.get("more"):
+        allowed += f", and {refusal['more']} more"
+    return f"{target}{times} is not on the allowlist (allowed: {allowed or 'none'}); allow it with {HOW_TO_ALLOW}"
 
 
 def format_status(status: "ProcessStatus") -> str:

@@ -69,6 +69,9 @@ class Runtime:
         self.lost: str | None = None
         #: The message of a sandbox lost together with the last command's result (see exec).
         self.last_loss: str | None = None
+        #: the egress proxy's refusals during the last `bash` command (ExecResult.egress_refused):
+        #: ToolContext emits each as an "egress_refused" event
+        self.last_refused: list[dict[str, Any]] = []
         self._release_demand = demand.hold(self)  # warm pools stay while this runtime lives
         #: Absolute time.monotonic() by which commands must end (set by the agent loop's limits).
         self.deadline: float | None = None
@@ -304,8 +307,10 @@ class Runtime:
         # Report the limit that applied: the loop's deadline may have shortened it.
         limit = self._limit(timeout) or self.policy.timeout
         self.last_loss = None
+        self.last_refused = []
         result = self.exec(cmd, timeout=limit, shell_state=True, idle_timeout=idle_timeout, on_chunk=on_output or self.on_output)
         text = format_result(result, round(limit, 2), self.policy.memory, idle_timeout)
+        self.last_refused = result.egress_refused
         return text + f"\n[pygent] {self.last_loss}" if self.last_loss else text
 
     # -- background commands (issue 14) -------------------------------------------

@@ -146,10 +146,13 @@ class _ModelCalls:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.tools: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []  #: the egress proxy's refusals, one per host per command
 
     def __call__(self, event: Any) -> None:
         if event.kind == "model":
             self.calls.append({"step": len(self.calls) + 1, **{k: v for k, v in event.data.items()}})
+        elif event.kind == "egress_refused":
+            self.refused.append({"step": len(self.calls), "note": event.content, **event.data})
         elif event.kind == "tool":
             self.tools.append({"step": len(self.calls), "tool": event.tool, "duration": round(event.duration, 6),
                                "cost": event.data.get("cost")})
@@ -171,6 +174,7 @@ def _transcript(task: str, result: Any, agent: Any, started: float, model_calls:
         "model_calls": model_calls.calls if model_calls is not None else [],
         "usage": model_calls.usage() if model_calls is not None else None,
         "tool_calls": model_calls.tools if model_calls is not None else [],
+        "egress_refused": model_calls.refused if model_calls is not None else [],
         "log": str(agent.run_log.path) if agent.run_log is not None else None,
         "tasks": agent.tasks.wait(timeout=0),
         "history": _clean_history(agent.history),

@@ -272,6 +272,7 @@ class Channel:
                             cpu_user=done.get("cpu_user"),
                             cpu_sys=done.get("cpu_sys"),
                             max_rss=done.get("max_rss"),
+                            egress_refused=done.get("egress_refused") or [],
                         )
                     elif kind == proto.FAILED:  # a malformed request (a command that cannot start is a result)
                         raise SandboxError(f"the sandbox's server refused the command: {json.loads(payload)['error']}")

@@ -21,6 +21,12 @@ controls). We resolve once, refuse any such address unless its range is
 listed, and connect to the address we checked (never resolving twice).
 Raw IP targets are always refused: the allowlist is about names.
 
+Refusals (issue 25): a refused host's 403 carries X-Pygent-Refused (JSON: host,
+port, reason, the allowlist). The relay, which sees every answer, writes that record
+with the time on a pipe to the command server before the client reads the 403; the
+server puts the refusals made while a command ran in its Done report, and the model
+reads one line per host (agent/format.py). A sandbox without an allowlist has no relay.
+
 Lifetime: each sandbox's relay holds one `PYGENT-HOLD` connection open while
 the sandbox lives; with no holder and no request for `linger` seconds the
 proxy exits, and the engine's auto-remove deletes the container. We do not
@@ -54,18 +60,36 @@ MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 DEFAULT_PORTS = (80, 443)
+#: A refusal's record names at most this many allowlist entries (the note stays one line).
+ALLOWED_SHOWN = 8
+#: The header of a 403 that says which host was refused and why (JSON), for the relay.
+REFUSED_HEADER = b"X-Pygent-Refused"
+#: The variable that tells the command server (which the relay execs) the fd of the refusals' pipe.
+NOTES_ENV = "PYGENT_EGRESS_NOTES_FD"
+#: The relay's records must stay below PIPE_BUF (4096) so each write is whole.
+RECORD_MAX = 3000
 #: Hop-by-hop headers we drop from forwarded plain-HTTP requests.
 _HOP = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
 
 
 class Denied(Exception):
-    """A request we refuse; the message is the 403 body's first line."""
+    """A request we refuse; the message is the 403 body's first line.
+
+    A refusal of a host (reason "not_allowed", "private", "raw_ip" or "unresolvable")
+    also carries what the sandbox's relay records for the command that asked
+    (`refusal`, sent as the X-Pygent-Refused header), so the model is told plainly.
+    """
+
+    def __init__(self, message: str, host: str | None = None, port: int = 0, reason: str = "", **more: object) -> None:
+        super().__init__(message)
+        self.refusal = {"host": host[:253], "port": port, "reason": reason, **more} if host else None
 
 
 class Allowlist:
     """Host patterns ('a.b', '*.b', each with an optional ':port') and address ranges."""
 
     def __init__(self, entries: list[str]) -> None:
+        self.entries = list(entries)
         self.hosts: list[tuple[str, int | None]] = []
         self.ranges: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in entries:
@@ -137,23 +161,28 @@ class Proxy:
         except ValueError:
             pass
         else:
-            raise Denied(f"pygent egress proxy: {host!r} is a raw IP address; only allowed host names are reachable")
+            raise Denied(f"pygent egress proxy: {host!r} is a raw IP address; only allowed host names are reachable",
+                         host, port, "raw_ip")
         if not self.allow.allows_name(host, port):
-            raise Denied(f"pygent egress proxy: host {host!r} (port {port}) is not allowed. {how_to_allow(host, port)}")
+            raise Denied(f"pygent egress proxy: host {host!r} (port {port}) is not allowed. {how_to_allow(host, port)}",
+                         host, port, "not_allowed", allowed=self.allow.entries[:ALLOWED_SHOWN],
+                         more=max(0, len(self.allow.entries) - ALLOWED_SHOWN))
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise Denied(f"pygent egress proxy: cannot resolve {host!r}: {exc}") from None
+            raise Denied(f"pygent egress proxy: cannot resolve {host!r}: {exc}", host, port, "unresolvable") from None
         refused = []
         for _family, _type, _proto, _canon, sockaddr in infos:
             addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
             if self.allow.allows_address(addr):
                 return str(addr), port
             refused.append(str(addr))
+        addresses = sorted(set(refused))
         raise Denied(
-            f"pygent egress proxy: host {host!r} resolves to {', '.join(sorted(set(refused)))}, a private, loopback, "
-            "link-local or reserved address, which is refused unless its range is allowed explicitly (e.g. 10.0.0.0/8)"
+            f"pygent egress proxy: host {host!r} resolves to {', '.join(addresses)}, a private, loopback, "
+            "link-local or reserved address, which is refused unless its range is allowed explicitly (e.g. 10.0.0.0/8)",
+            host, port, "private", addresses=addresses[:4],
         )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -200,7 +229,7 @@ class Proxy:
             host, port = split_host_port(authority.rpartition("@")[2], 80)
             addr = await self.check(host, port)
         except Denied as exc:
-            return await _answer(writer, 403, str(exc))
+            return await _answer(writer, 403, str(exc), exc.refusal)
         except (OSError, asyncio.TimeoutError) as exc:
             return await _answer(writer, 502, f"pygent egress proxy: cannot connect to {target[:100]}: {exc or type(exc).__name__}")
         try:
@@ -223,12 +252,14 @@ class Proxy:
                 return
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+async def _answer(writer: asyncio.StreamWriter, status: int, text: str, refusal: dict | None = None) -> None:
     body = (text + "\n").encode()
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    # json.dumps escapes CR/LF and everything outside ASCII: the header cannot be split or forged by a host name.
+    extra = f"{REFUSED_HEADER.decode()}: {json.dumps(refusal)}\r\n" if refusal else ""
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Pygent-Egress: refused\r\n\r\n".encode() + body
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nX-Pygent-Egress: refused\r\n{extra}\r\n".encode() + body
     )
     await writer.drain()
 
@@ -248,10 +279,12 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+    down: "object | None" = None,
 ) -> None:
+    """Both directions until both ends; `down` (a coroutine) replaces the upstream -> client copy."""
     try:
-        await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+        await asyncio.gather(_copy(reader, up_writer), down or _copy(up_reader, writer))
     finally:
         up_writer.close()
 
@@ -272,7 +305,7 @@ async def serve(config: dict) -> None:
 # --------------------------------------------------------------------------- the relay (in the sandbox)
 
 
-async def _relay_one(path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _relay_one(path: str, notes: int | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         up_reader, up_writer = await asyncio.open_unix_connection(path)
     except OSError:
@@ -280,9 +313,56 @@ async def _relay_one(path: str, reader: asyncio.StreamReader, writer: asyncio.St
         writer.close()
         return
     try:
-        await _pipe(reader, writer, up_reader, up_writer)
+        down = None if notes is None else _watch_answer(notes, up_reader, writer)
+        await _pipe(reader, writer, up_reader, up_writer, down)
     finally:
         writer.close()
+
+
+async def _watch_answer(notes: int, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The proxy -> client direction, recording a refusal (note_refusal) before the client sees its 403."""
+    try:
+        first = await _first_answer(up_reader)
+    except OSError:
+        return
+    record = refusal_record(first)
+    if record is not None:
+        note_refusal(notes, record)  # the server reads it when the command ends, after the client saw the 403
+    if first:
+        writer.write(first)
+    await _copy(up_reader, writer)
+
+
+async def _first_answer(up_reader: asyncio.StreamReader) -> bytes:
+    """The proxy's first bytes; a whole head when they start a 403 (the proxy writes it in one piece)."""
+    data = await up_reader.read(65536)
+    while data.startswith(b"HTTP/1.1 403 ") and b"\r\n\r\n" not in data and len(data) < MAX_HEAD:
+        more = await up_reader.read(65536)
+        if not more:
+            break
+        data += more
+    return data
+
+
+def refusal_record(answer: bytes) -> bytes | None:
+    """The X-Pygent-Refused header's JSON from a proxy's 403 head, or None (any other answer)."""
+    if not answer.startswith(b"HTTP/1.1 403 "):
+        return None
+    prefix = b"\r\n" + REFUSED_HEADER + b": "
+    head = answer.partition(b"\r\n\r\n")[0]
+    start = head.find(prefix)
+    if start < 0:
+        return None
+    value = head[start + len(prefix):].partition(b"\r\n")[0]
+    return value if len(value) < RECORD_MAX else None
+
+
+def note_refusal(fd: int, record: bytes) -> None:
+    """One line (monotonic time, tab, the record) on the pipe the command server reads; dropped when it is full."""
+    try:
+        os.write(fd, b"%.6f\t%s\n" % (time.monotonic(), record))
+    except OSError:  # full (the server reads it at each command's end) or closed (the server is gone)
+        pass
 
 
 _HOLD = b"PYGENT-HOLD\r\n\r\n"
@@ -305,9 +385,9 @@ async def _hold(path: str, first: int | None) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _relay(fd: int, path: str, hold: int | None) -> None:
+async def _relay(fd: int, path: str, hold: int | None, notes: int | None) -> None:
     listener = socket.socket(fileno=fd)
-    server = await asyncio.start_server(lambda r, w: _relay_one(path, r, w), sock=listener)
+    server = await asyncio.start_server(lambda r, w: _relay_one(path, notes, r, w), sock=listener)
     async with server:
         await asyncio.gather(_hold(path, hold), server.serve_forever())
 
@@ -327,7 +407,12 @@ def relay(port: int, path: str, command: list[str]) -> None:
     listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(64)
+    # Refusals go to the command server on a pipe (NOTES_ENV names its read end): the server
+    # reads it when a command ends and reports the refusals made while it ran (protocol.Done).
+    notes_r, notes_w = os.pipe()
     if os.fork() == 0:
+        os.close(notes_r)
+        os.set_blocking(notes_w, False)
         os.setsid()
         if os.fork() == 0:  # the command server never sees it as its child
             null = os.open(os.devnull, os.O_RDWR)
@@ -347,12 +432,15 @@ def relay(port: int, path: str, command: list[str]) -> None:
 
                 select.select([listener], [], [])
                 _imports()
-                asyncio.run(_relay(listener.detach(), path, held))
+                asyncio.run(_relay(listener.detach(), path, held, notes_w))
             finally:
                 os._exit(0)
         os._exit(0)
     os.wait()
     listener.close()
+    os.close(notes_w)
+    os.set_inheritable(notes_r, True)
+    os.environ[NOTES_ENV] = str(notes_r)
     os.execvp(command[0], command)
 
 

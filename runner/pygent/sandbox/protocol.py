@@ -62,6 +62,9 @@ SNAPSHOT, RESTORE = b"S"[0], b"T"[0]
 #: mode, size of the data that follows the path, mtime in ns, path length; then path, data.
 ENTRY = struct.Struct(">BIQQI")
 MARKER_ENV = "PYGENT_CMD"
+#: The fd of the pipe on which the egress relay reports refusals to the server (issue 25;
+#: egress_proxy.NOTES_ENV is the same name: that file is stdlib-only and imports nothing of ours).
+EGRESS_NOTES_ENV = "PYGENT_EGRESS_NOTES_FD"
 PROTOCOL = 7  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
@@ -232,3 +235,8 @@ if TypedDict is not None:
         cpu_user: float  # seconds of user CPU of the command's process tree (wait4 rusage)
         cpu_sys: float  # seconds of system CPU, same tree
         max_rss: int  # bytes: the peak resident memory of the tree's largest process
+        # issue 25, absent when none: the egress proxy's refusals while the command ran, one per
+        # host:port, at most 5: {"host", "port", "reason" (not_allowed | private | raw_ip | unresolvable),
+        # "count", and "allowed" + "more" (not_allowed), "addresses" (private)}; the last may carry
+        # "others": refusals of further hosts beyond the 5
+        egress_refused: list

@@ -7,7 +7,8 @@ and keeping it would make host memory depend on what a command prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .protocol import HeadTail, cut_marker  # one implementation, shared with the in-container server
 
@@ -42,6 +43,9 @@ class ExecResult:
     cpu_sys: float | None = None
     #: bytes: peak resident memory of the tree's largest process (wait4's ru_maxrss)
     max_rss: int | None = None
+    #: the egress proxy's refusals while it ran (protocol.Done's egress_refused): one dict per
+    #: host:port (host, port, reason, count, ...); format.egress_notes says them to the model
+    egress_refused: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def truncated(self) -> bool:

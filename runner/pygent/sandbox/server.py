@@ -1304,6 +1304,93 @@ class Ports:
         st.sock.close()
 
 
+class EgressNotes:
+    """The egress proxy's refusals, as the sandbox's relay reports them on a pipe (issue 25).
+
+    Why a pipe from the relay: only the relay (which execs this server) sees the proxy's
+    answers, and it writes each refusal there before the client gets its 403, so a
+    command's refusals are all in the pipe when the command ends. A refusal belongs to
+    every command that was running when it was made (by time: the relay and we share
+    the monotonic clock). Read only when a command ends; a sandbox without an allowlist
+    has no pipe and pays nothing.
+    """
+
+    KEEP = 256  # records held for the running commands, at most
+    PER_COMMAND = 5  # notes a command's result carries, at most (distinct host:port)
+
+    def __init__(self, fd):
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)  # commands never see it
+        self.fd = fd
+        self.partial = b""
+        self.records = []  # (monotonic time, JSON text)
+
+    @classmethod
+    def from_env(cls):
+        fd = os.environ.pop(EGRESS_NOTES_ENV, None)  # popped: commands inherit our environment
+        try:
+            return cls(int(fd)) if fd else None
+        except (ValueError, OSError):
+            return None
+
+    def drain(self):
+        while True:
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                break
+            lines = (self.partial + data).split(b"\n")
+            self.partial = lines.pop()[-4096:]
+            for line in lines:
+                t, _, record = line.partition(b"\t")
+                try:
+                    self.records.append((float(t), record.decode("ascii")))
+                except ValueError:
+                    pass
+        del self.records[: -self.KEEP]
+
+    @staticmethod
+    def checked(record):
+        """Only the fields the host reads, with their types: a process of the sandbox's user
+        could write to the relay's pipe too (the worst it can do is a wrong note)."""
+        strs = lambda v: [str(x)[:253] for x in v[:8]] if isinstance(v, list) else []  # noqa: E731
+        return {"host": str(record["host"])[:253], "port": int(record["port"]), "reason": str(record.get("reason"))[:20],
+                "allowed": strs(record.get("allowed")), "more": int(record.get("more") or 0),
+                "addresses": strs(record.get("addresses"))}
+
+    def since(self, started, oldest_running):
+        """The refusals made since `started`, one per host:port (with a count); then forget
+        those no running command (the oldest started at `oldest_running`) can claim."""
+        self.drain()
+        notes = {}
+        extra = 0
+        mine = [r for t, r in self.records if t >= started]
+        if mine:
+            import json  # only when there is something to report: ~7 ms we do not pay at start
+
+            for text in mine:
+                try:
+                    note = self.checked(json.loads(text))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    continue
+                key = "%s:%s" % (note["host"], note["port"])
+                if key in notes:
+                    notes[key]["count"] += 1
+                elif len(notes) < self.PER_COMMAND:
+                    notes[key] = dict(note, count=1)
+                else:
+                    extra += 1
+        self.records = [(t, r) for t, r in self.records if oldest_running is not None and t >= oldest_running]
+        out = list(notes.values())
+        if extra and out:
+            out[-1]["others"] = extra  # refusals of further hosts, not listed
+        return out
+
+
 class Server:
     def __init__(self):
         self.sel = Poller()
@@ -1326,6 +1413,7 @@ class Server:
         self.sel.register(r, EVENT_READ, ("sig", None))
         self.files = FileOps(self.send, self.send_json)
         self.ports = Ports(self.sel, self.send, self.send_json)
+        self.egress = EgressNotes.from_env()
 
     # -- output to the host -------------------------------------------------
     def send(self, kind, cid, payload=b""):
@@ -1647,9 +1735,15 @@ class Server:
         if not cmd.stream:
             self.send(OUT, cmd.cid, cmd.out.value())
             self.send(ERR, cmd.cid, cmd.err.value())
+        more_done = cost(cmd.usage)
+        if self.egress is not None:
+            running = [c.started for c in self.cmds.values()]
+            refused = self.egress.since(cmd.started, min(running) if running else None)
+            if refused:
+                more_done["egress_refused"] = refused
         self.send_done(cmd.cid, 124 if cmd.timed_out else code, time.monotonic() - cmd.started,
                        cmd.out.omitted, cmd.err.omitted, timed_out=cmd.timed_out, oom_killed=oom, state=state,
-                       **cost(cmd.usage))
+                       **more_done)
 
     def close_stdin(self, cmd):
         if cmd.proc.stdin is not None and not cmd.proc.stdin.closed:
