@@ -114,3 +114,28 @@ def test_the_sandbox_api_answers_as_locally(ray_backend, tmp_path):
             sb.write_file("/etc/passwd", "no")
     with pytest.raises(SandboxClosed):
         sb.exec("true")
+
+
+def test_snapshot_and_fork_through_ray(ray_backend, monkeypatch):
+    """snapshot() and fork() on a Ray sandbox: the node's server takes and restores the trees
+    and shell state; the forks are Ray sandboxes too, independent of their original."""
+    from pygent.sandbox.ray.sandbox import RaySandbox
+
+    monkeypatch.setenv("PYGENT_BACKEND", "ray")
+    with ray_backend.create("python", SandboxPolicy()) as sb:
+        sb.exec("mkdir -p src && echo one > src/a.txt && ln -s a.txt src/link; export STAGE=1; cd src", shell_state=True)
+        snap = sb.snapshot()
+        forks = sb.fork(2)
+        try:
+            sb.exec("rm a.txt", shell_state=True)
+            for fork in forks:
+                assert isinstance(fork, RaySandbox)
+                r = fork.exec('echo "$STAGE $PWD"; cat a.txt; readlink link', shell_state=True)
+                assert r.stdout == b"1 /workspace/src\none\na.txt\n", r
+            forks[0].exec("echo two > a.txt", shell_state=True)
+            assert forks[1].exec("cat a.txt", shell_state=True).stdout == b"one\n"
+            changes = sb.changes(since=snap)
+            assert "/workspace/src/a.txt" in changes.deleted
+        finally:
+            for fork in forks:
+                fork.close()

@@ -36,7 +36,7 @@ DEFAULT_SLOTS = 8
 #: The Sandbox methods a caller may invoke through the agent, and nothing else.
 SANDBOX_CALLS = frozenset({
     "exec", "exec_background", "process_output", "process_status", "process_input", "process_kill",
-    "process_list", "put_archive", "get_archive", "export_tree", "_put_file", "_tree_tar",
+    "process_list", "put_archive", "get_archive", "export_tree", "_put_file", "_tree_tar", "_restore",
 })
 
 
@@ -55,7 +55,7 @@ def node_resources(engine: str | None = None) -> dict[str, float]:
 
 
 #: What a driver may call on the agent (NodeAgent.run dispatches to these only).
-AGENT_METHODS = frozenset({"hello", "create", "call", "get_file", "healthy", "close", "list_ours", "remove", "report"})
+AGENT_METHODS = frozenset({"hello", "create", "call", "get_file", "snapshot_stream", "healthy", "close", "list_ours", "remove", "report"})
 
 
 def pack(exc: BaseException) -> tuple[type, tuple, dict]:
@@ -124,7 +124,8 @@ class NodeAgent:
         sandbox = self.local.create(self.local.resolve_image(image), checked, pooled=pooled)
         with self._lock:
             self._sandboxes[sandbox.id] = sandbox
-        return {"id": sandbox.id, "memory_limit": sandbox.memory_limit, "hostname": getattr(sandbox, "hostname", "")}
+        return {"id": sandbox.id, "memory_limit": sandbox.memory_limit, "hostname": getattr(sandbox, "hostname", ""),
+                "image": getattr(sandbox, "image", "") or image}
 
     def call(self, sandbox_id: str, method: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         """One Sandbox API call on one of this agent's sandboxes.
@@ -140,6 +141,13 @@ class NodeAgent:
         """_get_file with its chunks gathered here (a callback cannot cross Ray)."""
         buf = bytearray()
         answer = self._get(sandbox_id)._get_file(path, max_bytes, buf.extend)
+        return answer, bytes(buf)
+
+    def snapshot_stream(self, sandbox_id: str, spec: dict) -> tuple[dict, bytes]:
+        """_snapshot_stream with its entry stream gathered here (a callback cannot cross Ray);
+        the server inside checks spec's paths and limit, as locally."""
+        buf = bytearray()
+        answer = self._get(sandbox_id)._snapshot_stream(dict(spec), buf.extend)
         return answer, bytes(buf)
 
     def healthy(self, sandbox_id: str) -> bool:

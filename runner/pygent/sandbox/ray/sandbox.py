@@ -32,6 +32,8 @@ class RaySandbox(Sandbox):
         self.node_id = node_id
         self.hostname = info.get("hostname", "")
         self.policy = policy
+        #: The image as the node's engine resolved it (what a snapshot records, to restore from).
+        self.image = info.get("image", "")
         self._backend = backend
         self._memory = info.get("memory_limit") or policy.memory
         self._placement = placement
@@ -41,6 +43,10 @@ class RaySandbox(Sandbox):
         self._dead: str | None = None
         self._lock = threading.Lock()
         lifecycle.track(self)
+
+    @property
+    def backend_name(self) -> str:
+        return "ray"
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
@@ -110,6 +116,22 @@ class RaySandbox(Sandbox):
         if data:
             on_chunk(data)
         return answer
+
+    # -- snapshots (issue 24): the node's sandbox takes and restores them; bytes travel by Ray ----
+    def _snapshot_stream(self, spec: dict, on_chunk: Callable[[bytes], None]) -> dict:
+        if self._closed:
+            raise SandboxClosed(f"sandbox {self.id[:12]} is closed")
+        try:
+            answer, data = self._backend.call(self.node_id, "snapshot_stream", self.id, spec)
+        except SandboxGone as exc:
+            self._dead = exc.reason
+            raise
+        if data:
+            on_chunk(data)
+        return answer
+
+    def _restore(self, snapshot: Any) -> None:
+        self._call("_restore", snapshot)
 
     def _tree_tar(self, path: str, max_bytes: int) -> bytes:
         return self._call("_tree_tar", path, max_bytes)
