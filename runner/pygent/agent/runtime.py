@@ -112,17 +112,28 @@ class Runtime:
                     if self._sandbox is None or self._sandbox.closed:
                         if self.slots is not None and slot is None:
                             continue  # another thread's sandbox went meanwhile: wait for a slot again
-                        with lifecycle.purpose(self._purpose):
-                            self._adopt(open_sandbox(self.image, self.policy))
+                        slot, taken = None, slot
+                        self._adopt(self._open_in_slot(taken, lambda: open_sandbox(self.image, self.policy)))
                         assert self._sandbox is not None
-                        if slot is not None:
-                            self.slots.hold_until_gone(slot, self._sandbox)
-                            slot = None
                         self._sandbox_event("recovered" if self._lost_one else "created", id=self._sandbox.id[:12], image=self.image)
                     return self._sandbox
             finally:
                 if slot is not None:
                     slot.release()
+
+    def _open_in_slot(self, slot: Any, opener: Any) -> Sandbox:
+        """opener() under this runtime's purpose label; `slot` (a SandboxSlots slot, or None)
+        is then held until that sandbox is gone, or given back at once if opening failed."""
+        try:
+            with lifecycle.purpose(self._purpose):
+                sandbox = opener()
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if slot is not None:
+            self.slots.hold_until_gone(slot, sandbox)
+        return sandbox
 
     @property
     def _purpose(self) -> str:
@@ -165,21 +176,12 @@ class Runtime:
     def restore(self, snapshot: "Snapshot | None", sandbox: Sandbox | None = None) -> None:
         """Continue in a sandbox restored from `snapshot` (or the given, already restored one);
         None: a fresh sandbox on next use. The current sandbox is removed."""
-        slot = None
         if snapshot is not None and sandbox is None:
             # A forked task's sandbox counts against max_tasks like any other (issue 27).
             slot = self.slots.acquire(lambda: self._closed) if self.slots is not None else None
             if self.slots is not None and slot is None:
                 raise SandboxError("this runtime was cleaned up; create a new Agent")
-            try:
-                with lifecycle.purpose(self._purpose):
-                    sandbox = open_sandbox(snapshot=snapshot)
-            except BaseException:
-                if slot is not None:
-                    slot.release()
-                raise
-            if slot is not None:
-                self.slots.hold_until_gone(slot, sandbox)
+            sandbox = self._open_in_slot(slot, lambda: open_sandbox(snapshot=snapshot))
         with self._lock:
             if self._closed:
                 if sandbox is not None:
