@@ -871,7 +871,7 @@ class SnapTooLarge(Exception):
     pass
 
 
-def snapshot_entries(roots, contents, files=None):
+def snapshot_entries(roots, files=None):
     """(kind, path, lstat) for each root and everything under it, parents first; or, given
     `files`, for those of them that are regular files (changes() reads what it compares in
     one request). Special files (FIFOs, sockets, devices) are skipped and listed; links are
@@ -940,7 +940,7 @@ def snapshot(send, cid, spec, state, cwd):
         files = spec.get("files")
         if files is not None and not all(isinstance(p, str) and any(p.startswith(r + "/") for r in roots) for p in files):
             return {"errno": errno.EINVAL, "error": "files to read must lie under the snapshot's paths"}
-        for kind, path, st in snapshot_entries(roots, contents, files):
+        for kind, path, st in snapshot_entries(roots, files):
             if kind == "skipped":
                 skipped = path
                 break
