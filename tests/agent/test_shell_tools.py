@@ -124,5 +124,6 @@ def test_output_events_arrive_while_the_command_runs_and_the_model_gets_one_resu
     assert len(outputs) >= 2 and all(e.data["stream"] == "stdout" and e.tool == "bash" for e in outputs)
     assert kinds.index("output") < kinds.index("tool")  # shown before the result
     tool_results = [m for m in ag.history if m["role"] == "tool"]
-    assert tool_results[0]["content"] == "exit code: 0\nstdout:\none\ntwo\nthree"
+    text, _, cost = tool_results[0]["content"].partition("\n[pygent] cost: ")  # a 1 s command: worth its cost line
+    assert text == "exit code: 0\nstdout:\none\ntwo\nthree" and cost.startswith("1."), tool_results[0]["content"]
     del chunks_before_end

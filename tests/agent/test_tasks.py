@@ -97,7 +97,7 @@ def wait_running_in_container(task, within: float = 30.0) -> str:
 
 def stdout_of(answer: str | None) -> str:
     assert answer and "stdout:\n" in answer, answer
-    return answer.split("stdout:\n", 1)[1]
+    return answer.split("stdout:\n", 1)[1].split("\n[pygent] cost: ")[0]  # a slow command's cost line
 
 
 @pytest.fixture

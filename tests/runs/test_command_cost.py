@@ -7,6 +7,8 @@ allocates a 100 MB string; one that sleeps (no CPU to speak of). Children, not t
 command's own bash, so the figures are the process tree's.
 """
 
+import re
+
 import pytest
 
 from pygent.sandbox import SandboxPolicy, open_sandbox
@@ -53,3 +55,31 @@ def test_peak_memory_of_the_process_tree(sandbox):
     assert 95_000_000 <= r.max_rss <= 450_000_000, r.max_rss
     small = sandbox.exec("true")
     assert small.max_rss < 20_000_000, small.max_rss
+
+
+def test_peak_memory_counts_every_process_of_the_tree(sandbox):
+    """Four children of 100 MB at once: the peak is the tree's, ~400 MB, not its largest process's."""
+    r = sandbox.exec(f"for i in 1 2 3 4; do {ALLOC.replace('; echo', '; sleep 1; echo')} & done; wait")
+    assert r.stdout == b"100000000\n" * 4, r.stderr
+    assert 390_000_000 <= r.max_rss <= 1_000_000_000, r.max_rss
+
+
+def test_the_model_reads_what_a_costly_command_cost_and_not_what_a_cheap_one_did():
+    """Through the agent's own `bash` tool: a heavy command ends with its cost line, `echo` does not."""
+    from pygent import Agent
+    from support.scripted import Script, call, say
+
+    model = Script(say(call("bash", {"cmd": ALLOC}, id="heavy"), call("bash", {"cmd": "sleep 1.1"}, id="slow"),
+                       call("bash", {"cmd": "echo hi"}, id="cheap")), say(call("stop")))
+    agent = Agent(model=model)
+    try:
+        agent.run_until_stop("go")
+        results = {m["tool_call_id"]: m["content"] for m in agent.history if m["role"] == "tool"}
+    finally:
+        agent.runtime.cleanup()
+    heavy = results["heavy"].splitlines()[-1]
+    assert heavy.startswith("[pygent] cost: ") and heavy.endswith(" MB"), results["heavy"]
+    assert 95 <= int(heavy.split("peak ")[1].split()[0]) <= 450, heavy
+    slow = results["slow"].splitlines()[-1]
+    assert re.fullmatch(r"\[pygent\] cost: 1\.\ds, cpu 0\.[01]s user \+ 0\.[01]s sys, peak \d+ MB", slow), results["slow"]
+    assert results["cheap"] == "exit code: 0\nstdout:\nhi"

@@ -81,7 +81,30 @@ def format_result(result: ExecResult, timeout: float | None = None, memory: str 
     if note:
         parts.append(note)
     parts.extend(egress_notes(result))
+    note = cost_note(result)
+    if note:
+        parts.append(note)
     return "\n".join(p.rstrip("\n") for p in parts)
+
+
+#: A command's cost is told to the model when it is worth a line: this long (s), this much CPU (s),
+#: this much memory (bytes). Why not always: most commands (ls, cat, grep) cost nothing to speak
+#: of, and a line on each would be tokens on every step; a slow or heavy one is what a model
+#: should notice (to background it, cut its work, or mind the memory limit).
+COST_WORTH = (1.0, 0.5, 100_000_000)
+
+
+def cost_note(result: ExecResult) -> str | None:
+    """`[pygent] cost: 2.3s, cpu 2.1s user + 0.1s sys, peak 535 MB` for a command worth it (COST_WORTH)."""
+    if result.cpu_user is None or result.timed_out:  # a timeout's head already says how long
+        return None
+    cpu = result.cpu_user + (result.cpu_sys or 0.0)
+    peak = result.max_rss or 0
+    wall, cpu_worth, peak_worth = COST_WORTH
+    if result.duration < wall and cpu < cpu_worth and peak < peak_worth:
+        return None
+    return (f"[pygent] cost: {result.duration:.1f}s, cpu {result.cpu_user:.1f}s user + {result.cpu_sys or 0.0:.1f}s sys, "
+            f"peak {peak / 1e6:.0f} MB")
 
 
 def state_note(result: ExecResult) -> str | None:
