@@ -185,6 +185,10 @@ def stop_tls_engine(engine: TLSEngine) -> None:
     leftover = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True, timeout=30).stdout.split()
     if engine.proc is not None:
         _stop(engine.proc, wait=30)
+    # Its log outlives its state, for whoever reads a failure (CI keeps tests/artifacts/).
+    artifacts = Path(__file__).parents[1] / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copyfile(engine.base / "dockerd.log", artifacts / "tls-dockerd.log")
     subprocess.run(["umount", "-R", "-l", str(engine.base / "root")], capture_output=True)
     subprocess.run(["umount", "-R", "-l", str(engine.base / "exec")], capture_output=True)
     shutil.rmtree(engine.base, ignore_errors=True)
