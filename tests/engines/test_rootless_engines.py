@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from pygent.sandbox import self_check
 
 from support import rootless_docker as rdocker
 from support.endpoints import answers
 
 pytestmark = pytest.mark.docker
+TOOLING_PYTHON = self_check.TOOLING_PYTHON  # any image: the tooling volume's own interpreter
 PROBE = (Path(__file__).parents[1] / "support" / "endpoint_probe.py").read_text()
 
 
@@ -150,5 +152,15 @@ def test_rootless_docker_is_found_and_runs_the_cli_library_agent_and_self_check(
     assert report["backend"] == "docker" and report["variant"] == "docker-rootless-cgroup1", report
     assert set(report["known"]) <= {"memory_limit_reports_oom"}, report
     assert not report["failed"] and not report["unexpected_passes"], (report, engine.log_tail())
+    # No pids cgroup here (rootless on cgroup v1): the policy's pids bound holds as RLIMIT_NPROC. Forks
+    # until the kernel refuses, just below and at the bound (the command server and the shell count too).
+    forks = (f"{TOOLING_PYTHON} -c 'import os, time\nn = 0\nwhile n < 5000:\n try: pid = os.fork()\n"
+             " except BlockingIOError: break\n if pid == 0: time.sleep(20); os._exit(0)\n n += 1\nprint(n)'; echo alive")
+    for pids in (64, 65):
+        bounded = user.run([user.cli, "exec", "--image", "minimal", "--pids", str(pids), "--", "sh", "-c", forks], groups=False)
+        n, alive = bounded.stdout.split()
+        assert (bounded.returncode, alive) == (0, "alive") and pids - 8 <= int(n) < pids, bounded.stdout + bounded.stderr
+    doctor = " ".join(user.run([user.cli, "doctor"], groups=False, timeout=240).stdout.split())
+    assert f"{engine.host} via unix socket" in doctor and "is RLIMIT_NPROC instead" in doctor, doctor
     left = user.run(engine.cli("ps", "-aq"), groups=False)
     assert (left.returncode, left.stdout) == (0, ""), left.stdout + left.stderr

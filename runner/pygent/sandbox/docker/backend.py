@@ -36,6 +36,7 @@ class DockerBackend(Backend):
     def __init__(self, host: str | None = None) -> None:
         self.client = EngineClient(host)
         self._runtimes: dict[str, dict] | None = None
+        self._pids_cgroup: bool | None = None
         self._preferred_broken = False
         self._tooling_ready: set[str] = set()
         self._lock = threading.Lock()
@@ -73,6 +74,13 @@ class DockerBackend(Backend):
         if self._runtimes is None:
             self._runtimes = dict(self.info().get("Runtimes") or {})
         return self._runtimes
+
+    def pids_cgroup(self) -> bool:
+        """Can the engine set a pids limit? /info's PidsLimit, asked once per backend: False for a
+        rootless engine on cgroup v1, which then gets RLIMIT_NPROC instead (config.create_body)."""
+        if self._pids_cgroup is None:
+            self._pids_cgroup = self.info().get("PidsLimit") is not False
+        return self._pids_cgroup
 
     def chosen_runtime(self, policy: "SandboxPolicy") -> str | None:
         """The policy's runtime; without one, crun when the engine has it, else the engine's default.
@@ -121,7 +129,7 @@ class DockerBackend(Backend):
                     proxy: str | None = None) -> dict:
         """The create request for one sandbox (config.py), with this engine's flavor and tooling."""
         return config.create_body(image, policy, tooling_volume=self.tooling_volume(), runtime=runtime,
-                                  pooled=pooled, flavor=self.flavor, proxy=proxy)
+                                  pooled=pooled, flavor=self.flavor, proxy=proxy, pids_cgroup=self.pids_cgroup())
 
     def create(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False) -> DockerSandbox:
         from ..gc import reclaim_in_background

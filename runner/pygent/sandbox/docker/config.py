@@ -56,10 +56,17 @@ def create_body(
     pooled: bool = False,
     flavor: EngineFlavor = EngineFlavor(),
     proxy: str | None = None,
+    pids_cgroup: bool = True,
 ) -> dict[str, Any]:
     """The create request for one hardened sandbox of `image` under `policy`.
 
     proxy: the egress proxy's container id when the policy has an allowlist (network.py).
+    pids_cgroup: the engine can set a pids limit (/info PidsLimit). A rootless engine on
+    cgroup v1 cannot, and drops PidsLimit without a word: a fork bomb then grew to 18,661
+    processes in 5 s here, over half the host's pid_max (32768), starving every process on
+    it (the engine's own forks failed). Without it, the policy's pids is the sandbox's
+    RLIMIT_NPROC, which the kernel counts per uid in the engine's user namespace: every
+    sandbox of that engine runs as the one uid, so they share the bound.
     """
     mounts: list[dict[str, Any]] = [
         {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,
@@ -109,8 +116,8 @@ def create_body(
         host["Tmpfs"] = tmpfs
     if runtime:
         host["Runtime"] = runtime
-    if flavor.ulimits:
-        host["Ulimits"] = ulimits(flavor)
+    if flavor.ulimits or not pids_cgroup:
+        host["Ulimits"] = ulimits(flavor, nproc=None if pids_cgroup else policy.pids)
     hostname = f"sandbox-{os.urandom(4).hex()}"
     body = {
         "Image": image,
@@ -137,9 +144,11 @@ def create_body(
     return body
 
 
-def ulimits(flavor: EngineFlavor) -> list[dict[str, Any]]:
-    """The engine's rlimits as the API spells them."""
-    return [{"Name": n, "Soft": s, "Hard": h} for n, s, h in flavor.ulimits]
+def ulimits(flavor: EngineFlavor, nproc: int | None = None) -> list[dict[str, Any]]:
+    """The engine's rlimits as the API spells them; `nproc` (soft and hard) replaces the flavor's."""
+    limits = [(n, s, h) for n, s, h in flavor.ulimits if nproc is None or n != "nproc"]
+    limits += [("nproc", nproc, nproc)] if nproc is not None else []
+    return [{"Name": n, "Soft": s, "Hard": h} for n, s, h in limits]
 
 
 def _tmpfs_volume(target: str, opts: str) -> dict[str, Any]:
