@@ -29,6 +29,19 @@ TOOLING_PYTHON = self_check.TOOLING_PYTHON  # any image: the tooling volume's ow
 PROBE = (Path(__file__).parents[1] / "support" / "endpoint_probe.py").read_text()
 
 
+FORKS = (f"{TOOLING_PYTHON} -c 'import os, time\nn = 0\nwhile n < 5000:\n try: pid = os.fork()\n"
+         " except BlockingIOError: break\n if pid == 0: time.sleep(20); os._exit(0)\n n += 1\nprint(n)'; echo alive")
+
+
+def assert_processes_bounded(user):
+    """No pids cgroup on a rootless engine on cgroup v1: the policy's pids holds as RLIMIT_NPROC. Forks
+    until the kernel refuses, at and just above a bound (the command server and the shell count too)."""
+    for pids in (64, 65):
+        bounded = user.run([user.cli, "exec", "--image", "minimal", "--pids", str(pids), "--", "sh", "-c", FORKS], groups=False)
+        n, alive = bounded.stdout.split()
+        assert (bounded.returncode, alive) == (0, "alive") and pids - 8 <= int(n) < pids, bounded.stdout + bounded.stderr
+
+
 @pytest.fixture(scope="module")
 def rootless_podman(test_user, tmp_path_factory):
     from pygent.sandbox import images
@@ -82,6 +95,7 @@ def test_rootless_podman_is_found_and_runs_the_cli_library_and_self_check(rootle
     out = json.loads(probe.stdout.strip().splitlines()[-1])
     assert out["exec"] == [0, "1000\nthrough stdin"] and out["archive_roundtrip"] and out["sum"] == "300000", out
     assert out["after_kill"].startswith("SandboxGone") and "killed from outside" in (out["event_reason"] or ""), out
+    assert_processes_bounded(user)
     check = user.run([user.python, "-m", "pygent.sandbox.self_check", "--image", "minimal", "--kind", "bash", "--json"],
                      groups=False, timeout=240)
     report = json.loads(check.stdout.strip().splitlines()[-1])
@@ -152,14 +166,7 @@ def test_rootless_docker_is_found_and_runs_the_cli_library_agent_and_self_check(
     assert report["backend"] == "docker" and report["variant"] == "docker-rootless-cgroup1", report
     assert set(report["known"]) <= {"memory_limit_reports_oom"}, report
     assert not report["failed"] and not report["unexpected_passes"], (report, engine.log_tail())
-    # No pids cgroup here (rootless on cgroup v1): the policy's pids bound holds as RLIMIT_NPROC. Forks
-    # until the kernel refuses, just below and at the bound (the command server and the shell count too).
-    forks = (f"{TOOLING_PYTHON} -c 'import os, time\nn = 0\nwhile n < 5000:\n try: pid = os.fork()\n"
-             " except BlockingIOError: break\n if pid == 0: time.sleep(20); os._exit(0)\n n += 1\nprint(n)'; echo alive")
-    for pids in (64, 65):
-        bounded = user.run([user.cli, "exec", "--image", "minimal", "--pids", str(pids), "--", "sh", "-c", forks], groups=False)
-        n, alive = bounded.stdout.split()
-        assert (bounded.returncode, alive) == (0, "alive") and pids - 8 <= int(n) < pids, bounded.stdout + bounded.stderr
+    assert_processes_bounded(user)
     doctor = " ".join(user.run([user.cli, "doctor"], groups=False, timeout=240).stdout.split())
     assert f"{engine.host} via unix socket" in doctor and "is RLIMIT_NPROC instead" in doctor, doctor
     left = user.run(engine.cli("ps", "-aq"), groups=False)

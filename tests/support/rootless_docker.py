@@ -9,7 +9,15 @@ have, $XDG_RUNTIME_DIR/docker.sock (the resolver finds it with no variable set).
 The shared root engine is not touched: the network is the host's (rootlesskit
 --net=host, no port driver: slirp4netns needs /dev/net/tun, which only root may
 open here), where an unprivileged namespace can change no link and no iptables
-rule, and dockerd is told --bridge=none --iptables=false anyway.
+rule (dockerd's --bridge=none does try to delete docker0, and its log says
+"operation not permitted"); it is told --iptables=false too. The test checks
+that docker0 and the shared engine are still there afterwards.
+
+The log goes to a file, never to a pipe: an earlier fixture's stderr=PIPE, read
+only at the end, filled after ~64 KiB (dockerd-rootless.sh's `set -x` and
+dockerd's info-level log: ~14 KiB to start, ~2 KiB a sandbox, 74-92 KiB for the
+test), and then dockerd blocked in its logger: /_ping answered, every container
+call hung, SIGTERM could not stop it. That was "one start in three lost its engine".
 
 Stopping: rootlesskit is asked to end (SIGTERM: dockerd stops its containers
 and its containerd), then its process group is killed. `--pidns` makes dockerd's
@@ -86,12 +94,15 @@ def start(user: TestUser, images: list[str], log_dir: Path, *, timeout: float = 
     tag = os.urandom(3).hex()
     run_dir = runtime_dir / f"pgt-rd-{tag}"  # short: containerd's socket path must fit a sockaddr_un
     data_root = user.home / ".cache" / "pygent-tests" / f"rootless-docker-{tag}"
-    made = user.run(["mkdir", "-m", "700", "-p", str(run_dir), str(data_root)], groups=False)
-    assert made.returncode == 0, made.stderr
     sock = runtime_dir / "docker.sock"
     if sock.exists() and not answers(sock):
         sock.unlink()  # left by an engine of an earlier run that was killed
     assert not sock.exists(), f"{sock} already answers: another rootless dockerd of {user.name} is running"
+    # No engine answers, so state of an earlier run that was killed is nobody's: remove it.
+    for stale in [*runtime_dir.glob("pgt-rd-*"), *data_root.parent.glob("rootless-docker-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    made = user.run(["mkdir", "-m", "700", "-p", str(run_dir), str(data_root)], groups=False)
+    assert made.returncode == 0, made.stderr
     log = log_dir / "dockerd.log"
     engine_env = user.env(
         PATH=f"{CONTRIB}:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -75,11 +75,18 @@ class DockerBackend(Backend):
             self._runtimes = dict(self.info().get("Runtimes") or {})
         return self._runtimes
 
+    def rootless(self) -> bool:
+        """Does the engine run as a user? Docker says so in /info's SecurityOptions ("name=rootless")."""
+        return any("name=rootless" in str(o) for o in self.info().get("SecurityOptions") or [])
+
     def pids_cgroup(self) -> bool:
-        """Can the engine set a pids limit? /info's PidsLimit, asked once per backend: False for a
-        rootless engine on cgroup v1, which then gets RLIMIT_NPROC instead (config.create_body)."""
+        """Can the engine set a pids limit? Asked once per backend. Not when /info's PidsLimit is
+        false, nor rootless on cgroup v1 (rootless Podman's /info says true there, and its sandboxes
+        had no pids cgroup): such sandboxes get RLIMIT_NPROC instead (config.create_body)."""
         if self._pids_cgroup is None:
-            self._pids_cgroup = self.info().get("PidsLimit") is not False
+            info = self.info()
+            cgroup1 = str(info.get("CgroupVersion") or "1") == "1"
+            self._pids_cgroup = info.get("PidsLimit") is not False and not (cgroup1 and self.rootless())
         return self._pids_cgroup
 
     def chosen_runtime(self, policy: "SandboxPolicy") -> str | None:
