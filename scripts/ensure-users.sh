@@ -10,7 +10,8 @@
 #   dockerd is never restarted or reconfigured);
 # - Debian packages: openssh-server and openssh-client (the ssh:// tests start their own
 #   sshd; the system's is never started), uidmap (newuidmap for rootless engines),
-#   podman, catatonit and crun (rootless Podman run by the user).
+#   podman, catatonit and crun (rootless Podman run by the user), rootlesskit (rootless
+#   Docker: docker.io's contrib/dockerd-rootless.sh runs dockerd under it).
 set -euo pipefail
 
 USER_NAME=${PYGENT_TEST_USER:-pygent-user}
@@ -28,6 +29,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v catatonit >/dev/null 2>&1 || need+=(catatonit)
 command -v crun >/dev/null 2>&1 || need+=(crun)
+# Rootless Docker for the user (tests/engines/test_rootless_engines.py, tests/support/rootless_docker.py).
+command -v rootlesskit >/dev/null 2>&1 || need+=(rootlesskit)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive

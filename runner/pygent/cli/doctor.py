@@ -31,6 +31,7 @@ first() { for f in "$@"; do [ -r "$f" ] && { cat "$f"; return; }; done; echo non
 echo "memory $(first /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes)"
 echo "memsw $(first /sys/fs/cgroup/memory.swap.max /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes)"
 echo "pids $(first /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max)"
+echo "nproc $(ulimit -u)"
 if [ -r /sys/fs/cgroup/cpu.max ]; then echo "cpu $(cat /sys/fs/cgroup/cpu.max)"
 else echo "cpu $(first /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us) $(first /sys/fs/cgroup/cpu/cpu.cfs_period_us /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us)"
 fi
@@ -249,8 +250,14 @@ def _sandbox_and_limits(checks: list[Check], info: dict, probe: str | None) -> N
     swap_expected = {"0", str(PROBE_MEMORY_BYTES)}  # v2: memory.swap.max 0; v1: memsw == memory
     checks.append(_limit("swap limit", info.get("SwapLimit"), seen.get("memsw"), lambda v: v in swap_expected,
                          "no swap beyond --memory", f"enable swap accounting: {cmdline}", fail_status=WARN))
-    checks.append(_limit("pids limit", info.get("PidsLimit"), seen.get("pids"), lambda v: v == str(PROBE_PIDS),
-                         f"--pids {PROBE_PIDS}", "a kernel with the pids cgroup (CONFIG_CGROUP_PIDS)"))
+    pids = _limit("pids limit", info.get("PidsLimit"), seen.get("pids"), lambda v: v == str(PROBE_PIDS),
+                  f"--pids {PROBE_PIDS}", "a kernel with the pids cgroup (CONFIG_CGROUP_PIDS)")
+    if pids.status != OK and (seen.get("nproc") or "").strip() == str(PROBE_PIDS):
+        # A rootless engine on cgroup v1: pygent bounds processes with RLIMIT_NPROC instead (docker/config.py).
+        pids = Check("pids limit", WARN, f"no pids cgroup: --pids {PROBE_PIDS} is RLIMIT_NPROC instead, which every"
+                     " sandbox of this engine shares (they run as one uid)",
+                     "cgroup v2 with systemd's delegation (a rootless engine), or a rootful engine, for a limit per sandbox")
+    checks.append(pids)
     checks.append(_limit("cpus limit", info.get("CpuCfsQuota"), seen.get("cpu"), _cpu_ok,
                          f"--cpus {PROBE_CPUS:g}", "a kernel with CFS bandwidth control (CONFIG_CFS_BANDWIDTH)"))
 

@@ -67,6 +67,16 @@ class PodmanBackend(DockerBackend):
         os.environ.setdefault("DOCKER_HOST", host if isinstance(host, str) else host.host)
         super().__init__(host)
 
+    def rootless(self) -> bool:
+        """Podman's compatible /info does not say rootless; its own /libpod/info does."""
+        if super().rootless():
+            return True
+        try:
+            host = (self.client.call("GET", "/libpod/info", timeout=30) or {}).get("host") or {}
+        except Exception:  # noqa: BLE001 - an engine without libpod's API is no rootless Podman we know
+            return False
+        return bool((host.get("security") or {}).get("rootless"))
+
     def runtimes(self) -> dict[str, Any]:
         """Podman's runtimes: those its `info` reports (the default one at least)."""
         if self._runtimes is None:

@@ -65,6 +65,9 @@ MARKER_ENV = "PYGENT_CMD"
 #: The fd of the pipe on which the egress relay reports refusals to the server (issue 25;
 #: egress_proxy.NOTES_ENV is the same name: that file is stdlib-only and imports nothing of ours).
 EGRESS_NOTES_ENV = "PYGENT_EGRESS_NOTES_FD"
+#: The sandbox's process bound when the engine sets no pids limit (rootless on cgroup v1):
+#: the server makes it its RLIMIT_NPROC before any command (docker/config.py sets it).
+NPROC_ENV = "PYGENT_NPROC"
 PROTOCOL = 7  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)

@@ -50,15 +50,9 @@ KNOWN_DIFFERENCES: dict[tuple[str, str, str], dict[str, str]] = {
 def variant(engine: "Backend") -> str:
     """The KNOWN_DIFFERENCES backend key for an engine: its name, plus "-rootless-cgroup1" when it runs
     rootless on cgroup v1, where it can enforce no cgroup limit. Docker says rootless in /info's
-    SecurityOptions; Podman's compatible /info does not, its own /libpod/info does."""
+    SecurityOptions; Podman's compatible /info does not, its own /libpod/info does (the backend's rootless())."""
     info = engine.info()
-    rootless = any("name=rootless" in str(o) for o in info.get("SecurityOptions") or [])
-    if engine.name == "podman" and not rootless:
-        try:
-            rootless = bool(((engine.client.call("GET", "/libpod/info", timeout=30) or {}).get("host") or {})
-                            .get("security", {}).get("rootless"))  # type: ignore[attr-defined]
-        except Exception:
-            rootless = False
+    rootless = bool(getattr(engine, "rootless", lambda: False)())
     cgroup1 = str(info.get("CgroupVersion") or "1") == "1"
     return f"{engine.name}-rootless-cgroup1" if rootless and cgroup1 else engine.name
 

@@ -1963,7 +1963,19 @@ class Server:
             self.reap()
 
 
+def bound_processes():
+    """RLIMIT_NPROC from NPROC_ENV, set once before any command (they inherit it; without a
+    capability none may raise it). Here and not in the create body's Ulimits: Podman's
+    compatible API ignores those (a rootless Podman sandbox got 32768 whatever it asked)."""
+    limit = os.environ.pop(NPROC_ENV, "")  # popped: commands inherit our environment
+    if limit.isdigit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NPROC, (int(limit), int(limit)))
+
+
 if __name__ == "__main__":
+    bound_processes()
     os.set_blocking(0, False)
     sys.stdin = sys.stdout = None  # only raw fds 0/1 carry frames
     Server().serve()

@@ -36,6 +36,8 @@ class DockerBackend(Backend):
     def __init__(self, host: str | None = None) -> None:
         self.client = EngineClient(host)
         self._runtimes: dict[str, dict] | None = None
+        self._pids_cgroup: bool | None = None
+        self._first_info: dict[str, Any] | None = None  # /info as first asked: runtimes and pids_cgroup share it
         self._preferred_broken = False
         self._tooling_ready: set[str] = set()
         self._lock = threading.Lock()
@@ -71,8 +73,28 @@ class DockerBackend(Backend):
     def runtimes(self) -> dict[str, Any]:
         """Runtime name -> its registration (path, runtimeArgs), asked once per backend."""
         if self._runtimes is None:
-            self._runtimes = dict(self.info().get("Runtimes") or {})
+            self._runtimes = dict(self._engine_facts().get("Runtimes") or {})
         return self._runtimes
+
+    def _engine_facts(self) -> dict[str, Any]:
+        """/info, asked once: what the create path needs of it does not change while we run."""
+        if self._first_info is None:
+            self._first_info = self.info()
+        return self._first_info
+
+    def rootless(self) -> bool:
+        """Does the engine run as a user? Docker says so in /info's SecurityOptions ("name=rootless")."""
+        return any("name=rootless" in str(o) for o in self._engine_facts().get("SecurityOptions") or [])
+
+    def pids_cgroup(self) -> bool:
+        """Can the engine set a pids limit? Asked once per backend. Not when /info's PidsLimit is
+        false, nor rootless on cgroup v1 (rootless Podman's /info says true there, and its sandboxes
+        had no pids cgroup): such sandboxes get RLIMIT_NPROC instead (config.create_body)."""
+        if self._pids_cgroup is None:
+            info = self._engine_facts()
+            cgroup1 = str(info.get("CgroupVersion") or "1") == "1"
+            self._pids_cgroup = info.get("PidsLimit") is not False and not (cgroup1 and self.rootless())
+        return self._pids_cgroup
 
     def chosen_runtime(self, policy: "SandboxPolicy") -> str | None:
         """The policy's runtime; without one, crun when the engine has it, else the engine's default.
@@ -121,7 +143,7 @@ class DockerBackend(Backend):
                     proxy: str | None = None) -> dict:
         """The create request for one sandbox (config.py), with this engine's flavor and tooling."""
         return config.create_body(image, policy, tooling_volume=self.tooling_volume(), runtime=runtime,
-                                  pooled=pooled, flavor=self.flavor, proxy=proxy)
+                                  pooled=pooled, flavor=self.flavor, proxy=proxy, pids_cgroup=self.pids_cgroup())
 
     def create(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False) -> DockerSandbox:
         from ..gc import reclaim_in_background
