@@ -205,7 +205,7 @@ def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_c
     engine = get_backend()
     stale = engine.client.call("POST", "/containers/create", body, params={"name": f"pygent-egress-{key}"})["Id"]
     engine.client.call("POST", f"/containers/{stale}/start")
-    in_use = egress.ensure_proxy(engine.client, engine.resolve_image, sb.policy)  # the module's sandbox holds this one
+    in_use = egress.ensure_proxy(engine.client, engine.resolve_image, sb.policy).id  # the module's sandbox holds this one
     removed = [cid for cid, _, _ in engine.reclaim_shared()]
     assert stale in removed and in_use not in removed
     assert api.containers(all=True, filters={"id": stale}) == [] and api.containers(filters={"id": in_use})

@@ -19,6 +19,7 @@ from .. import lifecycle
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
+    from .egress import SandboxEgress
 
 #: Where the tooling volume is mounted in every sandbox (images/tooling).
 TOOLING_DIR = "/opt/pygent"
@@ -55,11 +56,11 @@ def create_body(
     runtime: str | None,
     pooled: bool = False,
     flavor: EngineFlavor = EngineFlavor(),
-    proxy: str | None = None,
+    proxy: "SandboxEgress | None" = None,
 ) -> dict[str, Any]:
     """The create request for one hardened sandbox of `image` under `policy`.
 
-    proxy: the egress proxy's container id when the policy has an allowlist (network.py).
+    proxy: the sandbox's side of its egress proxy when the policy has an allowlist (network.py).
     """
     mounts: list[dict[str, Any]] = [
         {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
+    from .egress import SandboxEgress
 
 #: Where the egress proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
 SOCKET_DIR = "/run/pygent-egress"
@@ -25,11 +26,11 @@ RELAY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
 
 
-def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str | None, *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: "SandboxEgress | None", *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(top-level fields, HostConfig fields) to merge into the create request.
 
     entrypoint: the container's command without networking (the command server).
-    proxy: the running egress proxy's container id (egress.ensure_proxy), for an allowlist.
+    proxy: the sandbox's side of its running egress proxy (egress.SandboxEgress), for an allowlist.
     can_disable: the engine honours `NetworkDisabled` (Docker); otherwise NetworkMode "none".
     Raises ValueError when an allowlist comes without a proxy (a programming error).
     """
@@ -41,9 +42,9 @@ def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str 
         return top, host
     if proxy is None:
         raise ValueError("an allowlisted sandbox needs its egress proxy (egress.ensure_proxy)")
-    top["Entrypoint"] = relay_command(entrypoint)
+    top["Entrypoint"] = relay_command(entrypoint, proxy.ticket())
     top["Env"] = [f"{k}={v}" for k, v in proxy_env().items()]
-    host["VolumesFrom"] = [f"{proxy}:ro"]
+    host["VolumesFrom"] = [f"{proxy.proxy.id}:ro"]
     return top, host
 
 
@@ -59,14 +60,15 @@ def proxy_env() -> dict[str, str]:
     return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1"}
 
 
-def relay_command(entrypoint: list[str]) -> list[str]:
-    """The sandbox's command, started behind the relay (which execs it in its place).
+def relay_command(entrypoint: list[str], ticket: str) -> list[str]:
+    """The sandbox's command, started behind the relay (which execs it in its place);
+    ticket: what the relay presents to the proxy on each connection (egress_proxy.py).
 
     The relay runs on the same interpreter as the command server (the tooling volume's, with
     its loader): any image works.
     """
     python = entrypoint[: entrypoint.index("-I")]  # loader, --library-path, lib, python3
-    return [*python, "-I", "-S", "-c", egress_source(), "relay", str(RELAY_PORT), SOCKET, *entrypoint]
+    return [*python, "-I", "-S", "-c", egress_source(), "relay", str(RELAY_PORT), SOCKET, ticket, *entrypoint]
 
 
 def egress_source() -> str:

@@ -32,6 +32,7 @@ from .stream import DockerStream
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
+    from .egress import SandboxEgress
 
 #: Seconds a freshly started server has to say hello.
 START_TIMEOUT = 30.0
@@ -151,6 +152,22 @@ class DockerSandbox(Sandbox):
             self._cwd = result.cwd
         self.last_used = time.monotonic()
         return result
+
+    # -- a live allowlist (issue 25) ----------------------------------------------
+    #: Its side of the egress proxy (egress.SandboxEgress), set by the backend; None without an allowlist.
+    egress: "SandboxEgress | None" = None
+
+    def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
+        if self.egress is None:
+            return super().allow_hosts(*hosts)
+        self._check_open()
+        return self.egress.change(self, allow=hosts)
+
+    def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
+        if self.egress is None:
+            return super().deny_hosts(*hosts)
+        self._check_open()
+        return self.egress.change(self, deny=hosts)
 
     # -- ports (issue 25) ----------------------------------------------------------
     def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> PortForward:
