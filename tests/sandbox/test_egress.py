@@ -24,7 +24,7 @@ from pygent.sandbox.docker import egress
 from pygent.sandbox.images import resolve_image
 from pygent.sandbox.registry import get_backend
 from support import egress_hosts
-from support.egress_hosts import CONNECT, DIRECT, FETCH, sandbox_json
+from support.egress_hosts import CONNECT, DIRECT, FETCH, allowlist, sandbox_json
 from support.scripted import call, say
 
 pytestmark = pytest.mark.docker
@@ -32,18 +32,8 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def hosts(docker_client):
-    h = egress_hosts.start(docker_client, resolve_image("python"))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in h.env.items():
-            mp.setenv(k, v)
+    with egress_hosts.running(docker_client, resolve_image("python")) as h:
         yield h
-    egress_hosts.stop(docker_client, h)
-
-
-def allowlist(h, *extra: str, private: bool = True) -> tuple[str, ...]:
-    tag = h.web.removeprefix("web-")
-    names = (f"{h.web}:8080", f"{h.secure}:8443", f"rebind-{tag}.test:8080", f"metadata-{tag}.test")
-    return names + ((h.subnet,) if private else ()) + extra
 
 
 @pytest.fixture(scope="module")

@@ -116,8 +116,8 @@ class Sandbox(abc.ABC):
     def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
         """Let this sandbox reach more hosts from its next connection on: entries as in
         SandboxPolicy(network=[...]) ('host', '*.suffix', either with ':PORT', 'ADDR/PREFIX').
-        Only this sandbox changes, not the others that share its egress proxy; it lifts an
-        equal deny_hosts entry. Returns the sandbox's allowlist now.
+        Only this sandbox changes, not the others that share its egress proxy; it lifts
+        deny_hosts entries of the same host. Returns the sandbox's allowlist now.
 
         Raises: NoAllowlist (the sandbox has no network, full network, or a backend without
         allowlists), ConfigError (a bad entry), SandboxError (the change was not confirmed), SandboxClosed.
@@ -127,8 +127,8 @@ class Sandbox(abc.ABC):
     def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
         """Refuse hosts to this sandbox from now on, even where an allowed pattern matches
         ('*.example' allowed, 'ads.example' denied); an entry without a port denies every
-        port. Open connections to them are cut. Removes equal allowlist entries; returns the
-        allowlist now. Raises like allow_hosts()."""
+        port. Open connections to them are cut. Removes the allowlist entries it names (a host
+        without a port: all of that host's); returns the allowlist now. Raises like allow_hosts()."""
         raise NoAllowlist(no_allowlist(self))
 
     @abc.abstractmethod

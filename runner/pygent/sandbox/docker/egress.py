@@ -306,6 +306,11 @@ _APPLY = (
 )
 
 
+def _covers(entries: Iterable[str], *others: str) -> bool:
+    """Does an entry name one of `others`: the same entry, or its host without a port (all its ports)?"""
+    return any(e == o or ("/" not in o and ":" not in e and o.partition(":")[0] == e) for e in entries for o in others)
+
+
 class SandboxEgress:
     """One allowlisted sandbox's side of the proxy: its ticket, and its live changes.
 
@@ -349,8 +354,8 @@ class SandboxEgress:
         if not more and not less:
             raise ConfigError("name at least one host, e.g. allow_hosts('pypi.example:443')")
         with self._lock:
-            new_allow = tuple(sorted((set(self.allow) - set(less)) | set(more)))
-            new_deny = tuple(sorted((set(self.deny) - set(more)) | set(less)))
+            new_allow = tuple(sorted({e for e in self.allow if not _covers(less, e)} | set(more)))
+            new_deny = tuple(sorted({e for e in self.deny if not _covers(more, e) and not _covers([e], *more)} | set(less)))
             if len(new_allow) + len(new_deny) > MAX_RULES:
                 raise ConfigError(f"a sandbox's allowlist and denials hold at most {MAX_RULES} entries together; "
                                   "use '*.suffix' patterns for many hosts of one domain")
