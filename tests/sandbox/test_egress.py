@@ -238,6 +238,8 @@ def test_every_proxy_variable_is_set_and_loopback_stays_direct(sb, hosts):
     for name in ("NO_PROXY", "no_proxy"):
         assert {"localhost", "127.0.0.1", "127.0.0.0/8", "::1"} <= set(env[name].split(",")), name
     assert env["NODE_USE_ENV_PROXY"] == "1"
+    assert env["NODE_OPTIONS"] == "--require /opt/pygent/node-env-proxy.cjs"  # Node before 24 (test_egress_tools.py)
+    assert sb.exec("test -r /opt/pygent/node-env-proxy.cjs").exit_code == 0
     # The test host answers every path with 200 and a line of text: to git, a (dumb) repository without refs.
     allowed = sb.exec(f"git ls-remote http://{hosts.web}:8080/repo.git 2>&1; echo rc=$?", timeout=30).text
     assert allowed.strip().endswith("rc=0") and "403" not in allowed, allowed

@@ -326,6 +326,11 @@ class Proxy:
             box = self.identify(await asyncio.wait_for(reader.readuntil(b"\r\n"), ID_TIMEOUT))
         finally:
             self.anonymous -= 1
+        if box is None or len(box.active) >= box.conns:
+            # Read the request's head first: a unix socket closed with unread bytes resets its peer,
+            # which may then lose our answer (the relay would show the client a bare close).
+            while await asyncio.wait_for(reader.readuntil(b"\r\n"), ID_TIMEOUT) != b"\r\n":
+                pass
         if box is None:
             return await _answer(writer, 403, "pygent egress proxy: this connection did not come from a sandbox's relay "
                                               "with a valid ticket; use HTTP_PROXY / HTTPS_PROXY")

@@ -54,10 +54,15 @@ def proxy_env() -> dict[str, str]:
     Both spellings (curl reads only lowercase http_proxy, others only uppercase);
     NO_PROXY keeps loopback direct (a service the agent runs, an exposed port's
     own checks), with 127.0.0.0/8 for the tools that read ranges; Node's fetch
-    ignores the proxy variables unless NODE_USE_ENV_PROXY=1 (issue 25).
+    ignores the proxy variables unless NODE_USE_ENV_PROXY=1 (Node 24), and before
+    Node 24 the tooling's preload hands it undici's EnvHttpProxyAgent (issue 25;
+    images/tooling/node-env-proxy.cjs). A command's own NODE_OPTIONS replaces it.
     """
+    from .config import TOOLING_DIR
+
     env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,127.0.0.0/8,::1"}
-    return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1"}
+    return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1",
+            "NODE_OPTIONS": f"--require {TOOLING_DIR}/node-env-proxy.cjs"}
 
 
 def relay_command(entrypoint: list[str], ticket: str) -> list[str]:
