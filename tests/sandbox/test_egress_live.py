@@ -54,8 +54,13 @@ def tunnel():
 opened = [tunnel() for _ in range(n)]
 print(" ".join(code for _, code, _ in opened))
 opened[0][0].close()
-import time; time.sleep(0.3)
-print(tunnel()[1])
+import time
+for _ in range(100):  # the proxy counts it closed once both its directions ended
+    s, code, _ = tunnel()
+    if code == "200":
+        break
+    s.close(); time.sleep(0.1)
+print(code)
 print(opened[-1][2].decode().replace("\r\n", " "))
 """
 

@@ -19,7 +19,6 @@ from .. import lifecycle
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
-    from .egress import SandboxEgress
 
 #: Where the tooling volume is mounted in every sandbox (images/tooling).
 TOOLING_DIR = "/opt/pygent"
@@ -56,11 +55,12 @@ def create_body(
     runtime: str | None,
     pooled: bool = False,
     flavor: EngineFlavor = EngineFlavor(),
-    proxy: "SandboxEgress | None" = None,
+    proxy: Any = None,
 ) -> dict[str, Any]:
     """The create request for one hardened sandbox of `image` under `policy`.
 
-    proxy: the sandbox's side of its egress proxy when the policy has an allowlist (network.py).
+    proxy: the sandbox's side of its egress proxy (an egress.SandboxEgress; egress.py imports this
+    module) when the policy has an allowlist (network.py).
     """
     mounts: list[dict[str, Any]] = [
         {"Target": TOOLING_DIR, "Source": tooling_volume, "Type": "volume", "ReadOnly": True,
@@ -131,7 +131,8 @@ def create_body(
     from .network import network_settings
 
     # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
-    top, net_host = network_settings(policy, list(SERVER_COMMAND), proxy, can_disable=flavor.network_disabled)
+    wiring = (proxy.proxy.id, proxy.ticket()) if proxy is not None else None
+    top, net_host = network_settings(policy, list(SERVER_COMMAND), wiring, can_disable=flavor.network_disabled)
     top["Env"] = body["Env"] + top.get("Env", [])
     body.update(top)
     host.update(net_host)

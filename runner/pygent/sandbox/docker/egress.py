@@ -366,9 +366,8 @@ class SandboxEgress:
             return new_allow
 
     def _deliver(self, sandbox: "Sandbox", ticket: str, seq: int) -> None:
-        from .config import SERVER_COMMAND
-
-        python = shlex.join([*SERVER_COMMAND[: SERVER_COMMAND.index("-I")], "-I", "-S", "-c", _APPLY, SOCKET])
+        relay = sandbox.create_config["Entrypoint"]  # type: ignore[attr-defined]  # a DockerSandbox's: the relay's
+        python = shlex.join([*relay[: relay.index("-I")], "-I", "-S", "-c", _APPLY, SOCKET])
         result = sandbox.exec(python, stdin=ticket.encode(), timeout=30, env={"PYTHONPATH": ""})
         words = result.stdout.decode("ascii", "replace").split()
         applied = len(words) == 3 and words[0] == "PYGENT-APPLIED" and words[1].isdigit() and int(words[1]) >= seq

@@ -11,12 +11,12 @@ One function, so every form of network access is decided in one place:
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
-    from .egress import SandboxEgress
 
 #: Where the egress proxy's socket volume is mounted, in the proxy and (read-only) in sandboxes.
 SOCKET_DIR = "/run/pygent-egress"
@@ -24,13 +24,15 @@ SOCKET = f"{SOCKET_DIR}/proxy.sock"
 #: The relay's port on the sandbox's own loopback.
 RELAY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
+#: In the tooling volume: what Node before 24 preloads to use the proxy (images/tooling).
+NODE_PRELOAD = "node-env-proxy.cjs"
 
 
-def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: "SandboxEgress | None", *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: tuple[str, str] | None, *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(top-level fields, HostConfig fields) to merge into the create request.
 
     entrypoint: the container's command without networking (the command server).
-    proxy: the sandbox's side of its running egress proxy (egress.SandboxEgress), for an allowlist.
+    proxy: (the running egress proxy's container id, the sandbox's ticket: egress.SandboxEgress), for an allowlist.
     can_disable: the engine honours `NetworkDisabled` (Docker); otherwise NetworkMode "none".
     Raises ValueError when an allowlist comes without a proxy (a programming error).
     """
@@ -42,13 +44,16 @@ def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: "San
         return top, host
     if proxy is None:
         raise ValueError("an allowlisted sandbox needs its egress proxy (egress.ensure_proxy)")
-    top["Entrypoint"] = relay_command(entrypoint, proxy.ticket())
-    top["Env"] = [f"{k}={v}" for k, v in proxy_env().items()]
-    host["VolumesFrom"] = [f"{proxy.proxy.id}:ro"]
+    proxy_id, ticket = proxy
+    top["Entrypoint"] = relay_command(entrypoint, ticket)
+    # The tooling directory is the interpreter's: <dir>/bin/python3.
+    tooling = posixpath.dirname(posixpath.dirname(entrypoint[entrypoint.index("-I") - 1]))
+    top["Env"] = [f"{k}={v}" for k, v in proxy_env(tooling).items()]
+    host["VolumesFrom"] = [f"{proxy_id}:ro"]
     return top, host
 
 
-def proxy_env() -> dict[str, str]:
+def proxy_env(tooling: str) -> dict[str, str]:
     """The variables that send a sandbox's HTTP(S) clients to its relay.
 
     Both spellings (curl reads only lowercase http_proxy, others only uppercase);
@@ -58,11 +63,9 @@ def proxy_env() -> dict[str, str]:
     Node 24 the tooling's preload hands it undici's EnvHttpProxyAgent (issue 25;
     images/tooling/node-env-proxy.cjs). A command's own NODE_OPTIONS replaces it.
     """
-    from .config import TOOLING_DIR
-
     env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,127.0.0.0/8,::1"}
     return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1",
-            "NODE_OPTIONS": f"--require {TOOLING_DIR}/node-env-proxy.cjs"}
+            "NODE_OPTIONS": f"--require {tooling}/{NODE_PRELOAD}"}
 
 
 def relay_command(entrypoint: list[str], ticket: str) -> list[str]:

@@ -32,7 +32,6 @@ from .stream import DockerStream
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
-    from .egress import SandboxEgress
 
 #: Seconds a freshly started server has to say hello.
 START_TIMEOUT = 30.0
@@ -154,8 +153,9 @@ class DockerSandbox(Sandbox):
         return result
 
     # -- a live allowlist (issue 25) ----------------------------------------------
-    #: Its side of the egress proxy (egress.SandboxEgress), set by the backend; None without an allowlist.
-    egress: "SandboxEgress | None" = None
+    #: Its side of the egress proxy (an egress.SandboxEgress, which imports this module), set by the
+    #: backend; None without an allowlist.
+    egress: Any = None
 
     def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
         if self.egress is None:
