@@ -6,6 +6,7 @@ that already catches ``TimeoutError`` or ``ValueError`` keeps working.
 
     PygentError
     ├── ConfigError (ValueError)             bad settings, option values, policy fields
+    │   └── NoAllowlist                      allow_hosts/deny_hosts on a sandbox whose network is not an allowlist
     ├── SandboxError                         anything about running in a container
     │   ├── EngineUnavailable (ConnectionError)  no Docker engine answers
     │   │   ├── EngineRefused                an engine is there but refused us (TLS, SSH, permission)
@@ -44,6 +45,11 @@ class PygentError(Exception):
 
 class ConfigError(PygentError, ValueError):
     """A setting, option or policy value is invalid."""
+
+
+class NoAllowlist(ConfigError):
+    """allow_hosts / deny_hosts on a sandbox without an allowlist (no network, full network, a
+    backend without one). The message says how to open a sandbox whose allowlist can change."""
 
 
 class SandboxError(PygentError):

@@ -74,6 +74,20 @@ def _base_tag(suite: str) -> str:
     return f"pygent-matrix/debian-{suite}:{hashlib.sha256(BUILD_BASE.read_bytes()).hexdigest()[:12]}"
 
 
+def debian_base(suite: str) -> str:
+    """The suite's debootstrapped base (build-base.sh; once per engine: its tag is a hash), for
+    the runner images and the other test images built on a newer Debian (support/images.py).
+
+    Raises AssertionError with debootstrap's output when it fails.
+    """
+    base = _base_tag(suite)
+    with _debootstrap_lock:  # one debootstrap at a time: they share one .deb cache
+        r = subprocess.run(["bash", str(BUILD_BASE), base, suite], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=900)
+    assert r.returncode == 0, f"debootstrap of {suite} failed:\n{r.stderr[-3000:]}"
+    return base
+
+
 def _exists(client: "docker.DockerClient", ref: str) -> bool:
     from docker.errors import ImageNotFound
 
@@ -102,11 +116,7 @@ def _build(client: "docker.DockerClient", version: str, tag: str) -> None:
     Raises AssertionError (the failing step's output) when a step fails.
     """
     suite = SUITES[version]
-    base = _base_tag(suite)
-    with _debootstrap_lock:  # one debootstrap at a time: they share one .deb cache
-        r = subprocess.run(["bash", str(BUILD_BASE), base, suite], capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=900)
-    assert r.returncode == 0, f"debootstrap of {suite} failed:\n{r.stderr[-3000:]}"
+    base = debian_base(suite)
     with tempfile.TemporaryDirectory(prefix="pygent-matrix-") as tmp:
         ctx = Path(tmp)
         shutil.copy(CONTEXT / "Dockerfile", ctx / "Dockerfile")

@@ -24,7 +24,7 @@ from pygent.sandbox.docker import egress
 from pygent.sandbox.images import resolve_image
 from pygent.sandbox.registry import get_backend
 from support import egress_hosts
-from support.egress_hosts import CONNECT, DIRECT, FETCH, sandbox_json
+from support.egress_hosts import CONNECT, DIRECT, FETCH, allowlist, sandbox_json
 from support.scripted import call, say
 
 pytestmark = pytest.mark.docker
@@ -32,18 +32,8 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def hosts(docker_client):
-    h = egress_hosts.start(docker_client, resolve_image("python"))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in h.env.items():
-            mp.setenv(k, v)
+    with egress_hosts.running(docker_client, resolve_image("python")) as h:
         yield h
-    egress_hosts.stop(docker_client, h)
-
-
-def allowlist(h, *extra: str, private: bool = True) -> tuple[str, ...]:
-    tag = h.web.removeprefix("web-")
-    names = (f"{h.web}:8080", f"{h.secure}:8443", f"rebind-{tag}.test:8080", f"metadata-{tag}.test")
-    return names + ((h.subnet,) if private else ()) + extra
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +195,7 @@ def test_gc_removes_a_proxy_nobody_uses_and_keeps_one_in_use(sb, hosts, docker_c
     engine = get_backend()
     stale = engine.client.call("POST", "/containers/create", body, params={"name": f"pygent-egress-{key}"})["Id"]
     engine.client.call("POST", f"/containers/{stale}/start")
-    in_use = egress.ensure_proxy(engine.client, engine.resolve_image, sb.policy)  # the module's sandbox holds this one
+    in_use = egress.ensure_proxy(engine.client, engine.resolve_image, sb.policy).id  # the module's sandbox holds this one
     removed = [cid for cid, _, _ in engine.reclaim_shared()]
     assert stale in removed and in_use not in removed
     assert api.containers(all=True, filters={"id": stale}) == [] and api.containers(filters={"id": in_use})
@@ -248,6 +238,8 @@ def test_every_proxy_variable_is_set_and_loopback_stays_direct(sb, hosts):
     for name in ("NO_PROXY", "no_proxy"):
         assert {"localhost", "127.0.0.1", "127.0.0.0/8", "::1"} <= set(env[name].split(",")), name
     assert env["NODE_USE_ENV_PROXY"] == "1"
+    assert env["NODE_OPTIONS"] == "--require /opt/pygent/node-env-proxy.cjs"  # Node before 24 (test_egress_tools.py)
+    assert sb.exec("test -r /opt/pygent/node-env-proxy.cjs").exit_code == 0
     # The test host answers every path with 200 and a line of text: to git, a (dumb) repository without refs.
     allowed = sb.exec(f"git ls-remote http://{hosts.web}:8080/repo.git 2>&1; echo rc=$?", timeout=30).text
     assert allowed.strip().endswith("rc=0") and "403" not in allowed, allowed

@@ -16,6 +16,7 @@ MiB = 1 << 20
 REVIEWED_FIELDS = {
     "network", "user", "cap_add", "read_only_root", "memory", "cpus", "pids", "workspace_size",
     "tmp_size", "timeout", "max_output", "runtime", "mounts", "workspace", "env",
+    "egress_connections", "egress_bandwidth",
 }
 
 
@@ -35,6 +36,8 @@ def _assert_strict(p: SandboxPolicy) -> None:
     assert p.mounts == ()
     assert p.workspace is None
     assert p.env == ()
+    # Bounds on the egress proxy a sandbox shares (they matter only with an allowlist).
+    assert 1 <= p.egress_connections <= 32 and size_in_bytes(p.egress_bandwidth) <= 32 * MiB
 
 
 def test_every_policy_field_was_reviewed():

@@ -7,6 +7,7 @@ names (PYGENT_EGRESS_HOSTS), so every name it resolves is one of ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -14,18 +15,46 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from pygent.sandbox import lifecycle
 
-#: A test server: answers every GET with "hello from NAME"; TLS when given a cert.
+#: A test server: answers every GET with "hello from NAME"; TLS when given a cert. Two kinds of
+#: path answer otherwise: /bytes/N streams N bytes (bandwidth), /srv/... serves the files the
+#: tests put in /srv (a package index, a git repository, an npm registry), a directory by its
+#: index.html or index.json.
 SERVER = r"""
 import http.server, os, ssl, sys
 name, port = sys.argv[1], int(sys.argv[2])
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path.startswith("/bytes/"):
+            return self.stream(int(self.path.split("/")[2]))
+        if self.path.startswith("/srv/"):
+            return self.file(os.path.normpath("/srv/" + self.path[5:].split("?")[0]))
         body = f"hello from {name} {self.path}".encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
+    def stream(self, n):
+        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            while n > 0:
+                self.wfile.write(chunk[:n]); n -= len(chunk)
+        except OSError:
+            pass
+    def file(self, path):
+        for candidate in (path, path + "/index.html", path + "/index.json"):
+            if candidate.startswith("/srv/") and os.path.isfile(candidate):
+                break
+        else:
+            return self.send_error(404)
+        data = open(candidate, "rb").read()
+        kind = {".html": "text/html", ".json": "application/json"}.get(os.path.splitext(candidate)[1], "application/octet-stream")
+        self.send_response(200); self.send_header("Content-Type", kind); self.send_header("Content-Length", str(len(data)))
+        self.end_headers(); self.wfile.write(data)
     def log_message(self, *a): pass
 srv = http.server.ThreadingHTTPServer(("0.0.0.0", port), H)
 if os.environ.get("CERT"):
@@ -96,9 +125,10 @@ def _cert(name: str) -> tuple[str, str]:
         return Path(tmp, "c.pem").read_text(), Path(tmp, "k.pem").read_text()
 
 
-def _server(client, image: str, network: str, name: str, port: int, env: dict[str, str]):
+def _server(client, image: str, network: str, name: str, port: int, env: dict[str, str], files: Path | None):
     c = client.containers.create(
         image, ["python3", "-c", SERVER, name, str(port)], name=name, network=network, environment=env,
+        volumes={str(files): {"bind": "/srv", "mode": "ro"}} if files else None,
         labels=lifecycle.owner_labels(), user="1000:1000", read_only=True, tmpfs={"/tmp": "size=1m"},
         cap_drop=["ALL"], security_opt=["no-new-privileges:true"], pids_limit=64, mem_limit="64m", auto_remove=True,
     )
@@ -111,7 +141,8 @@ def _server(client, image: str, network: str, name: str, port: int, env: dict[st
     return c, c.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
-def start(client, image: str) -> Hosts:
+def start(client, image: str, files: Path | None = None) -> Hosts:
+    """The two servers; `files`: a host directory both serve read-only under /srv/."""
     tag = uuid.uuid4().hex[:8]
     net = client.networks.create(f"pygent-test-egress-{tag}", driver="bridge", labels=lifecycle.owner_labels())
     ipam = client.api.inspect_network(net.id)["IPAM"]["Config"][0]
@@ -119,9 +150,9 @@ def start(client, image: str) -> Hosts:
     cert, key = _cert(secure)
     hosts = Hosts(net.name, ipam["Subnet"], ipam["Gateway"], web, "", secure, "", cert)
     try:
-        c1, hosts.web_ip = _server(client, image, net.name, web, 8080, {})
+        c1, hosts.web_ip = _server(client, image, net.name, web, 8080, {}, files)
         hosts.containers.append(c1)
-        c2, hosts.secure_ip = _server(client, image, net.name, secure, 8443, {"CERT": cert, "KEY": key})
+        c2, hosts.secure_ip = _server(client, image, net.name, secure, 8443, {"CERT": cert, "KEY": key}, files)
         hosts.containers.append(c2)
     except BaseException:
         stop(client, hosts)
@@ -133,6 +164,26 @@ def start(client, image: str) -> Hosts:
         "PYGENT_EGRESS_LINGER": "2",
     }
     return hosts
+
+
+@contextlib.contextmanager
+def running(client, image: str, files: Path | None = None) -> Iterator[Hosts]:
+    """start(), with the egress settings that point the proxy at them set in os.environ; stop() after."""
+    h = start(client, image, files)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in h.env.items():
+                mp.setenv(k, v)
+            yield h
+    finally:
+        stop(client, h)
+
+
+def allowlist(h: Hosts, *extra: str, private: bool = True) -> tuple[str, ...]:
+    """Both servers (on their ports), the names pinned to loopback and metadata, the servers' subnet (unless not private)."""
+    tag = h.web.removeprefix("web-")
+    names = (f"{h.web}:8080", f"{h.secure}:8443", f"rebind-{tag}.test:8080", f"metadata-{tag}.test")
+    return names + ((h.subnet,) if private else ()) + extra
 
 
 def stop(client, hosts: Hosts) -> None:

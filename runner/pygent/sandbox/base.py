@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ..errors import PathOutsideSandbox, SandboxError
+from ..errors import NoAllowlist, PathOutsideSandbox, SandboxError
 from .files import chunks_of, host_tree
 from .result import ExecResult
 
@@ -111,6 +111,25 @@ class Sandbox(abc.ABC):
     def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> "PortForward":
         """expose(), returning the listener itself (its url, wait_answering(), close()). Raises like expose()."""
         raise SandboxError(f"{type(self).__name__} cannot expose ports")
+
+    # -- a live allowlist (issue 25; only a sandbox opened with one has it) ---------
+    def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
+        """Let this sandbox reach more hosts from its next connection on: entries as in
+        SandboxPolicy(network=[...]) ('host', '*.suffix', either with ':PORT', 'ADDR/PREFIX').
+        Only this sandbox changes, not the others that share its egress proxy; it lifts
+        deny_hosts entries of the same host. Returns the sandbox's allowlist now.
+
+        Raises: NoAllowlist (the sandbox has no network, full network, or a backend without
+        allowlists), ConfigError (a bad entry), SandboxError (the change was not confirmed), SandboxClosed.
+        """
+        raise NoAllowlist(no_allowlist(self))
+
+    def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
+        """Refuse hosts to this sandbox from now on, even where an allowed pattern matches
+        ('*.example' allowed, 'ads.example' denied); an entry without a port denies every
+        port. Open connections to them are cut. Removes the allowlist entries it names (a host
+        without a port: all of that host's); returns the allowlist now. Raises like allow_hosts()."""
+        raise NoAllowlist(no_allowlist(self))
 
     @abc.abstractmethod
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
@@ -378,3 +397,15 @@ class Sandbox(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def no_allowlist(sandbox: Sandbox) -> str:
+    """What allow_hosts/deny_hosts tell the user on a sandbox whose network is not an allowlist."""
+    network = getattr(getattr(sandbox, "policy", None), "network", False)
+    fix = ("an allowlist is chosen when a sandbox is created: open one with SandboxPolicy(network=['host', ...]) "
+           "(or --allow-host HOST), then allow_hosts/deny_hosts change it while it runs")
+    if network is True:
+        return f"this sandbox has full network access (network=True): there is no allowlist to change; {fix}"
+    if network:
+        return f"the {getattr(sandbox, 'backend_name', type(sandbox).__name__)} backend has no live allowlist; {fix} on the docker backend"
+    return f"this sandbox has no network at all (network=False), so no allowlist to change; {fix}"

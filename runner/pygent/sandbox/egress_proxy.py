@@ -32,8 +32,24 @@ the sandbox lives; with no holder and no request for `linger` seconds the
 proxy exits, and the engine's auto-remove deletes the container. We do not
 intercept TLS: after CONNECT the bytes pass through untouched.
 
-The proxy's CONFIG is JSON: {"socket": path, "allow": [entries], "linger": seconds};
-the relay's arguments are `relay PORT SOCKET CMD...`.
+Per-sandbox rules and bounds (issue 25): one proxy serves every sandbox with the same
+starting allowlist, yet each may change its own (Sandbox.allow_hosts / deny_hosts) and
+none may starve the others. So every connection from a relay starts with a line
+`PYGENT-ID <ticket>`: the ticket is the sandbox's rules (its id, a sequence number, its
+allowlist or null for the proxy's own, its denials, its connection and bandwidth bounds)
+signed with the proxy's secret (HMAC), which only the host knows (it is in the proxy's
+config, never in a sandbox). A sandbox can therefore present its own ticket only, never
+forge one or another sandbox's; the proxy keeps each sandbox's rules of the highest
+sequence it has seen, so replaying an older ticket changes nothing. A change arrives as
+a newer ticket on a `PYGENT-RULES` connection, which the proxy answers with a proof of
+what it applied (an HMAC again: a sandbox in the middle cannot fake the answer), and it
+cuts that sandbox's open connections to hosts no longer allowed. Bounds: at most
+`conns` connections at once per sandbox (a 429 beyond), and `rate` bytes a second per
+sandbox over all its connections and both directions (a token bucket). A connection
+without a valid ticket is answered 403.
+
+The proxy's CONFIG is JSON: {"socket": path, "allow": [entries], "linger": seconds, "secret": hex};
+the relay's arguments are `relay PORT SOCKET TICKET CMD...`.
 """
 
 from __future__ import annotations
@@ -45,8 +61,11 @@ import sys
 def _imports() -> None:
     """The modules both ends need. The relay imports them only once forked off: asyncio and
     ipaddress alone cost ~45 ms, which would otherwise delay every allowlisted sandbox's start."""
-    global asyncio, ipaddress, json, socket, time
+    global asyncio, base64, hashlib, hmac, ipaddress, json, socket, time
     import asyncio
+    import base64
+    import hashlib
+    import hmac
     import ipaddress
     import json
     import socket
@@ -68,6 +87,14 @@ REFUSED_HEADER = b"X-Pygent-Refused"
 NOTES_ENV = "PYGENT_EGRESS_NOTES_FD"
 #: The relay's records must stay below PIPE_BUF (4096) so each write is whole.
 RECORD_MAX = 3000
+#: The first line of every connection a relay makes: `PYGENT-ID <ticket>` (who asks, under which rules).
+ID_PREFIX = b"PYGENT-ID "
+#: A sandbox's bounds when its ticket names none (SandboxPolicy documents them: egress_connections, egress_bandwidth).
+DEFAULT_CONNS = 32
+DEFAULT_RATE = 32 << 20
+#: Connections that have not said who they are yet, over every sandbox (beyond: closed at once).
+MAX_ANONYMOUS = 256
+ID_TIMEOUT = 5.0
 #: Hop-by-hop headers we drop from forwarded plain-HTTP requests.
 _HOP = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
 
@@ -99,9 +126,10 @@ class Allowlist:
             host, _, port = entry.partition(":")
             self.hosts.append((host, int(port) if port else None))
 
-    def allows_name(self, host: str, port: int) -> bool:
+    def allows_name(self, host: str, port: int, any_port: bool = False) -> bool:
+        """Does a host pattern match? One without a port matches 80 and 443 (any port with any_port: a denial)."""
         for pattern, allowed_port in self.hosts:
-            if allowed_port is None and port not in DEFAULT_PORTS or allowed_port not in (None, port):
+            if allowed_port is None and port not in DEFAULT_PORTS and not any_port or allowed_port not in (None, port):
                 continue
             if pattern.startswith("*."):
                 if host.endswith(pattern[1:]):
@@ -117,6 +145,80 @@ class Allowlist:
         if addr.is_global and not addr.is_multicast:
             return True
         return any(addr.version == r.version and addr in r for r in self.ranges)
+
+
+def sign(secret: str, data: bytes) -> str:
+    return hmac.new(bytes.fromhex(secret), data, hashlib.sha256).hexdigest()[:32]
+
+
+def make_ticket(secret: str, rules: dict) -> str:
+    """A sandbox's rules, signed: what its relay presents on every connection (the host makes them)."""
+    payload = base64.urlsafe_b64encode(json.dumps(rules, separators=(",", ":")).encode()).decode()
+    return f"{payload}.{sign(secret, payload.encode())}"
+
+
+def open_ticket(secret: str, ticket: str) -> dict | None:
+    """The rules of a ticket we signed, or None (forged, altered, malformed)."""
+    payload, _, mac = ticket.strip().partition(".")
+    if not hmac.compare_digest(sign(secret, payload.encode()), mac):
+        return None
+    try:
+        rules = json.loads(base64.urlsafe_b64decode(payload))
+    except ValueError:
+        return None
+    return rules if isinstance(rules, dict) and isinstance(rules.get("id"), str) else None
+
+
+def applied_proof(secret: str, box: str, seq: int) -> str:
+    """The proxy's answer to a change: only the proxy (and the host) can make it."""
+    return sign(secret, f"applied {box} {seq}".encode())
+
+
+class Box:
+    """One sandbox as the proxy sees it: its rules (the newest ticket's) and what it uses now."""
+
+    def __init__(self, rules: dict, base: Allowlist) -> None:
+        self.id = str(rules["id"])
+        self.seq = -1
+        #: its connections now: key -> (host, port, the relay side's writer); host None while the head is read
+        self.active: dict[int, tuple[str | None, int, asyncio.StreamWriter]] = {}
+        self.tokens = 0.0
+        self.stamp = time.monotonic()
+        self.update(rules, base)
+
+    def update(self, rules: dict, base: Allowlist) -> None:
+        self.seq = int(rules.get("seq", 0))
+        allow = rules.get("allow")
+        self.allow = base if allow is None else Allowlist([str(e) for e in allow])
+        self.deny = Allowlist([str(e) for e in rules.get("deny") or []])
+        self.conns = max(1, int(rules.get("conns", DEFAULT_CONNS)))
+        self.rate = max(1024, int(rules.get("rate", DEFAULT_RATE)))
+        self.burst = max(self.rate / 4, 65536.0)
+        self.tokens = min(self.tokens, self.burst)
+
+    def allows_name(self, host: str, port: int) -> bool:
+        return self.allow.allows_name(host, port) and not self.deny.allows_name(host, port, any_port=True)
+
+    def allows_address(self, addr: "ipaddress.IPv4Address | ipaddress.IPv6Address") -> bool:
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        denied = any(addr.version == r.version and addr in r for r in self.deny.ranges)
+        return not denied and self.allow.allows_address(addr)
+
+    async def spend(self, n: int) -> None:
+        """Wait until `n` more bytes fit this sandbox's bandwidth: by any time t it has moved at most burst + rate*t."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+    def cut(self) -> None:
+        """Close the connections to hosts the rules no longer allow (a denial applies to open tunnels too)."""
+        for host, port, writer in list(self.active.values()):
+            if host is not None and not self.allows_name(host, port):
+                writer.close()
 
 
 def how_to_allow(host: str, port: int) -> str:
@@ -147,14 +249,33 @@ def split_host_port(authority: str, default: int) -> tuple[str, int]:
 
 
 class Proxy:
-    def __init__(self, allow: Allowlist, linger: float) -> None:
+    def __init__(self, allow: Allowlist, linger: float, secret: str) -> None:
         self.allow = allow
         self.linger = linger
+        self.secret = secret
         self.holders = 0
         self.active = 0
+        self.anonymous = 0
+        #: every sandbox seen, by its ticket's id; kept while we live, so an old ticket never resets a change
+        self.boxes: dict[str, Box] = {}
         self.last_use = time.monotonic()
 
-    async def check(self, host: str, port: int) -> tuple[str, int]:
+    def identify(self, line: bytes) -> Box | None:
+        """The sandbox a connection's first line names (its rules updated to a newer ticket), or None."""
+        if not line.startswith(ID_PREFIX):
+            return None
+        rules = open_ticket(self.secret, line[len(ID_PREFIX):].decode("ascii", "replace"))
+        if rules is None:
+            return None
+        box = self.boxes.get(rules["id"])
+        if box is None:
+            box = self.boxes[rules["id"]] = Box(rules, self.allow)
+        elif int(rules.get("seq", 0)) > box.seq:
+            box.update(rules, self.allow)
+            box.cut()
+        return box
+
+    async def check(self, host: str, port: int, box: Box) -> tuple[str, int]:
         """The address to connect to for host:port. Raises Denied with the reason."""
         try:
             ipaddress.ip_address(host)
@@ -163,10 +284,10 @@ class Proxy:
         else:
             raise Denied(f"pygent egress proxy: {host!r} is a raw IP address; only allowed host names are reachable",
                          host, port, "raw_ip")
-        if not self.allow.allows_name(host, port):
+        if not box.allows_name(host, port):
             raise Denied(f"pygent egress proxy: host {host!r} (port {port}) is not allowed. {how_to_allow(host, port)}",
-                         host, port, "not_allowed", allowed=self.allow.entries[:ALLOWED_SHOWN],
-                         more=max(0, len(self.allow.entries) - ALLOWED_SHOWN))
+                         host, port, "not_allowed", allowed=box.allow.entries[:ALLOWED_SHOWN],
+                         more=max(0, len(box.allow.entries) - ALLOWED_SHOWN))
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -175,7 +296,7 @@ class Proxy:
         refused = []
         for _family, _type, _proto, _canon, sockaddr in infos:
             addr = ipaddress.ip_address(sockaddr[0].split("%")[0])
-            if self.allow.allows_address(addr):
+            if box.allows_address(addr):
                 return str(addr), port
             refused.append(str(addr))
         addresses = sorted(set(refused))
@@ -198,14 +319,45 @@ class Proxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.anonymous >= MAX_ANONYMOUS:
+            return
+        self.anonymous += 1
+        try:
+            box = self.identify(await asyncio.wait_for(reader.readuntil(b"\r\n"), ID_TIMEOUT))
+        finally:
+            self.anonymous -= 1
+        if box is None or len(box.active) >= box.conns:
+            # Read the request's head first: a unix socket closed with unread bytes resets its peer,
+            # which may then lose our answer (the relay would show the client a bare close).
+            while await asyncio.wait_for(reader.readuntil(b"\r\n"), ID_TIMEOUT) != b"\r\n":
+                pass
+        if box is None:
+            return await _answer(writer, 403, "pygent egress proxy: this connection did not come from a sandbox's relay "
+                                              "with a valid ticket; use HTTP_PROXY / HTTPS_PROXY")
+        if len(box.active) >= box.conns:
+            return await _answer(writer, 429, f"pygent egress proxy: this sandbox already has {box.conns} connections "
+                                              "open through the egress proxy, its bound; close some, or raise it "
+                                              "with SandboxPolicy(egress_connections=N)")
+        key = id(writer)
+        box.active[key] = (None, 0, writer)
+        try:
+            await self._serve(box, key, reader, writer)
+        finally:
+            box.active.pop(key, None)
+
+    async def _serve(self, box: Box, key: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         if head.startswith(b"PYGENT-HOLD"):
+            del box.active[key]  # the relay's own connection: not one of the sandbox's
             self.holders += 1
             try:
                 await reader.read()  # until the sandbox (its relay) goes away
             finally:
                 self.holders -= 1
             return
+        if head.startswith(b"PYGENT-RULES"):  # the newer ticket was on the first line: applied by identify
+            writer.write(b"PYGENT-APPLIED %d %s\r\n" % (box.seq, applied_proof(self.secret, box.id, box.seq).encode()))
+            return await writer.drain()
         lines = head.split(b"\r\n")
         try:
             method, target, version = lines[0].decode("latin-1").split(" ")
@@ -214,11 +366,12 @@ class Proxy:
         try:
             if method.upper() == "CONNECT":
                 host, port = split_host_port(target, 443)
-                addr = await self.check(host, port)
+                addr = await self.check(host, port, box)
+                box.active[key] = (host, port, writer)
                 up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*addr), CONNECT_TIMEOUT)
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
-                return await _pipe(reader, writer, up_reader, up_writer)
+                return await _pipe(reader, writer, up_reader, up_writer, limit=box)
             if not target.lower().startswith("http://"):
                 raise Denied(
                     f"pygent egress proxy: {target[:100]!r} is not an absolute http:// URL; "
@@ -227,7 +380,8 @@ class Proxy:
             rest = target[len("http://"):]
             authority, slash, path = rest.partition("/")
             host, port = split_host_port(authority.rpartition("@")[2], 80)
-            addr = await self.check(host, port)
+            addr = await self.check(host, port, box)
+            box.active[key] = (host, port, writer)
         except Denied as exc:
             return await _answer(writer, 403, str(exc), exc.refusal)
         except (OSError, asyncio.TimeoutError) as exc:
@@ -242,7 +396,7 @@ class Proxy:
                 out.append(line)
         out.append(b"Connection: close")
         up_writer.write(b"\r\n".join(out) + b"\r\n\r\n")
-        await _pipe(reader, writer, up_reader, up_writer)
+        await _pipe(reader, writer, up_reader, up_writer, limit=box)
 
     async def reap_when_idle(self, server: asyncio.AbstractServer) -> None:
         while True:
@@ -254,7 +408,7 @@ class Proxy:
 
 async def _answer(writer: asyncio.StreamWriter, status: int, text: str, refusal: dict | None = None) -> None:
     body = (text + "\n").encode()
-    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    reason = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests", 502: "Bad Gateway"}[status]
     # json.dumps escapes CR/LF and everything outside ASCII: the header cannot be split or forged by a host name.
     extra = f"{REFUSED_HEADER.decode()}: {json.dumps(refusal)}\r\n" if refusal else ""
     writer.write(
@@ -264,12 +418,14 @@ async def _answer(writer: asyncio.StreamWriter, status: int, text: str, refusal:
     await writer.drain()
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: "Box | None" = None) -> None:
     try:
         while True:
             data = await reader.read(65536)
             if not data:
                 break
+            if limit is not None:
+                await limit.spend(len(data))
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -280,17 +436,18 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-    down: "object | None" = None,
+    down: "object | None" = None, limit: "Box | None" = None,
 ) -> None:
-    """Both directions until both ends; `down` (a coroutine) replaces the upstream -> client copy."""
+    """Both directions until both ends; `down` (a coroutine) replaces the upstream -> client copy;
+    `limit`: the sandbox whose bandwidth both directions spend."""
     try:
-        await asyncio.gather(_copy(reader, up_writer), down or _copy(up_reader, writer))
+        await asyncio.gather(_copy(reader, up_writer, limit), down or _copy(up_reader, writer, limit))
     finally:
         up_writer.close()
 
 
 async def serve(config: dict) -> None:
-    proxy = Proxy(Allowlist(list(config["allow"])), float(config.get("linger", 30.0)))
+    proxy = Proxy(Allowlist(list(config["allow"])), float(config.get("linger", 30.0)), str(config["secret"]))
     path = config["socket"]
     try:
         os.unlink(path)
@@ -305,9 +462,10 @@ async def serve(config: dict) -> None:
 # --------------------------------------------------------------------------- the relay (in the sandbox)
 
 
-async def _relay_one(path: str, notes: int | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _relay_one(path: str, ident: bytes, notes: int | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         up_reader, up_writer = await asyncio.open_unix_connection(path)
+        up_writer.write(ident)  # who we are, before the client's first byte
     except OSError:
         await _answer(writer, 502, "pygent egress relay: the egress proxy is not reachable (it stopped?); start a new sandbox")
         writer.close()
@@ -368,7 +526,11 @@ def note_refusal(fd: int, record: bytes) -> None:
 _HOLD = b"PYGENT-HOLD\r\n\r\n"
 
 
-async def _hold(path: str, first: int | None) -> None:
+def id_line(ticket: str) -> bytes:
+    return ID_PREFIX + ticket.encode("ascii") + b"\r\n"
+
+
+async def _hold(path: str, ident: bytes, first: int | None) -> None:
     """Keep one connection open to the proxy while we live (it lingers, then exits, without any)."""
     while True:
         try:
@@ -377,7 +539,7 @@ async def _hold(path: str, first: int | None) -> None:
                 first = None
             else:
                 reader, writer = await asyncio.open_unix_connection(path)
-                writer.write(_HOLD)
+                writer.write(ident + _HOLD)
                 await writer.drain()
             await reader.read()
         except OSError:
@@ -385,14 +547,14 @@ async def _hold(path: str, first: int | None) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _relay(fd: int, path: str, hold: int | None, notes: int | None) -> None:
+async def _relay(fd: int, path: str, ident: bytes, hold: int | None, notes: int | None) -> None:
     listener = socket.socket(fileno=fd)
-    server = await asyncio.start_server(lambda r, w: _relay_one(path, notes, r, w), sock=listener)
+    server = await asyncio.start_server(lambda r, w: _relay_one(path, ident, notes, r, w), sock=listener)
     async with server:
-        await asyncio.gather(_hold(path, hold), server.serve_forever())
+        await asyncio.gather(_hold(path, ident, hold), server.serve_forever())
 
 
-def relay(port: int, path: str, command: list[str]) -> None:
+def relay(port: int, path: str, ticket: str, command: list[str]) -> None:
     """Listen, fork the relay off (reparented to init), exec `command` here. Never returns.
 
     Only `_socket` and `os` before the exec: this runs on every allowlisted sandbox's start path.
@@ -423,7 +585,7 @@ def relay(port: int, path: str, command: list[str]) -> None:
                 hold = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 try:
                     hold.connect(path)
-                    hold.sendall(_HOLD)
+                    hold.sendall(ID_PREFIX + ticket.encode("ascii") + b"\r\n" + _HOLD)
                     held: int | None = hold.detach()
                 except OSError:
                     hold.close()
@@ -432,7 +594,7 @@ def relay(port: int, path: str, command: list[str]) -> None:
 
                 select.select([listener], [], [])
                 _imports()
-                asyncio.run(_relay(listener.detach(), path, held, notes_w))
+                asyncio.run(_relay(listener.detach(), path, id_line(ticket), held, notes_w))
             finally:
                 os._exit(0)
         os._exit(0)
@@ -446,6 +608,6 @@ def relay(port: int, path: str, command: list[str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "relay":
-        relay(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
+        relay(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:])
     else:
         asyncio.run(serve(json.loads(sys.argv[2])))

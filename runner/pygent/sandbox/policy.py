@@ -71,6 +71,16 @@ class SandboxPolicy(BaseModel):
     mounts: tuple[Mount, ...] = Field((), description="Host directories mounted in (explicit loosening).")
     workspace: Path | None = Field(None, description="Host directory mounted read-write as /workspace.")
     env: tuple[tuple[str, str], ...] = Field((), description="Environment set for every command.")
+    egress_connections: int = Field(
+        32, ge=1, le=4096,
+        description="An allowlisted sandbox's connections open at once through the egress proxy it shares "
+        "(one more is answered 429): one sandbox cannot use up the proxy for the others.",
+    )
+    egress_bandwidth: str = Field(
+        "32m",
+        description="An allowlisted sandbox's bytes per second through the egress proxy, over all its connections "
+        "and both directions (a token bucket with a quarter second of burst): one cannot starve the others.",
+    )
 
     @field_validator("network", mode="before")
     @classmethod
@@ -82,7 +92,7 @@ class SandboxPolicy(BaseModel):
             return tuple(entries) if entries else False
         return v
 
-    @field_validator("memory", "workspace_size", "tmp_size")
+    @field_validator("memory", "workspace_size", "tmp_size", "egress_bandwidth")
     @classmethod
     def _size(cls, v: str, info: ValidationInfo) -> str:
         if not _SIZE.fullmatch(v):

@@ -22,6 +22,7 @@ from .sandbox import DockerSandbox, Limits, force_remove
 if TYPE_CHECKING:
     from ..endpoint import Endpoint
     from ..policy import SandboxPolicy
+    from . import egress
 
 #: The runtime a policy without one gets when the engine registers it (`make engine` does).
 PREFERRED_RUNTIME = "crun"
@@ -140,7 +141,7 @@ class DockerBackend(Backend):
         return resolve_image(ref, build_missing=build_missing)
 
     def create_body(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False, runtime: str | None = None,
-                    proxy: str | None = None) -> dict:
+                    proxy: "egress.SandboxEgress | None" = None) -> dict:
         """The create request for one sandbox (config.py), with this engine's flavor and tooling."""
         return config.create_body(image, policy, tooling_volume=self.tooling_volume(), runtime=runtime,
                                   pooled=pooled, flavor=self.flavor, proxy=proxy, pids_cgroup=self.pids_cgroup())
@@ -186,7 +187,7 @@ class DockerBackend(Backend):
             removed.append((vol["Name"], "scratch volume of a removed sandbox", 0.0))
         return removed
 
-    def egress_proxy(self, policy: "SandboxPolicy", runtime: str | None) -> str | None:
+    def egress_proxy(self, policy: "SandboxPolicy", runtime: str | None) -> "egress.ProxyRef | None":
         """The running egress proxy for the policy's allowlist (started once, shared), or None without one.
 
         Raises ConfigError (a runtime that cannot reach it: runsc), EngineUnavailable, SandboxError.
@@ -200,12 +201,17 @@ class DockerBackend(Backend):
         egress.check_supported(policy, runtime, self.runtimes())
         return egress.ensure_proxy(self.client, self.resolve_image, policy)
 
-    def _start(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None, proxy: str | None = None) -> DockerSandbox:
-        body = self.create_body(image, policy, pooled=pooled, runtime=runtime, proxy=proxy)
+    def _start(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None,
+               proxy: "egress.ProxyRef | None" = None) -> DockerSandbox:
+        from .egress import SandboxEgress
+
+        wiring = SandboxEgress(proxy, policy) if proxy is not None else None  # its own id and rules
+        body = self.create_body(image, policy, pooled=pooled, runtime=runtime, proxy=wiring)
         body, name = config.fresh_identity(body, pooled=pooled)
         sandbox = DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
                                       backend=self.name)
         sandbox.deaths = self.deaths
+        sandbox.egress = wiring
         return sandbox
 
     def follow_deaths(self, on: bool) -> None:

@@ -56,12 +56,13 @@ def create_body(
     runtime: str | None,
     pooled: bool = False,
     flavor: EngineFlavor = EngineFlavor(),
-    proxy: str | None = None,
+    proxy: Any = None,
     pids_cgroup: bool = True,
 ) -> dict[str, Any]:
     """The create request for one hardened sandbox of `image` under `policy`.
 
-    proxy: the egress proxy's container id when the policy has an allowlist (network.py).
+    proxy: the sandbox's side of its egress proxy (an egress.SandboxEgress; egress.py imports this
+    module) when the policy has an allowlist (network.py).
     pids_cgroup: the engine can set a pids limit (Backend.pids_cgroup). A rootless engine on
     cgroup v1 cannot, and drops PidsLimit without a word: a fork bomb then grew to 18,661
     processes in 5 s under rootless Docker and to 21,245 under rootless Podman here, most
@@ -139,7 +140,8 @@ def create_body(
     from .network import network_settings
 
     # NetworkDisabled is the strictest "no network" and starts ~2x faster than --network none.
-    top, net_host = network_settings(policy, list(SERVER_COMMAND), proxy, can_disable=flavor.network_disabled)
+    wiring = (proxy.proxy.id, proxy.ticket()) if proxy is not None else None
+    top, net_host = network_settings(policy, list(SERVER_COMMAND), wiring, can_disable=flavor.network_disabled)
     top["Env"] = body["Env"] + top.get("Env", [])
     body.update(top)
     host.update(net_host)

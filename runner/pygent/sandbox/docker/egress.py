@@ -12,8 +12,13 @@ no route to anything.
 One proxy per (allowlist, egress network, pinned hosts, linger), named after
 that key, so every process with the same allowlist shares it: the name makes
 the start race-free across processes (the engine refuses a second container
-of that name) and the allowlist is fixed at the proxy's start (no control
-channel to attack). It runs hardened like a sandbox. Each sandbox holds a
+of that name). The allowlist given at the proxy's start is each sandbox's
+first; a sandbox's own changes (allow_hosts / deny_hosts) travel as a newer
+ticket signed with the proxy's secret (egress_proxy.py says how), so there is
+no control channel a sandbox could use for anything but its own rules, and
+another sandbox's never change. The secret is a label of the proxy's (only
+the engine's users see it), so every process that shares the proxy can sign.
+It runs hardened like a sandbox. Each sandbox holds a
 connection to it while it lives; with none for `linger` seconds it exits and
 the engine's auto-remove deletes it. `gc` removes one nobody uses.
 """
@@ -22,20 +27,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
 import socket
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, TypedDict
 
+from ...allowlist import parse_allow_entry
 from ...errors import ConfigError, EngineUnavailable, SandboxError
 from .. import lifecycle
+from ..egress_proxy import applied_proof, make_ticket
 from .client import Conflict, EngineClient, NotFound
 from .network import SOCKET, SOCKET_DIR, egress_source
 
 if TYPE_CHECKING:
+    from ..base import Sandbox
     from ..policy import SandboxPolicy
 
 LABEL_EGRESS = f"{lifecycle.LABEL_PREFIX}.egress"
 LABEL_LINGER = f"{lifecycle.LABEL_PREFIX}.egress-linger"
+#: The proxy's signing secret (egress_proxy.py: tickets), for every process that shares the proxy.
+LABEL_SECRET = f"{lifecycle.LABEL_PREFIX}.egress-secret"
+#: The proxies this code starts speak tickets: a key of its own, so none started by an older version is shared.
+PROTOCOL = "tickets-1"
+#: A sandbox's allowlist and denials hold at most this many entries together (the ticket rides in one head).
+MAX_RULES = 256
 #: Seconds past its linger after which gc takes an unused proxy as stuck (it should have exited itself).
 GC_GRACE = 60.0
 #: uid:gid of the proxy: nobody, so no sandbox uid owns its files.
@@ -82,12 +99,19 @@ def check_supported(policy: "SandboxPolicy", runtime: str | None, runtimes: dict
 
 def proxy_key(allow: tuple[str, ...], settings: EgressSettings) -> str:
     """Same allowlist and egress settings -> same proxy (shared); anything else -> another one."""
-    text = json.dumps([sorted(allow), settings["network"], sorted(settings["hosts"].items()), settings["linger"]])
+    text = json.dumps([sorted(allow), settings["network"], sorted(settings["hosts"].items()), settings["linger"], PROTOCOL])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def ensure_proxy(client: EngineClient, resolve_image: Callable[[str], str], policy: "SandboxPolicy") -> str:
-    """The id of the running proxy for this allowlist, started now if there is none.
+class ProxyRef(NamedTuple):
+    """A running egress proxy: its container id and the secret its tickets are signed with."""
+
+    id: str
+    secret: str
+
+
+def ensure_proxy(client: EngineClient, resolve_image: Callable[[str], str], policy: "SandboxPolicy") -> ProxyRef:
+    """The running proxy for this allowlist, started now if there is none.
 
     resolve_image: the backend's (the proxy runs in the bundled python image).
     Raises ConfigError (bad egress settings), EngineUnavailable/SandboxError (the proxy did not start).
@@ -123,22 +147,26 @@ def _containers(client: EngineClient, every: bool = False, **filters: str) -> li
     return client.call("GET", "/containers/json", params=params, what="list containers") or []
 
 
-def _running(client: EngineClient, key: str) -> str | None:
+def _running(client: EngineClient, key: str) -> ProxyRef | None:
     for c in _containers(client, label=f"{LABEL_EGRESS}={key}", status="running"):
-        return c["Id"]
+        secret = (c.get("Labels") or {}).get(LABEL_SECRET)
+        if secret:
+            return ProxyRef(c["Id"], secret)
     return None
 
 
-def proxy_body(image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> dict[str, Any]:
-    """The proxy's create request: hardened as a sandbox, on the egress network."""
+def proxy_body(image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings,
+               secret: str | None = None) -> dict[str, Any]:
+    """The proxy's create request: hardened as a sandbox, on the egress network; a new secret unless given."""
     from .config import _tmpfs_volume
 
-    config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"]}
+    secret = secret or os.urandom(32).hex()
+    config = {"socket": SOCKET, "allow": list(allow), "linger": settings["linger"], "secret": secret}
     uid, gid = PROXY_USER.split(":")
     # Shared by every process with this allowlist: no owner pid, session or `managed` label, so
     # gc's per-owner rules (which would remove it when its starter exits) never apply; collect_unused does.
     labels = {
-        LABEL_EGRESS: key, LABEL_LINGER: f"{settings['linger']:g}",
+        LABEL_EGRESS: key, LABEL_LINGER: f"{settings['linger']:g}", LABEL_SECRET: secret,
         lifecycle.LABEL_OWNER_HOST: lifecycle.HOSTNAME, lifecycle.LABEL_CREATED: f"{time.time():.3f}",
     }
     memory = 64 << 20
@@ -169,14 +197,14 @@ def proxy_body(image: str, name: str, key: str, allow: tuple[str, ...], settings
     }
 
 
-def _start(client: EngineClient, image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> str:
+def _start(client: EngineClient, image: str, name: str, key: str, allow: tuple[str, ...], settings: EgressSettings) -> ProxyRef:
     from .sandbox import force_remove, map_error
 
     cid = None
+    body = proxy_body(image, name, key, allow, settings)
     try:
         try:
-            cid = client.call("POST", "/containers/create", proxy_body(image, name, key, allow, settings),
-                              params={"name": name}, what="create the egress proxy")["Id"]
+            cid = client.call("POST", "/containers/create", body, params={"name": name}, what="create the egress proxy")["Id"]
         except NotFound as exc:
             if "network" in exc.message.lower():
                 raise ConfigError(f"PYGENT_EGRESS_NETWORK: no network {settings['network']!r} on the engine") from None
@@ -189,7 +217,7 @@ def _start(client: EngineClient, image: str, name: str, key: str, allow: tuple[s
             _wait_ready(sock, rest, name)
         finally:
             sock.close()
-        return cid
+        return ProxyRef(cid, body["Labels"][LABEL_SECRET])
     except BaseException as exc:
         if cid is not None:
             try:
@@ -259,3 +287,93 @@ def _users(client: EngineClient, proxy: dict) -> list[dict[str, str]]:
         for u in _containers(client, every=True, volume=volume)
         if u["Id"] != proxy["Id"]
     ]
+
+
+# --------------------------------------------------------------------------- one sandbox's rules (issue 25)
+
+
+#: Run in the sandbox on the tooling interpreter: hand the proxy a newer ticket (stdin), print its answer line.
+_APPLY = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_UNIX);s.settimeout(15);s.connect(sys.argv[1])\n"
+    "s.sendall(b'PYGENT-ID '+sys.stdin.buffer.read().strip()+b'\\r\\nPYGENT-RULES\\r\\n\\r\\n')\n"
+    "d=b''\n"
+    "while b'\\n' not in d:\n"
+    "    c=s.recv(4096)\n"
+    "    if not c: break\n"
+    "    d+=c\n"
+    "print(d.decode('ascii','replace').strip())\n"
+)
+
+
+def _covers(entries: Iterable[str], *others: str) -> bool:
+    """Does an entry name one of `others`: the same entry, or its host without a port (all its ports)?"""
+    return any(e == o or ("/" not in o and ":" not in e and o.partition(":")[0] == e) for e in entries for o in others)
+
+
+class SandboxEgress:
+    """One allowlisted sandbox's side of the proxy: its ticket, and its live changes.
+
+    Why the change goes through the sandbox: the host cannot reach the proxy's
+    socket (it is in the engine's volume, perhaps on another machine), and the
+    sandbox can; it cannot alter the signed ticket, nor fake the proxy's signed
+    answer, so the worst it can do is make the change fail (an error, never a
+    silent no-op). The sandbox's own connections apply it from the next one on;
+    its open connections to a host now denied are cut.
+    """
+
+    def __init__(self, proxy: ProxyRef, policy: "SandboxPolicy") -> None:
+        from ..policy import size_in_bytes
+
+        self.proxy = proxy
+        self.id = os.urandom(16).hex()
+        self.seq = 0
+        self.allow: tuple[str, ...] = tuple(policy.allow_hosts)
+        self.deny: tuple[str, ...] = ()
+        self.conns = policy.egress_connections
+        self.rate = size_in_bytes(policy.egress_bandwidth)
+        self._lock = threading.Lock()
+
+    def _rules(self, seq: int, allow: list[str] | None, deny: tuple[str, ...]) -> dict[str, Any]:
+        return {"id": self.id, "seq": seq, "allow": allow, "deny": list(deny), "conns": self.conns, "rate": self.rate}
+
+    def ticket(self) -> str:
+        """The first ticket, the relay's for the sandbox's life: the proxy's own allowlist (null keeps it short)."""
+        return make_ticket(self.proxy.secret, self._rules(0, None, ()))
+
+    def change(self, sandbox: "Sandbox", allow: Iterable[str] = (), deny: Iterable[str] = ()) -> tuple[str, ...]:
+        """Allow or deny more hosts for this sandbox only; returns its allowlist now.
+
+        Raises ConfigError (a bad entry, too many), SandboxError (the proxy did not confirm), SandboxClosed.
+        """
+        try:
+            more = [parse_allow_entry(str(e)) for e in allow]
+            less = [parse_allow_entry(str(e)) for e in deny]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not more and not less:
+            raise ConfigError("name at least one host, e.g. allow_hosts('pypi.example:443')")
+        with self._lock:
+            new_allow = tuple(sorted({e for e in self.allow if not _covers(less, e)} | set(more)))
+            new_deny = tuple(sorted({e for e in self.deny if not _covers(more, e) and not _covers([e], *more)} | set(less)))
+            if len(new_allow) + len(new_deny) > MAX_RULES:
+                raise ConfigError(f"a sandbox's allowlist and denials hold at most {MAX_RULES} entries together; "
+                                  "use '*.suffix' patterns for many hosts of one domain")
+            seq = self.seq + 1
+            ticket = make_ticket(self.proxy.secret, self._rules(seq, list(new_allow), new_deny))
+            self._deliver(sandbox, ticket, seq)
+            self.seq, self.allow, self.deny = seq, new_allow, new_deny
+            return new_allow
+
+    def _deliver(self, sandbox: "Sandbox", ticket: str, seq: int) -> None:
+        relay = sandbox.create_config["Entrypoint"]  # type: ignore[attr-defined]  # a DockerSandbox's: the relay's
+        python = shlex.join([*relay[: relay.index("-I")], "-I", "-S", "-c", _APPLY, SOCKET])
+        result = sandbox.exec(python, stdin=ticket.encode(), timeout=30, env={"PYTHONPATH": ""})
+        words = result.stdout.decode("ascii", "replace").split()
+        applied = len(words) == 3 and words[0] == "PYGENT-APPLIED" and words[1].isdigit() and int(words[1]) >= seq
+        if not applied or words[2] != applied_proof(self.proxy.secret, self.id, int(words[1])):
+            detail = (result.stdout + result.stderr).decode("utf-8", "replace").strip()[-300:]
+            raise SandboxError(
+                "the egress proxy did not confirm the change of this sandbox's allowlist, which is unchanged "
+                f"({detail or f'exit {result.exit_code}'}); retry, or open a new sandbox with the hosts in network=[...]"
+            )

@@ -11,6 +11,7 @@ One function, so every form of network access is decided in one place:
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,15 @@ SOCKET = f"{SOCKET_DIR}/proxy.sock"
 #: The relay's port on the sandbox's own loopback.
 RELAY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
+#: In the tooling volume: what Node before 24 preloads to use the proxy (images/tooling).
+NODE_PRELOAD = "node-env-proxy.cjs"
 
 
-def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str | None, *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: tuple[str, str] | None, *, can_disable: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """(top-level fields, HostConfig fields) to merge into the create request.
 
     entrypoint: the container's command without networking (the command server).
-    proxy: the running egress proxy's container id (egress.ensure_proxy), for an allowlist.
+    proxy: (the running egress proxy's container id, the sandbox's ticket: egress.SandboxEgress), for an allowlist.
     can_disable: the engine honours `NetworkDisabled` (Docker); otherwise NetworkMode "none".
     Raises ValueError when an allowlist comes without a proxy (a programming error).
     """
@@ -41,32 +44,39 @@ def network_settings(policy: "SandboxPolicy", entrypoint: list[str], proxy: str 
         return top, host
     if proxy is None:
         raise ValueError("an allowlisted sandbox needs its egress proxy (egress.ensure_proxy)")
-    top["Entrypoint"] = relay_command(entrypoint)
-    top["Env"] = [f"{k}={v}" for k, v in proxy_env().items()]
-    host["VolumesFrom"] = [f"{proxy}:ro"]
+    proxy_id, ticket = proxy
+    top["Entrypoint"] = relay_command(entrypoint, ticket)
+    # The tooling directory is the interpreter's: <dir>/bin/python3.
+    tooling = posixpath.dirname(posixpath.dirname(entrypoint[entrypoint.index("-I") - 1]))
+    top["Env"] = [f"{k}={v}" for k, v in proxy_env(tooling).items()]
+    host["VolumesFrom"] = [f"{proxy_id}:ro"]
     return top, host
 
 
-def proxy_env() -> dict[str, str]:
+def proxy_env(tooling: str) -> dict[str, str]:
     """The variables that send a sandbox's HTTP(S) clients to its relay.
 
     Both spellings (curl reads only lowercase http_proxy, others only uppercase);
     NO_PROXY keeps loopback direct (a service the agent runs, an exposed port's
     own checks), with 127.0.0.0/8 for the tools that read ranges; Node's fetch
-    ignores the proxy variables unless NODE_USE_ENV_PROXY=1 (issue 25).
+    ignores the proxy variables unless NODE_USE_ENV_PROXY=1 (Node 24), and before
+    Node 24 the tooling's preload hands it undici's EnvHttpProxyAgent (issue 25;
+    images/tooling/node-env-proxy.cjs). A command's own NODE_OPTIONS replaces it.
     """
     env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,127.0.0.0/8,::1"}
-    return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1"}
+    return {**env, **{k.lower(): v for k, v in env.items()}, "NODE_USE_ENV_PROXY": "1",
+            "NODE_OPTIONS": f"--require {tooling}/{NODE_PRELOAD}"}
 
 
-def relay_command(entrypoint: list[str]) -> list[str]:
-    """The sandbox's command, started behind the relay (which execs it in its place).
+def relay_command(entrypoint: list[str], ticket: str) -> list[str]:
+    """The sandbox's command, started behind the relay (which execs it in its place);
+    ticket: what the relay presents to the proxy on each connection (egress_proxy.py).
 
     The relay runs on the same interpreter as the command server (the tooling volume's, with
     its loader): any image works.
     """
     python = entrypoint[: entrypoint.index("-I")]  # loader, --library-path, lib, python3
-    return [*python, "-I", "-S", "-c", egress_source(), "relay", str(RELAY_PORT), SOCKET, *entrypoint]
+    return [*python, "-I", "-S", "-c", egress_source(), "relay", str(RELAY_PORT), SOCKET, ticket, *entrypoint]
 
 
 def egress_source() -> str:

@@ -152,6 +152,23 @@ class DockerSandbox(Sandbox):
         self.last_used = time.monotonic()
         return result
 
+    # -- a live allowlist (issue 25) ----------------------------------------------
+    #: Its side of the egress proxy (an egress.SandboxEgress, which imports this module), set by the
+    #: backend; None without an allowlist.
+    egress: Any = None
+
+    def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
+        if self.egress is None:
+            return super().allow_hosts(*hosts)
+        self._check_open()
+        return self.egress.change(self, allow=hosts)
+
+    def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
+        if self.egress is None:
+            return super().deny_hosts(*hosts)
+        self._check_open()
+        return self.egress.change(self, deny=hosts)
+
     # -- ports (issue 25) ----------------------------------------------------------
     def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> PortForward:
         check_expose(port, host_port, bind)

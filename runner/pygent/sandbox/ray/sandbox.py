@@ -95,6 +95,13 @@ class RaySandbox(Sandbox):
     def process_list(self) -> "list[ProcessStatus]":
         return self._call("process_list")
 
+    # -- a live allowlist: the node's sandbox holds it (its egress proxy is on the node's engine) --
+    def allow_hosts(self, *hosts: str) -> tuple[str, ...]:
+        return self._call("allow_hosts", *hosts)
+
+    def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
+        return self._call("deny_hosts", *hosts)
+
     # -- files ----------------------------------------------------------------------
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
         self._call("put_archive", dest_dir, tar_bytes)
