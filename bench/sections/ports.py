@@ -7,6 +7,10 @@ without a network and carries each connection over its command channel.
 Targets (issue 25): a 100 MB download at ≥ 0.5× docker's throughput; 1,000
 small keep-alive requests at p50 ≤ 2× docker's; host memory bounded while
 streaming (the RSS growth of this process during our download).
+
+Beside them, the attach stream with nothing of ours on it (a container writing
+to its stdout, this process reading the stream): what containerd's shim and
+dockerd cost on their own, so the ceiling of any forwarder over the channel.
 """
 
 from __future__ import annotations
@@ -61,6 +65,64 @@ def _small(host: str, port: int, n: int) -> list[float]:
     return out
 
 
+#: The attach stream alone, no pygent: echo lines until "go", then SIZE bytes to stdout in 64 KiB writes.
+_ATTACH_PROBE = (
+    "import os, sys\nwhile True:\n line = sys.stdin.buffer.readline()\n if line in (b'go\\n', b''): break\n"
+    " os.write(1, line)\nb = bytes(65536)\nn = %d\nwhile n > 0:\n os.write(1, b[:n])\n n -= 65536\n" % SIZE
+)
+
+
+def _attach_floor(n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """The engine's attach stream with nothing of ours on it: (ms per 16-byte round trip, MB/s of
+    one SIZE-byte read), from a hardened container (the sandbox's create body, no network) whose
+    main process is _ATTACH_PROBE, read by this process with recv_into into one buffer.
+
+    Why: every exposed connection rides this stream (stdout through containerd's shim and
+    dockerd), so this is the most any forwarder over the sandbox's channel can reach here."""
+    from pygent.sandbox import default_policy
+    from pygent.sandbox.docker.config import fresh_identity
+    from pygent.sandbox.docker.sandbox import force_remove
+    from pygent.sandbox.registry import get_backend
+
+    backend = get_backend()
+    policy = default_policy()
+    hardened = backend.create_body(backend.resolve_image("python"), policy, runtime=backend.chosen_runtime(policy))
+    body, name = fresh_identity(dict(hardened, Entrypoint=["python3", "-c", _ATTACH_PROBE], Cmd=None))
+    client = backend.client
+    cid = client.call("POST", "/containers/create", body, params={"name": name}, what="create")["Id"]
+    rtts: list[float] = []
+    rates: list[float] = []
+    try:
+        sock, _ = client.upgrade(f"/containers/{cid}/attach", params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        client.call("POST", f"/containers/{cid}/start", what="start")
+        line = b"0123456789abcde\n"
+        buf = memoryview(bytearray(1 << 20))
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            sock.sendall(line)
+            got = 0
+            while got < 8 + len(line):  # docker's 8-byte header, then the line
+                got += sock.recv_into(buf)
+            if i >= 20:
+                rtts.append((time.perf_counter() - t0) * 1e3)
+        t0 = time.perf_counter()
+        sock.sendall(b"go\n")
+        got = 0
+        while True:
+            k = sock.recv_into(buf)
+            if not k:
+                break
+            got += k
+        seconds = time.perf_counter() - t0
+        sock.close()
+        if got < SIZE:
+            raise RuntimeError(f"the attach stream carried {got} of {SIZE} bytes")
+        rates.append(SIZE / seconds / 1e6)
+    finally:
+        force_remove(client, cid)
+    return rtts, rates
+
+
 def _wait(host: str, port: int, seconds: float = 30.0) -> None:
     end = time.monotonic() + seconds
     while True:
@@ -108,6 +170,10 @@ def run(ctx: Ctx, section: Section) -> None:
             mbps["docker"].append(_download("127.0.0.1", dport))
             mbps["ours"].append(_download("127.0.0.1", oport, peak))
         small = {"docker": _small("127.0.0.1", dport, small_n), "ours": _small("127.0.0.1", oport, small_n)}
+        rtt, floor = [], []
+        for _ in range(rounds):
+            r, f = _attach_floor(small_n if not rtt else 0, 1)
+            rtt, floor = rtt or r, floor + f
     finally:
         sb.close()
         try:
@@ -130,6 +196,11 @@ def run(ctx: Ctx, section: Section) -> None:
               vs={"÷ docker": "small_docker"}, targets=[Target("ratio_p50", "<=", 2.0, unit="x")])
     lat.extra["ratio_p50"] = round(p50(small["ours"]) / p50(small["docker"]), 3)
     section.add(lat)
+    ceil = Row("download_attach", "  ↳ the attach stream alone: 100 MB from a container's stdout, no pygent (the ceiling)",
+               floor, unit="MB/s")
+    ceil.extra["ratio_p50"] = round(p50(floor) / p50(mbps["docker"]), 3)
+    section.add(ceil)
+    section.add(Row("rtt_attach", "  ↳ the attach stream alone: a 16-byte line there and back (the floor)", rtt))
     mem = Row("stream_rss", "  ↳ host RSS growth while streaming 100 MB via expose()", [], unit="MiB",
               targets=[Target("peak_mib", "<=", 64, unit="MiB")])
     mem.extra["peak_mib"] = round(max(peak or [0]) / 1024, 1)

@@ -28,6 +28,8 @@ from .result import ExecResult
 GRACE = 15.0
 #: Seconds a file operation may take before we decide the sandbox (or engine) is gone.
 FILE_TIMEOUT = 300.0
+#: Payloads from this size on are written beside their header, not joined to it (a copy less).
+_JOIN_BELOW = 16384
 
 
 def command_spec(
@@ -80,14 +82,17 @@ class ChannelBroken(SandboxError):
 
 class Transport(Protocol):
     """A byte stream to one command server: Docker's attach stream today, a Kubernetes
-    attach websocket later. recv() yields (1, server stdout bytes) or (2, server stderr
-    bytes) and raises ChannelBroken on EOF or past the deadline."""
+    attach websocket later. recv_into() appends the server's next stdout bytes to a
+    buffer (its stderr goes to `diagnostics`, kept small) and raises ChannelBroken on
+    EOF or past the deadline; send_parts() writes a frame's header and payload."""
 
     diagnostics: bytearray
 
-    def recv(self, deadline: float | None) -> tuple[int, bytes]: ...
+    def recv_into(self, out: bytearray, deadline: float | None) -> None: ...
 
     def sendall(self, data: bytes) -> None: ...
+
+    def send_parts(self, head: bytes, payload: "bytes | memoryview") -> None: ...
 
     def close(self) -> None: ...
 
@@ -113,10 +118,13 @@ class Channel:
         self.on_broken: Callable[[], None] | None = None
 
     # -- frames -------------------------------------------------------------
-    def send(self, kind: int, cid: int, payload: bytes = b"") -> None:
+    def send(self, kind: int, cid: int, payload: "bytes | memoryview" = b"") -> None:
         with self.send_lock:
             try:
-                self.stream.sendall(proto.frame(kind, cid, payload))
+                if len(payload) < _JOIN_BELOW:  # small: one buffer, one write
+                    self.stream.sendall(proto.frame(kind, cid, payload))
+                else:  # bulk (uploads, restores, a port's bytes): not copied into a joined frame
+                    self.stream.send_parts(proto.HEADER.pack(kind, cid, len(payload)), payload)
             except OSError as exc:
                 self.broken = True
                 raise ChannelBroken(f"cannot write to the sandbox: {exc}") from None
@@ -150,15 +158,26 @@ class Channel:
             threading.Thread(target=self._demux, name="pygent-channel-reader", daemon=True).start()
 
     def _demux(self) -> None:
+        """Every frame as it comes. A stream frame's payload is lent to its handler as a view
+        of the buffer (valid only during the call: the handler copies what it keeps), so a
+        forwarded port's bytes go from the engine's socket to the client's with one copy."""
         frames, handle = self.frames, self.on_stream_frame
         assert frames is not None and handle is not None
+        inbuf, size = self.inbuf, proto.HEADER.size
         try:
             while True:
-                kind, cid, payload = self._read_stream(None)
-                if cid >= proto.STREAM_BASE:
-                    handle(kind, cid, payload)
-                else:
-                    frames.put((kind, cid, payload))
+                while len(inbuf) >= size:
+                    kind, cid, length = proto.HEADER.unpack_from(inbuf)
+                    end = size + length
+                    if len(inbuf) < end:
+                        break
+                    with memoryview(inbuf) as view, view[size:end] as payload:
+                        if cid >= proto.STREAM_BASE:
+                            handle(kind, cid, payload)
+                        else:
+                            frames.put((kind, cid, bytes(payload)))
+                    del inbuf[:end]
+                self._fill(None)
         except Exception:
             self.broken = True
             frames.put(None)
@@ -175,16 +194,18 @@ class Channel:
                         payload = bytes(view[size : size + length])
                     del self.inbuf[: size + length]
                     return kind, cid, payload
+            deadline = self._fill(deadline)
+
+    def _fill(self, deadline: float | None) -> float | None:
+        """More of the server's bytes into inbuf; the deadline, moved on by a pause (issue 24).
+        Raises ChannelBroken."""
+        while True:
             try:
-                kind, data = self.stream.recv(deadline)
-                if kind == 1:
-                    self.inbuf += data
-                else:  # the server's own stderr: kept small, for error messages
-                    self.stream.diagnostics += data
-                    del self.stream.diagnostics[:-2000]
+                self.stream.recv_into(self.inbuf, deadline)
+                return deadline
             except ChannelBroken:
                 if deadline is not None and self.paused_total > self._paused_seen and time.monotonic() >= deadline:
-                    # Frozen time is not the command's (issue 24): wait longer by the pause.
+                    # Frozen time is not the command's: wait longer by the pause.
                     deadline += self.paused_total - self._paused_seen
                     self._paused_seen = self.paused_total
                     continue
@@ -336,8 +357,9 @@ class Channel:
         with self._request() as cid:
             self.send(proto.WRITE, cid, marshal.dumps(spec, 4))
             for chunk in chunks:
-                for i in range(0, len(chunk), proto.CHUNK):
-                    self.send(proto.BYTES, cid, bytes(chunk[i : i + proto.CHUNK]))
+                with memoryview(chunk) as view:
+                    for i in range(0, len(view), proto.CHUNK):
+                        self.send(proto.BYTES, cid, view[i : i + proto.CHUNK])
             self.send(proto.CLOSE, cid)
             return self._answer(cid, None, time.monotonic() + timeout)
 
@@ -373,8 +395,9 @@ class Channel:
         with self._request() as cid:
             self.send(proto.RESTORE, cid, marshal.dumps(spec, 4))
             for chunk in stream:
-                for i in range(0, len(chunk), 1 << 20):
-                    self.send(proto.BYTES, cid, bytes(chunk[i : i + (1 << 20)]))
+                with memoryview(chunk) as view:
+                    for i in range(0, len(view), 1 << 20):
+                        self.send(proto.BYTES, cid, view[i : i + (1 << 20)])
             self.send(proto.BYTES, cid, b"")
             return self._answer(cid, None, time.monotonic() + timeout)
 

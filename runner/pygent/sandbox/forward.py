@@ -47,7 +47,7 @@ class StreamMux:
         self.ids = itertools.count(proto.STREAM_BASE)
         channel.start_demux(self.on_frame, self.on_broken)
 
-    def on_frame(self, kind: int, sid: int, payload: bytes) -> None:
+    def on_frame(self, kind: int, sid: int, payload: "bytes | memoryview") -> None:
         conn = self.conns.get(sid)
         if conn is not None:
             conn.on_frame(kind, payload)
@@ -91,12 +91,12 @@ class Connection:
         self.sid = mux.add(self)
         mux.channel.send(proto.PORT_OPEN, self.sid, b"%d" % port)
 
-    # -- called by the channel's demux thread: never blocks ------------------------
-    def on_frame(self, kind: int, payload: bytes) -> None:
+    # -- called by the channel's demux thread: never blocks, keeps no view of payload ----
+    def on_frame(self, kind: int, payload: "bytes | memoryview") -> None:
         if kind == proto.PORT_OPENED:
             with self.cond:
                 try:
-                    self.opened = json.loads(payload)
+                    self.opened = json.loads(bytes(payload))
                 except ValueError:
                     self.opened = {"error": "malformed answer"}
                 self.cond.notify_all()
@@ -114,7 +114,7 @@ class Connection:
                 self.credit += int.from_bytes(payload, "big")
                 self.cond.notify_all()
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: "bytes | memoryview") -> None:
         sock = self.sock
         if sock is None or self.closed:
             return
@@ -185,8 +185,7 @@ class Connection:
                             lambda: self.outbuf or self.unacked >= _ACK_AT or self.eof_from_server or self.closed)
                         if self.closed:
                             return
-                        chunk = bytes(self.outbuf[: 1 << 18])
-                        del self.outbuf[: len(chunk)]
+                        chunk, self.outbuf = self.outbuf, bytearray()  # taken whole: no copy
                     if chunk:
                         self.sock.sendall(chunk)
                 with self.cond:

@@ -893,9 +893,10 @@ F_SETPIPE_SZ, PIPE_WIDE = 1031, 1 << 20
 
 
 def widen_pipe(fd):
-    """A snapshot is made while it is sent: with the default 64 KiB pipe to the engine each
-    write waited for the engine to drain it, so walking and sending took turns; with 1 MiB
-    they overlap. Not a pipe, or not allowed: nothing changes."""
+    """A snapshot is made while it is sent, a port's bytes are read while they are sent:
+    with the default 64 KiB pipe to the engine each write waited for the engine to drain
+    it, so reading and sending took turns; with 1 MiB they overlap. Not a pipe, or not
+    allowed: nothing changes."""
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_WIDE)
     except OSError:
@@ -1057,18 +1058,27 @@ class Restore:
         return parent in self.made or (parent in self.roots and path not in self.roots)
 
     def feed(self, data):
+        """More of the entry stream (bytes or a view lent for this call only)."""
         if self.error:
             return
         try:
+            if self.fd is not None and not self.buf:  # inside a file's data: written from the frame itself
+                n = min(self.left, len(data))
+                write_all(self.fd, data[:n])
+                self.left -= n
+                data = data[n:]
+                if self.left == 0:
+                    self.end_file()
             self.buf += data
             while True:
                 if self.fd is not None:
                     if not self.buf:
                         return
-                    piece = bytes(self.buf[: self.left])
-                    del self.buf[: len(piece)]
-                    write_all(self.fd, piece)
-                    self.left -= len(piece)
+                    with memoryview(self.buf) as view:
+                        n = min(self.left, len(view))
+                        write_all(self.fd, view[:n])
+                    del self.buf[:n]
+                    self.left -= n
                     if self.left == 0:
                         self.end_file()
                     continue
@@ -1178,6 +1188,9 @@ class Restore:
 
 PORT_FRAMES = (PORT_OPEN, PORT_BYTES, PORT_END, PORT_CREDIT)
 _ACK_AT = WINDOW // 4
+#: Most bytes one read from a service takes (one j frame): a bulk download costs a loop
+#: turn, a frame and a write per 256 KiB, not per 64 KiB.
+PORT_READ = 4 * CHUNK
 
 
 class PortStream:
@@ -1209,7 +1222,19 @@ class Ports:
         if st is None:
             return
         if kind == PORT_BYTES:
-            st.out += payload
+            if st.out or st.connecting:
+                st.out += payload
+            else:  # nothing queued: straight to the service, only what it does not take is kept
+                try:
+                    n = st.sock.send(payload)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    self.drop(st)
+                    return
+                st.acked += n
+                if n < len(payload):
+                    st.out += payload[n:]
             self.flush(st)
         elif kind == PORT_END:
             if payload:
@@ -1226,6 +1251,7 @@ class Ports:
             import _socket  # the C module: socket.py imports enum (+ms); only paid when a port is used
 
             self.sock_mod = _socket
+            widen_pipe(1)  # a download's frames queue for the engine while we read on (see widen_pipe)
         m = self.sock_mod
         try:
             port = int(payload)
@@ -1265,7 +1291,7 @@ class Ports:
                 return
         if ev & (EVENT_READ | select.EPOLLHUP | select.EPOLLERR) and st.credit > 0 and not st.eof_out:
             try:
-                data = st.sock.recv(min(st.credit, CHUNK))
+                data = st.sock.recv(min(st.credit, PORT_READ))
             except BlockingIOError:
                 data = None
             except OSError:
@@ -1284,7 +1310,8 @@ class Ports:
             return
         while st.out:
             try:
-                n = st.sock.send(st.out[: 1 << 18])
+                with memoryview(st.out) as view:
+                    n = st.sock.send(view)
             except BlockingIOError:
                 break
             except OSError:
@@ -1452,17 +1479,22 @@ class Server:
 
     # -- output to the host -------------------------------------------------
     def send(self, kind, cid, payload=b""):
-        data = frame(kind, cid, payload)
-        view = memoryview(data)
-        while view:
+        if len(payload) < 16384:  # small: one buffer
+            parts = [frame(kind, cid, payload)]
+        else:  # bulk (a port's bytes, a snapshot): header and payload by one writev, not joined (a copy less)
+            parts = [HEADER.pack(kind, cid, len(payload)), payload]
+        while parts:
             try:
-                n = os.write(1, view)
+                n = os.writev(1, parts)
             except BlockingIOError:
                 time.sleep(0.001)
                 continue
             except OSError:
                 self.shutdown()
-            view = view[n:]
+            while parts and n >= len(parts[0]):
+                n -= len(parts.pop(0))
+            if n:
+                parts[0] = memoryview(parts[0])[n:]
 
     def send_json(self, kind, cid, obj):
         self.send(kind, cid, to_json(obj).encode("ascii"))
@@ -1475,14 +1507,22 @@ class Server:
             data = b""
         if not data:
             self.shutdown()
-        self.inbuf += data
-        while len(self.inbuf) >= HEADER.size:
-            kind, cid, size = HEADER.unpack_from(self.inbuf)
-            if len(self.inbuf) < HEADER.size + size:
+        inbuf = self.inbuf
+        inbuf += data
+        while len(inbuf) >= HEADER.size:
+            kind, cid, size = HEADER.unpack_from(inbuf)
+            end = HEADER.size + size
+            if len(inbuf) < end:
                 break
-            payload = bytes(self.inbuf[HEADER.size : HEADER.size + size])
-            del self.inbuf[: HEADER.size + size]
-            self.dispatch(kind, cid, payload)
+            with memoryview(inbuf) as view, view[HEADER.size : end] as part:
+                if kind == BYTES and cid in self.restores:
+                    self.on_snapshot_frame(kind, cid, part)  # lent: Restore copies only what it keeps
+                    payload = None
+                else:
+                    payload = bytes(part)  # one copy, not a slice and then bytes()
+            del inbuf[:end]
+            if payload is not None:
+                self.dispatch(kind, cid, payload)
 
     def dispatch(self, kind, cid, payload):
         if cid in self.restores or kind in (SNAPSHOT, RESTORE):
@@ -1548,6 +1588,7 @@ class Server:
         if kind == SNAPSHOT:
             self.send_json(ANSWER, cid, snapshot(self.send, cid, spec, self.states.get("default"), self.cwd))
         elif kind == RESTORE:
+            widen_pipe(0)  # the stream comes in fewer, larger reads (see widen_pipe)
             self.restores[cid] = Restore(spec)
 
     def skip_frozen(self, late):
