@@ -49,6 +49,19 @@ def _labels_from(text: str | None) -> dict[str, str]:
     return out
 
 
+def _mismatch(address: str, ours: str, text: str) -> str:
+    """The message for Ray's version check at ray.init: which version the cluster runs (Ray's
+    text says "The cluster was started with: Ray: X ... This process ... Ray: Y"), and the fix."""
+    import re
+
+    found = re.search(r"cluster was started with:\s*Ray:\s*(\S+)(?:\s*Python:\s*(\S+))?", text)
+    theirs, python = (found.group(1), found.group(2)) if found else ("another version", None)
+    pin = f"pip install 'ray=={theirs}'" if found else "pip install the cluster's ray version"
+    return (f"the Ray cluster at RAY_ADDRESS={address} runs Ray {theirs}"
+            + (f" on Python {python}" if python else "") + f", this process Ray {ours}: a driver must run the "
+            f"cluster's Ray version. Install it here ({pin}) or run the driver in the cluster's Python environment.")
+
+
 def _gib(n: float) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
@@ -97,10 +110,7 @@ class RayBackend(Backend):
                 except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, ...
                     text = str(exc)
                     if "version mismatch" in text.lower():
-                        raise ClusterUnavailable(
-                            f"the Ray cluster at RAY_ADDRESS={self.ray_address} runs another Ray version than this "
-                            f"process (Ray {ray.__version__}): {text[:400]}. Install the cluster's version here "
-                            "(pip install 'ray==<its version>') or run the driver with the cluster's Python environment.") from None
+                        raise ClusterUnavailable(_mismatch(self.ray_address, ray.__version__, text)) from None
                     raise ClusterUnavailable(f"could not join the Ray cluster at RAY_ADDRESS={self.ray_address}: "
                                              f"{type(exc).__name__}: {text[:400]}") from None
             self._ray = ray

@@ -37,6 +37,7 @@ DEFAULT_SLOTS = 8
 SANDBOX_CALLS = frozenset({
     "exec", "exec_background", "process_output", "process_status", "process_input", "process_kill",
     "process_list", "put_archive", "get_archive", "export_tree", "_put_file", "_tree_tar", "_restore",
+    "pause", "resume",
 })
 
 
