@@ -16,6 +16,7 @@ container they own, on every node.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
@@ -163,13 +164,14 @@ class RayBackend(Backend):
 
     def call(self, node_id: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """One call on the node agent, its failure re-raised as the very exception the agent saw.
+        The call and its answer cross Ray as one pickled bytes each (see NodeAgent.run: why).
 
         Raises: SandboxGone (the node or its agent died: names the node), the agent's own errors.
         """
         ray = self.connect()
         handle = self._agents.get(node_id) or self.agent(node_id)
         try:
-            ok, value = ray.get(handle.run.remote(method, *args), timeout=timeout)
+            ok, value = pickle.loads(ray.get(handle.run.remote(pickle.dumps((method, args), 5)), timeout=timeout))
         except ray.exceptions.RayActorError as exc:
             with self._lock:
                 if self._agents.get(node_id) is handle:
