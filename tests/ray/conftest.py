@@ -68,3 +68,20 @@ def ray_backend(ray_cluster):
 def ray_env(ray_cluster):
     """The environment a Ray user has: PYGENT_BACKEND=ray and the cluster in RAY_ADDRESS."""
     return dict(os.environ, PYGENT_BACKEND="ray", RAY_ADDRESS=os.environ["RAY_ADDRESS"], PYGENT_POOL_SIZE="0")
+
+
+@pytest.fixture(scope="session")
+def other_ray():
+    """A directory holding another Ray release (the one before ours), for PYTHONPATH: a driver
+    whose Ray differs from the cluster's. scripts/ensure-ray-other.sh installs it once (~10 s)."""
+    import subprocess
+
+    import ray
+
+    major, minor = (int(p) for p in ray.__version__.split(".")[:2])
+    version = f"{major}.{minor - 1}.0"
+    root = Path(__file__).resolve().parents[2]
+    dest = Path(sys.prefix) / "ray-other" / version
+    subprocess.run(["bash", str(root / "scripts" / "ensure-ray-other.sh"), version, str(dest),
+                    str(Path(sys.executable).with_name("pip"))], check=True, timeout=300)
+    return version, str(dest)

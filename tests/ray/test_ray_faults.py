@@ -164,3 +164,25 @@ def test_an_address_where_no_cluster_answers_is_named_within_10s(ray_env):
     print(f"\nunreachable RAY_ADDRESS -> error in {took:.2f}s")
     assert out.returncode != 0 and took < 10
     assert "ClusterUnavailable" in out.stderr and "RAY_ADDRESS=127.0.0.1:9" in out.stderr, out.stderr[-800:]
+
+
+@pytest.mark.timeout(360)
+def test_a_driver_with_another_ray_version_is_told_which_to_install(ray_env, other_ray):
+    """A real second Ray release as the driver (PYTHONPATH puts it first) against our cluster:
+    the user's entry point says the cluster's version and the pip line that fixes it."""
+    import ray
+
+    version, path = other_ray
+    env = dict(ray_env, PYTHONPATH=path)
+    probe = subprocess.run([sys.executable, "-c", "import ray; print(ray.__version__)"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == version, probe.stderr[-500:]
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pygent.cli", "exec", "--", "echo", "hi"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    print(f"\ndriver Ray {version} vs cluster Ray {ray.__version__} -> error in {took:.2f}s")
+    assert out.returncode != 0 and out.stdout == "" and took < 10, out.stderr[-800:]
+    said = " ".join(out.stderr.split())
+    assert f"runs Ray {ray.__version__}" in said and f"this process Ray {version}" in said, said[-800:]
+    assert f"pip install 'ray=={ray.__version__}'" in said and "Traceback" not in out.stderr, said[-800:]

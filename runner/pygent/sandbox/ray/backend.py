@@ -16,6 +16,7 @@ container they own, on every node.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 import time
@@ -47,6 +48,19 @@ def _labels_from(text: str | None) -> dict[str, str]:
             raise ConfigError(f"PYGENT_RAY_LABELS entry {part!r} is not key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+def _mismatch(address: str, ours: str, text: str) -> str:
+    """The message for Ray's version check at ray.init: which version the cluster runs (Ray's
+    text says "The cluster was started with: Ray: X ... This process ... Ray: Y"), and the fix."""
+    import re
+
+    found = re.search(r"cluster was started with:\s*Ray:\s*(\S+)(?:\s*Python:\s*(\S+))?", text)
+    theirs, python = (found.group(1), found.group(2)) if found else ("another version", None)
+    pin = f"pip install 'ray=={theirs}'" if found else "pip install the cluster's ray version"
+    return (f"the Ray cluster at RAY_ADDRESS={address} runs Ray {theirs}"
+            + (f" on Python {python}" if python else "") + f", this process Ray {ours}: a driver must run the "
+            f"cluster's Ray version. Install it here ({pin}) or run the driver in the cluster's Python environment.")
 
 
 def _gib(n: float) -> str:
@@ -97,10 +111,7 @@ class RayBackend(Backend):
                 except Exception as exc:  # noqa: BLE001 - Ray raises RuntimeError, ConnectionError, ...
                     text = str(exc)
                     if "version mismatch" in text.lower():
-                        raise ClusterUnavailable(
-                            f"the Ray cluster at RAY_ADDRESS={self.ray_address} runs another Ray version than this "
-                            f"process (Ray {ray.__version__}): {text[:400]}. Install the cluster's version here "
-                            "(pip install 'ray==<its version>') or run the driver with the cluster's Python environment.") from None
+                        raise ClusterUnavailable(_mismatch(self.ray_address, ray.__version__, text)) from None
                     raise ClusterUnavailable(f"could not join the Ray cluster at RAY_ADDRESS={self.ray_address}: "
                                              f"{type(exc).__name__}: {text[:400]}") from None
             self._ray = ray
@@ -153,13 +164,14 @@ class RayBackend(Backend):
 
     def call(self, node_id: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """One call on the node agent, its failure re-raised as the very exception the agent saw.
+        The call and its answer cross Ray as one pickled bytes each (see NodeAgent.run: why).
 
         Raises: SandboxGone (the node or its agent died: names the node), the agent's own errors.
         """
         ray = self.connect()
         handle = self._agents.get(node_id) or self.agent(node_id)
         try:
-            ok, value = ray.get(handle.run.remote(method, *args), timeout=timeout)
+            ok, value = pickle.loads(ray.get(handle.run.remote(pickle.dumps((method, args), 5)), timeout=timeout))
         except ray.exceptions.RayActorError as exc:
             with self._lock:
                 if self._agents.get(node_id) is handle:

@@ -22,10 +22,11 @@ call it, see docs/scale.md):
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from typing import Any
 
-from ...errors import ConfigError, SandboxClosed, SandboxGone
+from ...errors import ConfigError, SandboxClosed, SandboxError, SandboxGone
 from .. import lifecycle
 
 #: The custom resource a node offers: one unit per sandbox it may hold.
@@ -37,6 +38,7 @@ DEFAULT_SLOTS = 8
 SANDBOX_CALLS = frozenset({
     "exec", "exec_background", "process_output", "process_status", "process_input", "process_kill",
     "process_list", "put_archive", "get_archive", "export_tree", "_put_file", "_tree_tar", "_restore",
+    "pause", "resume",
 })
 
 
@@ -85,19 +87,28 @@ class NodeAgent:
         self._sandboxes: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def run(self, method: str, *args: Any) -> tuple[bool, Any]:
-        """The one actor method: (True, result) or (False, the packed exception).
+    def run(self, call: bytes) -> bytes:
+        """The one actor method: pickled (method, args) in; pickled (True, result) or
+        (False, the packed exception) out.
 
+        Why one bytes each way: Ray serializes every argument and the result of a call on
+        its own (cloudpickle, msgpack framing), which for an exec's five arguments and its
+        ExecResult cost ~0.5 ms per call here; plain pickle of one tuple costs ~20 µs. (It
+        trusts its callers no less than Ray does: Ray unpickles every argument it carries.)
         Why not let Ray raise: Ray wraps an actor's exception in RayTaskError, and it
         rebuilds exceptions by calling their class with .args, which loses fields such
         as SandboxGone.reason and breaks classes with other signatures (FileTooLarge).
         """
-        if method not in AGENT_METHODS:
-            return False, pack(ConfigError(f"the node agent refuses {method!r}: not one of its calls"))
         try:
-            return True, getattr(self, method)(*args)
+            method, args = pickle.loads(call)
+            if method not in AGENT_METHODS:
+                raise ConfigError(f"the node agent refuses {method!r}: not one of its calls")
+            return pickle.dumps((True, getattr(self, method)(*args)), 5)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller as itself
-            return False, pack(exc)
+            try:
+                return pickle.dumps((False, pack(exc)), 5)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
+                return pickle.dumps((False, pack(SandboxError(f"{type(exc).__name__}: {exc}"))), 5)
 
     # -- identity -------------------------------------------------------------
     def hello(self) -> dict[str, Any]:

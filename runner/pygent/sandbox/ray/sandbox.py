@@ -41,6 +41,8 @@ class RaySandbox(Sandbox):
         self._agent = backend._agents.get(node_id)
         self._closed = False
         self._dead: str | None = None
+        #: pause() was the last call: any other call resumes it on its node, as locally
+        self._paused = False
         self._lock = threading.Lock()
         lifecycle.track(self)
 
@@ -51,6 +53,8 @@ class RaySandbox(Sandbox):
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise SandboxClosed(f"sandbox {self.id[:12]} is closed")
+        if method != "pause":
+            self._paused = False  # the node's sandbox wakes on any call (resume included)
         try:
             return self._backend.call(self.node_id, "call", self.id, method, args, kwargs)
         except SandboxGone as exc:
@@ -142,6 +146,21 @@ class RaySandbox(Sandbox):
 
     def _tree_tar(self, path: str, max_bytes: int) -> bytes:
         return self._call("_tree_tar", path, max_bytes)
+
+    # -- pause (issue 24): the node's engine freezes the container; its pause guard runs on that node ----
+    def pause(self) -> None:
+        """The node's engine pause; any later call resumes it first, as locally. A paused
+        sandbox still goes with its node agent (the node's pause guard removes it).
+        Raises: SnapshotUnsupported (the node's engine cannot pause), SandboxGone, SandboxClosed."""
+        self._call("pause")
+        self._paused = True
+
+    def resume(self) -> None:
+        self._call("resume")
+
+    @property
+    def paused(self) -> bool:
+        return self._paused and not self._closed
 
     def _owner(self) -> tuple[int, int]:
         return (self.policy.uid, self.policy.gid)
