@@ -144,19 +144,11 @@ def test_snapshot_and_fork_through_ray(ray_backend, monkeypatch):
 def test_pause_and_resume_through_ray(ray_backend, docker_client):
     """pause() freezes the container on its node (the engine says paused), a command timed
     across the pause does not count the paused time, and the next call wakes it, as locally."""
-    import threading
+    from support.pausing import exec_across_a_pause
 
     with ray_backend.create("python", SandboxPolicy()) as sb:
-        result = {}
-        worker = threading.Thread(target=lambda: result.update(r=sb.exec("sleep 1; echo ok", timeout=2)))
-        worker.start()
-        time.sleep(0.3)
-        sb.pause()
-        assert sb.paused and docker_client.api.inspect_container(sb.id)["State"]["Status"] == "paused"
-        time.sleep(2.5)  # longer than the command's timeout: paused time must not count
-        sb.resume()
-        worker.join(30)
-        assert not sb.paused and result["r"].exit_code == 0 and result["r"].text == "ok\n"
+        r = exec_across_a_pause(sb, docker_client, frozen=2.5, before=0.3)
+        assert r.exit_code == 0 and r.text == "ok\n"
         sb.pause()
         assert docker_client.api.inspect_container(sb.id)["State"]["Status"] == "paused"
         assert sb.exec("echo awake").text == "awake\n" and not sb.paused

@@ -13,6 +13,7 @@ from pygent.errors import SandboxClosed, SandboxGone, SnapshotInvalid, SnapshotT
 from pygent.sandbox import SandboxPolicy, Snapshot, open_sandbox
 from pygent.sandbox.base import Sandbox
 from sbhelpers import IMAGES
+from support.pausing import exec_across_a_pause
 
 # 100 dirs x 100 files = 10,000 files, plus modes, symlinks (relative, absolute, dangling), empty dirs.
 TREE = r"""
@@ -231,16 +232,8 @@ def test_pause_freezes_resume_is_transparent_and_timeouts_skip_paused_time(image
     with open_sandbox(image, pool=False) as sb:
         handle = sb.exec_background("while :; do echo tick >> /workspace/ticks; sleep 0.05; done")
         time.sleep(0.3)
-        result = {}
-        worker = threading.Thread(target=lambda: result.update(r=sb.exec("sleep 1; echo ok", timeout=2)))
-        worker.start()
-        time.sleep(0.2)
-        sb.pause()
-        assert sb.paused and docker_client.api.inspect_container(sb.id)["State"]["Status"] == "paused"
-        time.sleep(3)  # longer than the command's timeout: paused time must not count
-        sb.resume()
-        worker.join(30)
-        assert result["r"].exit_code == 0 and result["r"].text == "ok\n" and not result["r"].timed_out
+        r = exec_across_a_pause(sb, docker_client, frozen=3)
+        assert r.exit_code == 0 and r.text == "ok\n" and not r.timed_out
         sb.pause()
         before = docker_client.api.inspect_container(sb.id)["State"]["Status"]
         r = sb.exec("wc -l < /workspace/ticks")  # resumes by itself
