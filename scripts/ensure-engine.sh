@@ -81,7 +81,8 @@ if [ "${PYGENT_ENGINE_STATE:-ram}" = "ram" ]; then
 fi
 
 log "starting dockerd in the background (log: /tmp/pygent-dockerd.log)"
-$SUDO bash -c "nohup dockerd ${args[*]} >/tmp/pygent-dockerd.log 2>&1 &"
+# From /: a daemon must not hold the caller's directory (a removed checkout breaks Podman's conmon).
+$SUDO bash -c "cd / && nohup dockerd ${args[*]} >/tmp/pygent-dockerd.log 2>&1 &"
 for _ in $(seq 1 60); do
   if timeout 5 docker info >/dev/null 2>&1; then log "engine is up"; exit 0; fi
   sleep 1

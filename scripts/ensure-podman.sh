@@ -71,7 +71,9 @@ runsc = ["/usr/local/lib/pygent/runsc-nonet"]
 CONF
 
 log "starting 'podman system service' at $SOCK (log: /tmp/pygent-podman.log)"
-$SUDO bash -c "nohup podman system service --time=0 unix://$SOCK >/tmp/pygent-podman.log 2>&1 &"
+# From /: the service (and every conmon it starts) keeps its working directory, and a
+# checkout removed under it made every container start fail ("Failed to get working directory").
+$SUDO bash -c "cd / && nohup podman system service --time=0 unix://$SOCK >/tmp/pygent-podman.log 2>&1 &"
 for _ in $(seq 1 30); do
   if curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then log "Podman is up"; exit 0; fi
   sleep 1
