@@ -48,6 +48,34 @@ class EngineFlavor:
     ulimits: tuple[tuple[str, int, int], ...] = ()
 
 
+#: gVisor's host threads per sandbox task, and its own, for the host pids ceiling (measured
+#: on the ptrace platform: ~96 host pids at rest, ~10.4 more per task; rounded up).
+GVISOR_PIDS_PER_TASK, GVISOR_PIDS_BASE = 16, 512
+
+
+def is_gvisor(runtime: str | None) -> bool:
+    """runsc (gVisor), under any name it was registered with (runsc, runsc-kvm, gvisor)."""
+    return bool(runtime) and ("runsc" in runtime or "gvisor" in runtime)
+
+
+def pids_bounds(policy_pids: int, runtime: str | None, pids_cgroup: bool) -> tuple[int, int | None]:
+    """(the host cgroup's pids limit, the RLIMIT_NPROC the command server sets, or None).
+
+    Why gVisor differs: under runsc the pids cgroup counts gVisor's own host threads,
+    not the sandbox's processes: its Go threads, and on the ptrace platform a stub
+    thread per address space per sentry thread (96 host pids for an idle sandbox, 1,139
+    for 100 sleeps, here). At the policy's bound gVisor could not start a thread, and
+    the whole sandbox died (the sentry panics, exit code 2: an ordinary command killed
+    its sandbox about 1 time in 100). So under gVisor the policy's pids is the
+    sandbox's RLIMIT_NPROC, which gVisor's kernel enforces on processes and threads
+    alike (a fork bomb stops there), and the cgroup keeps a ceiling sized for gVisor.
+    Without a pids cgroup (a rootless engine on cgroup v1) RLIMIT_NPROC is the bound too.
+    """
+    if is_gvisor(runtime):
+        return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_TASK * policy_pids, policy_pids
+    return policy_pids, None if pids_cgroup else policy_pids
+
+
 def create_body(
     image: str,
     policy: "SandboxPolicy",
@@ -99,6 +127,7 @@ def create_body(
     from ..policy import size_in_bytes  # the policy is a pydantic model: loaded already
 
     memory = size_in_bytes(policy.memory)
+    host_pids, nproc = pids_bounds(policy.pids, runtime, pids_cgroup)
     host: dict[str, Any] = {
         "Init": True,  # tini (catatonit on Podman) as PID 1: reaps zombies, forwards signals
         "AutoRemove": True,  # the engine removes it when the main process ends (owner gone)
@@ -109,7 +138,7 @@ def create_body(
         "Memory": memory,
         "MemorySwap": memory,  # equal to memory: no extra swap
         "NanoCpus": int(policy.cpus * 1e9),
-        "PidsLimit": policy.pids,
+        "PidsLimit": host_pids,
         "Mounts": mounts,
         # No log driver: the stream carries everything, and untrusted output must not
         # fill the engine's disk (json-file keeps all of it, unbounded, by default).
@@ -129,7 +158,7 @@ def create_body(
         "Cmd": None,
         "User": policy.user,
         "WorkingDir": "/workspace",
-        "Env": [f"{k}={v}" for k, v in policy.env] + ([] if pids_cgroup else [f"{NPROC_ENV}={policy.pids}"]),
+        "Env": [f"{k}={v}" for k, v in policy.env] + ([] if nproc is None else [f"{NPROC_ENV}={nproc}"]),
         # stdin open with StdinOnce: stdin closes when the owner's attach stream does (owner-death net)
         "AttachStdin": True, "AttachStdout": True, "AttachStderr": True,
         "OpenStdin": True, "StdinOnce": True, "Tty": False,
