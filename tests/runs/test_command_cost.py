@@ -57,6 +57,13 @@ def test_peak_memory_of_the_process_tree(sandbox):
     assert small.max_rss < 20_000_000, small.max_rss
 
 
+def test_peak_memory_counts_every_process_of_the_tree(sandbox):
+    """Four children of 100 MB at once: the peak is the tree's, ~400 MB, not its largest process's."""
+    r = sandbox.exec(f"for i in 1 2 3 4; do {ALLOC.replace('; echo', '; sleep 1; echo')} & done; wait")
+    assert r.stdout == b"100000000\n" * 4, r.stderr
+    assert 390_000_000 <= r.max_rss <= 1_000_000_000, r.max_rss
+
+
 def test_the_model_reads_what_a_costly_command_cost_and_not_what_a_cheap_one_did():
     """Through the agent's own `bash` tool: a heavy command ends with its cost line, `echo` does not."""
     from pygent import Agent

@@ -237,7 +237,7 @@ if TypedDict is not None:
         # issue 26, what the command cost (absent when it could not start or went to the background):
         cpu_user: float  # seconds of user CPU of the command's process tree (wait4 rusage)
         cpu_sys: float  # seconds of system CPU, same tree
-        max_rss: int  # bytes: the peak resident memory of the tree's largest process
+        max_rss: int  # bytes: the peak resident memory of the command's process tree (sampled sum, or its largest process)
         # issue 25, absent when none: the egress proxy's refusals while the command ran, one per
         # host:port, at most 5: {"host", "port", "reason" (not_allowed | private | raw_ip | unresolvable),
         # "count", and "allowed" + "more" (not_allowed), "addresses" (private)}; the last may carry

@@ -41,7 +41,8 @@ class ExecResult:
     #: CPU seconds of its process tree (every descendant that was waited for), user and system
     cpu_user: float | None = None
     cpu_sys: float | None = None
-    #: bytes: peak resident memory of the tree's largest process (wait4's ru_maxrss)
+    #: bytes: peak resident memory of the whole process tree: the larger of the server's sampled
+    #: sum over the command's session and wait4's ru_maxrss (its largest process)
     max_rss: int | None = None
     #: the egress proxy's refusals while it ran (protocol.Done's egress_refused): one dict per
     #: host:port (host, port, reason, count, ...); format.egress_notes says them to the model

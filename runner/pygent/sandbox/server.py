@@ -67,16 +67,49 @@ def cgroup_counter(paths, name):
     return None
 
 
-def cost(usage):
-    """What a command used (protocol.Done's cpu_user/cpu_sys/max_rss), from its wait4 rusage.
+def cost(usage, tree_peak=0):
+    """What a command used (protocol.Done's cpu_user/cpu_sys/max_rss): its wait4 rusage and
+    the peak of its process tree's memory that the server sampled (`tree_rss`).
 
-    Why wait4 and not the cgroup: the cgroup is the whole sandbox (the server, background
-    jobs, other commands), and this machine's engines run cgroup v1 whose peak cannot be
-    reset per command. rusage covers the command's tree (every descendant that was waited
-    for); ru_maxrss is the largest single process of that tree, in KiB on Linux."""
+    Why not the cgroup: the cgroup is the whole sandbox (the server, background jobs,
+    other commands), its peak cannot be reset per command (cgroup v1 here; v2's reset
+    needs a writable cgroupfs, and a sandbox's is read-only). rusage covers the
+    command's tree (every descendant that was waited for), but its ru_maxrss (KiB) is
+    the largest single process; four workers of 100 MB each read as 100 MB. So the peak
+    is the larger of that and the sampled sum (issue 26)."""
     if usage is None:
         return {}
-    return {"cpu_user": round(usage.ru_utime, 6), "cpu_sys": round(usage.ru_stime, 6), "max_rss": usage.ru_maxrss * 1024}
+    return {"cpu_user": round(usage.ru_utime, 6), "cpu_sys": round(usage.ru_stime, 6),
+            "max_rss": max(usage.ru_maxrss * 1024, tree_peak)}
+
+
+#: Sampling of a command's process tree for its peak memory: first after SAMPLE_FIRST s, then
+#: every elapsed/SAMPLE_SHARE s, within [SAMPLE_FIRST, SAMPLE_MAX]. Why growing: a quick command
+#: costs no scan (ru_maxrss covers it), a long one a scan of /proc (~0.1 ms) at most every 0.1 s.
+SAMPLE_FIRST, SAMPLE_MAX, SAMPLE_SHARE = 0.01, 0.1, 20
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(sessions):
+    """{session: bytes resident} summed over the processes of each of `sessions`, one scan of /proc.
+
+    A command runs in its own session (spawn's setsid), so its tree is its session:
+    children, pipelines, subshells and background jobs. Shared pages count in each
+    process that maps them (RSS), which errs on the high side, as `ps` sums do."""
+    total = dict.fromkeys(sessions, 0)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                data = f.read()
+            fields = data[data.rindex(b")") + 2 :].split()
+            session = int(fields[3])
+            if session in total:
+                total[session] += int(fields[21]) * PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def oom_kills():
@@ -432,6 +465,8 @@ class Command:
         self.live_left = LIVE_MAX
         self.finished_at = None
         self.usage = None  #: the main process's wait4 rusage once it ended
+        self.tree_peak = 0  #: bytes: the largest sum of the tree's RSS sampled so far (issue 26)
+        self.next_sample = self.started + SAMPLE_FIRST
         env = dict(os.environ)
         env.update(spec.get("env") or {})
         env[MARKER_ENV] = self.marker.decode().split("=", 1)[1]
@@ -1776,7 +1811,7 @@ class Server:
         if not cmd.stream:
             self.send(OUT, cmd.cid, cmd.out.value())
             self.send(ERR, cmd.cid, cmd.err.value())
-        more_done = cost(cmd.usage)
+        more_done = cost(cmd.usage, cmd.tree_peak)
         if self.egress is not None:
             running = [c.started for c in self.cmds.values()]
             refused = self.egress.since(cmd.started, min(running) if running else None)
@@ -1806,8 +1841,21 @@ class Server:
             elif cmd.idle is not None and not cmd.background and now - cmd.last_output >= cmd.idle:
                 self.to_background(cmd)
 
+    def sample_memory(self):
+        """Add a sample of each due foreground command's tree memory to its peak (see `cost`)."""
+        now = time.monotonic()
+        due = {c.proc.pid: c for c in self.cmds.values() if not c.background and now >= c.next_sample}
+        if not due:
+            return
+        for pid, rss in tree_rss(due).items():
+            cmd = due[pid]
+            cmd.tree_peak = max(cmd.tree_peak, rss)
+            step = min(SAMPLE_MAX, max(SAMPLE_FIRST, (now - cmd.started) / SAMPLE_SHARE))
+            cmd.next_sample = now + step
+
     def next_timeout(self):
         deadlines = [c.deadline for c in self.cmds.values() if c.deadline is not None and not c.timed_out]
+        deadlines += [c.next_sample for c in self.cmds.values() if not c.background]
         deadlines += [c.last_output + c.idle for c in self.cmds.values() if c.idle is not None and not c.background]
         if not deadlines:
             return None
@@ -1952,6 +2000,7 @@ class Server:
                 elif kind == "drain":
                     self.on_drain(key.fileobj)
             self.check_deadlines()
+            self.sample_memory()
             self.reap()
 
 
