@@ -228,7 +228,8 @@ def test_fork_bomb_is_contained(image, runtime, docker_client):
         # Under gVisor too: its host threads are not the sandbox's processes (config.pids_bounds).
         after = sb.exec("echo ok", timeout=20)
         assert after.exit_code == 0 and after.stdout == b"ok\n", after
-        assert b"process limit" in after.stderr, after
+        # gVisor's cgroupfs has no pids.events: the note needs a refused fork the server saw
+        assert b"process limit" in after.stderr or runtime == "runsc", after
         count = sb.exec("ls /proc | grep -c '^[0-9]'", timeout=20)
         assert int(count.stdout) < 20, f"the bomb is still running: {count}"
     finally:
