@@ -64,11 +64,14 @@ def pids_bounds(policy_pids: int, runtime: str | None, pids_cgroup: bool) -> tup
     Why gVisor differs: under runsc the pids cgroup counts gVisor's own host threads,
     not the sandbox's processes: its Go threads, and on the ptrace platform a stub
     thread per address space per sentry thread (96 host pids for an idle sandbox, 1,139
-    for 100 sleeps, here). At the policy's bound gVisor could not start a thread, and
-    the whole sandbox died (the sentry panics, exit code 2: an ordinary command killed
-    its sandbox about 1 time in 100). So under gVisor the policy's pids is the
-    sandbox's RLIMIT_NPROC, which gVisor's kernel enforces on processes and threads
-    alike (a fork bomb stops there), and the cgroup keeps a ceiling sized for gVisor.
+    for 100 sleeps, here). At the policy's bound gVisor could not start a thread and
+    the whole sandbox died (the sentry panics, exit code 2): an ordinary start-and-kill
+    of three sleeps lost its sandbox about 1 time in 100. So under gVisor the policy's
+    pids is the sandbox's RLIMIT_NPROC, which gVisor's kernel enforces on processes and
+    threads alike, and the cgroup keeps a ceiling sized for gVisor's threads in ordinary
+    use (~10 a process). A fork bomb makes gVisor take ~30 a process (up to 7,638 host
+    pids for 256, measured): that sandbox may still die at the ceiling, reported as gone,
+    and the host keeps its pids (the ceiling is 4,608 for the default 256, of 32,768).
     Without a pids cgroup (a rootless engine on cgroup v1) RLIMIT_NPROC is the bound too.
     """
     if is_gvisor(runtime):
