@@ -172,6 +172,10 @@ def has_marker(pid, marker):
         return False
 
 
+#: Seconds a command's fork is retried after a reclaim (Server.spawn_after_reclaim).
+FORK_RETRY = 3.0
+
+
 def freeze_and_kill(match):
     """SIGKILL every process `match(pid, (pgrp, session))` selects, fork bombs included.
 
@@ -1626,7 +1630,7 @@ class Server:
             except BlockingIOError:  # fork failed (EAGAIN): the process limit is reached
                 note = self.reclaim()
                 self.pids_hits = pids_limit_hits()
-                cmd = Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
+                cmd = self.spawn_after_reclaim(cid, spec)
         except Exception as exc:  # bad cwd, bash missing, no memory: a result, as a shell reports it
             if spec.get("background"):  # the host waits for B or F: no result to give
                 self.send_json(FAILED, cid, {"error": "%s: %s" % (type(exc).__name__, exc)})
@@ -1642,6 +1646,20 @@ class Server:
         if cmd.background:
             self.handles[str(cid)] = cmd
             self.send_json(STARTED, cid, {"handle": str(cid), "pid": cmd.proc.pid})
+
+    def spawn_after_reclaim(self, cid, spec):
+        """The command, forked again after a reclaim. Killed processes hold their pids until
+        init has reaped them, and under load (gVisor's RLIMIT_NPROC too) that outlasted
+        freeze_and_kill's wait: `echo` after a fork bomb failed 1 time in 25 with EAGAIN.
+        So the fork is retried for up to FORK_RETRY s. Raises BlockingIOError after that."""
+        deadline = time.monotonic() + FORK_RETRY
+        while True:
+            try:
+                return Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def cannot_start(self, cid, exc):
         """A command that could not start is its result, not a broken sandbox:
