@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from pygent.errors import SandboxError
+from pygent.errors import SandboxError, SandboxGone
 from pygent.sandbox import SandboxPolicy, open_sandbox
 
 from sbhelpers import RUNTIMES, container_exists, wait_gone
@@ -256,17 +256,25 @@ def test_memory_bomb_is_killed_and_reported_as_oom(image, runtime, docker_client
     sb = open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=60, memory="256m"), pool=False)
     try:
         start = time.monotonic()
-        r = sb.exec(bomb, timeout=60)
-        assert time.monotonic() - start < 30
-        assert r.oom_killed, r
-        assert r.exit_code == 137 and not r.timed_out
-        assert not r.stdout.strip().isdigit()
         try:
-            after = sb.exec("echo ok", timeout=20)
-        except SandboxError:
+            r = sb.exec(bomb, timeout=60)
+        except SandboxGone:
+            # gVisor holds the sandbox's memory in its own host process: the host's OOM
+            # killer may pick that one (seen once in a loaded full run): the whole sandbox
+            # is gone, reported at once, as after the bomb below.
             assert runtime == "runsc", "under runc only the command is killed, the sandbox lives on"
-        else:
-            assert after.stdout == b"ok\n" and not after.oom_killed
+            r = None
+        assert time.monotonic() - start < 30
+        if r is not None:
+            assert r.oom_killed, r
+            assert r.exit_code == 137 and not r.timed_out
+            assert not r.stdout.strip().isdigit()
+            try:
+                after = sb.exec("echo ok", timeout=20)
+            except SandboxError:
+                assert runtime == "runsc", "under runc only the command is killed, the sandbox lives on"
+            else:
+                assert after.stdout == b"ok\n" and not after.oom_killed
     finally:
         sb.close()
     assert not container_exists(docker_client.api, sb.id)
