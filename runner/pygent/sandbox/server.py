@@ -148,9 +148,20 @@ def pids_limit_hits():
     return cgroup_counter(("/sys/fs/cgroup/pids.events", "/sys/fs/cgroup/pids/pids.events"), "max")
 
 
+#: The RLIMIT_NPROC bound_processes set (None: the pids cgroup bounds the sandbox).
+NPROC_LIMIT = None
+
+
 def near_pids_limit():
+    """At 90% of the pids cgroup's limit, or, where RLIMIT_NPROC is the bound (gVisor, rootless
+    on cgroup v1: no pids cgroup to read), of that limit by a count of /proc."""
     usage = pids_usage()
-    return usage is not None and usage[1] is not None and usage[0] * 10 >= usage[1] * 9
+    if usage is not None and usage[1] is not None:
+        return usage[0] * 10 >= usage[1] * 9
+    if NPROC_LIMIT is None:
+        return False
+    count = sum(1 for name in os.listdir("/proc") if name.isdigit())
+    return count * 10 >= NPROC_LIMIT * 9
 
 
 def proc_stat(pid):
@@ -2026,11 +2037,13 @@ def bound_processes():
     """RLIMIT_NPROC from NPROC_ENV, set once before any command (they inherit it; without a
     capability none may raise it). Here and not in the create body's Ulimits: Podman's
     compatible API ignores those (a rootless Podman sandbox got 32768 whatever it asked)."""
+    global NPROC_LIMIT
     limit = os.environ.pop(NPROC_ENV, "")  # popped: commands inherit our environment
     if limit.isdigit():
         import resource
 
         resource.setrlimit(resource.RLIMIT_NPROC, (int(limit), int(limit)))
+        NPROC_LIMIT = int(limit)
 
 
 if __name__ == "__main__":
