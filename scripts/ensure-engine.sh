@@ -82,7 +82,10 @@ fi
 
 log "starting dockerd in the background (log: /tmp/pygent-dockerd.log)"
 # From /: a daemon must not hold the caller's directory (a removed checkout breaks Podman's conmon).
-$SUDO bash -c "cd / && nohup dockerd ${args[*]} >/tmp/pygent-dockerd.log 2>&1 &"
+# Every descriptor goes to the log: a process left holding the caller's stdout or stderr (a
+# pipe, when a test or CI captures this script's output) keeps the caller waiting for an EOF
+# that never comes.
+$SUDO bash -c "cd / && exec nohup dockerd ${args[*]} </dev/null >/tmp/pygent-dockerd.log 2>&1" </dev/null >/dev/null 2>&1 &
 for _ in $(seq 1 60); do
   if timeout 5 docker info >/dev/null 2>&1; then log "engine is up"; exit 0; fi
   sleep 1

@@ -5,11 +5,12 @@
 set -euo pipefail
 
 SOCK=${PYGENT_PODMAN_SOCKET:-/run/pygent-podman.sock}
+LOG=${PYGENT_PODMAN_LOG:-/tmp/pygent-podman.log}
 log() { echo "[podman] $*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-if curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then
+if curl -sf --max-time 5 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then
   log "a Podman service already answers at $SOCK"
   exit 0
 fi
@@ -70,14 +71,17 @@ events_logger = "file"
 runsc = ["/usr/local/lib/pygent/runsc-nonet"]
 CONF
 
-log "starting 'podman system service' at $SOCK (log: /tmp/pygent-podman.log)"
+log "starting 'podman system service' at $SOCK (log: $LOG)"
 # From /: the service (and every conmon it starts) keeps its working directory, and a
 # checkout removed under it made every container start fail ("Failed to get working directory").
-$SUDO bash -c "cd / && nohup podman system service --time=0 unix://$SOCK >/tmp/pygent-podman.log 2>&1 &"
+# Every descriptor goes to the log: a process left holding the caller's stdout or stderr (a
+# pipe, when a test or CI captures this script's output) keeps the caller waiting for an EOF
+# that never comes.
+$SUDO bash -c "cd / && exec nohup podman system service --time=0 unix://$SOCK </dev/null >$LOG 2>&1" </dev/null >/dev/null 2>&1 &
 for _ in $(seq 1 30); do
-  if curl -sf --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then log "Podman is up"; exit 0; fi
+  if curl -sf --max-time 5 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; then log "Podman is up"; exit 0; fi
   sleep 1
 done
-log "Podman did not answer within 30 s; see /tmp/pygent-podman.log"
-tail -n 20 /tmp/pygent-podman.log >&2 || true
+log "Podman did not answer within 30 s; see $LOG"
+tail -n 20 $LOG >&2 || true
 exit 1

@@ -40,7 +40,24 @@ class EngineAPIError(SandboxError):
     def __init__(self, status: int, message: str, what: str = "") -> None:
         self.status = status
         self.message = message
-        super().__init__(f"{what + ': ' if what else ''}engine answered {status}: {message}")
+        super().__init__(f"{what + ': ' if what else ''}engine answered {status}: {message}{fix_for(message)}")
+
+
+#: Engine messages whose cause is the engine's own state, with what the user does about it.
+_ENGINE_STATE_FIXES = {
+    # Podman's lock table (in /dev/shm) no longer matches its database, e.g. after /dev/shm
+    # was cleared under a kept storage directory; every container start fails until renumbered.
+    "lock mismatch": "Podman's lock table no longer matches its containers: stop its service and run "
+                     "`podman system renumber` as the engine's user, then start the service again",
+}
+
+
+def fix_for(message: str) -> str:
+    """' (what to do)' for an engine message caused by the engine's own state; '' for others."""
+    for needle, fix in _ENGINE_STATE_FIXES.items():
+        if needle in message:
+            return f" ({fix})"
+    return ""
 
 
 class NotFound(EngineAPIError):

@@ -26,7 +26,7 @@ from ..files import raise_for
 from ..forward import PortForward, StreamMux, check_expose
 from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
-from .client import EngineAPIError, EngineClient, NotFound
+from .client import EngineAPIError, EngineClient, NotFound, fix_for
 from .deaths import DeathWatch, gone_reason
 from .stream import DockerStream
 
@@ -710,5 +710,5 @@ def map_error(exc: BaseException, image: str) -> BaseException:
                     ' "runtimeArgs": ["--network=none"] in /etc/docker/daemon.json and reload dockerd (kill -HUP)'
                 )
             return RuntimeUnavailable(text[:300] + hint)
-        return SandboxError(text[:300])
+        return SandboxError(text[:300] + fix_for(text))
     return exc  # ours already (ChannelBroken, PygentError), or not an engine error
