@@ -95,14 +95,11 @@ def test_minimal_runs_as_uid_1000_with_bash_and_no_apt(client, minimal):
 def test_second_build_with_unchanged_context_makes_no_new_image(client, minimal):
     before = client.images.get(minimal).id
     count = len(client.images.list(name="pygent/minimal"))
-    t0 = time.monotonic()
     again = images.build_image("minimal", quiet=True)
-    elapsed = time.monotonic() - t0
     assert again == minimal
     assert client.images.get(again).id == before
     assert client.images.get("pygent/minimal:latest").id == before
     assert len(client.images.list(name="pygent/minimal")) == count
-    assert elapsed < 2.0, f"a no-op build took {elapsed:.2f}s"
 
 
 def test_changing_the_context_changes_the_tag_and_builds_in_seconds(client, minimal, images_copy):
@@ -157,14 +154,21 @@ def test_failing_build_raises_with_the_log_tail_and_leaves_nothing(client, minim
 # --------------------------------------------------------------------------- resolving
 
 
-def test_resolve_bundled_refs_to_the_hash_tag_and_caches(minimal):
+def test_resolve_bundled_refs_to_the_hash_tag_and_caches(client, minimal):
     images.clear_cache()
     for ref in ("minimal", "pygent/minimal", "pygent/minimal:latest", minimal):
         assert images.resolve_image(ref) == minimal
-    t0 = time.perf_counter()
-    for _ in range(10_000):
-        images.resolve_image("minimal")
-    assert time.perf_counter() - t0 < 0.2  # a dict lookup, no engine call
+    # Cached per process: a repeated call asks the engine nothing (an image removed behind
+    # the cache's back is still answered from it, until the cache is cleared).
+    client.api.tag(minimal, "pygent-test/cached", "v1")
+    try:
+        assert images.resolve_image("pygent-test/cached:v1") == "pygent-test/cached:v1"
+    finally:
+        client.images.remove("pygent-test/cached:v1")
+    assert images.resolve_image("pygent-test/cached:v1") == "pygent-test/cached:v1"
+    images.clear_cache()
+    with pytest.raises(ImageNotFound):
+        images.resolve_image("pygent-test/cached:v1")
 
 
 def test_resolve_unknown_ref_raises_image_not_found():
