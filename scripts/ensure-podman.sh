@@ -83,5 +83,5 @@ for _ in $(seq 1 30); do
   sleep 1
 done
 log "Podman did not answer within 30 s; see $LOG"
-tail -n 20 $LOG >&2 || true
+tail -n 20 "$LOG" >&2 || true
 exit 1

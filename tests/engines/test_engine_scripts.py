@@ -28,13 +28,11 @@ def _service_pid(sock: str) -> int | None:
 def test_ensure_podman_returns_to_a_capturing_caller_and_leaves_its_directory(tmp_path):
     sock = f"/run/pygent-podman-test-{uuid.uuid4().hex[:8]}.sock"
     env = dict(os.environ, PYGENT_PODMAN_SOCKET=sock, PYGENT_PODMAN_LOG=str(tmp_path / "podman.log"))
-    started = time.monotonic()
     try:
         res = subprocess.run(["bash", "scripts/ensure-podman.sh"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=180)
         assert res.returncode == 0, res.stderr[-2000:]
         assert "Podman is up" in res.stderr
-        assert time.monotonic() - started < 180
         ping = subprocess.run(["curl", "-sf", "--max-time", "5", "--unix-socket", sock, "http://d/_ping"],
                               capture_output=True, text=True)
         assert ping.stdout.strip() == "OK"

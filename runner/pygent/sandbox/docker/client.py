@@ -49,6 +49,10 @@ _ENGINE_STATE_FIXES = {
     # was cleared under a kept storage directory; every container start fails until renumbered.
     "lock mismatch": "Podman's lock table no longer matches its containers: stop its service and run "
                      "`podman system renumber` as the engine's user, then start the service again",
+    # runsc's "am I in the root netns" probe misfires on newer kernels; gVisor then cannot
+    # start at all. Its own network is not needed: sandboxes have none by default.
+    "root network namespace": 'gVisor cannot set up its network on this kernel: register runsc with '
+                              '"runtimeArgs": ["--network=none"] in /etc/docker/daemon.json and reload dockerd (kill -HUP)',
 }
 
 

@@ -699,16 +699,8 @@ def map_error(exc: BaseException, image: str) -> BaseException:
             return ImageNotFound(f"image {image!r} not found on the engine: {exc.message}")
         return SandboxGone(f"the container is gone: {exc.message}", reason="its container was removed")
     if isinstance(exc, EngineAPIError):
-        text = exc.message
-        if "runtime" in text.lower():
-            hint = ""
-            if "root network namespace" in text:
-                # runsc's "am I in the root netns" probe misfires on newer kernels; gVisor then
-                # cannot start at all. Its own network is not needed: sandboxes have none by default.
-                hint = (
-                    ". gVisor cannot set up its network on this kernel: register runsc with"
-                    ' "runtimeArgs": ["--network=none"] in /etc/docker/daemon.json and reload dockerd (kill -HUP)'
-                )
-            return RuntimeUnavailable(text[:300] + hint)
-        return SandboxError(text[:300] + fix_for(text))
+        text = exc.message[:300] + fix_for(exc.message)
+        if "runtime" in exc.message.lower():
+            return RuntimeUnavailable(text)
+        return SandboxError(text)
     return exc  # ours already (ChannelBroken, PygentError), or not an engine error
