@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -142,6 +143,30 @@ def test_nothing_is_left_after_close(hosts, docker_client):
     assert api.containers(all=True, filters={"id": sandbox.id}) == []
 
 
+@pytest.mark.parametrize("idle_for", [1.8, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0])
+def test_a_sandbox_started_as_its_shared_proxy_idles_out_still_reaches_its_hosts(hosts, idle_for):
+    """CI met it: one `pygent-runner exec --allow-host` after another, the second found the
+    first's proxy in its last idle moment (linger 2 s here) and it exited under that start."""
+    policy = SandboxPolicy(network=allowlist(hosts, f"idle-{uuid.uuid4().hex[:6]}.test"), timeout=30)
+    open_sandbox("python", policy, pool=False).close()
+    # The reaper looks once a second, so it exits 2-3 s after the close: 0.2 s apart, one of
+    # these starts (~0.4 s each) overlaps its exit; before the claim one of them failed.
+    time.sleep(idle_for)
+    with open_sandbox("python", policy, pool=False) as sandbox:
+        assert fetch(sandbox, f"http://{hosts.web}:8080/late") == {"status": 200, "body": f"hello from {hosts.web} /late"}
+
+
+def test_a_claimed_proxy_outlives_its_linger_until_the_sandbox_on_its_way_arrives(hosts, docker_client):
+    policy = SandboxPolicy(network=allowlist(hosts, f"claim-{uuid.uuid4().hex[:6]}.test"), timeout=30)
+    open_sandbox("python", policy, pool=False).close()  # the starter's claim is settled by its holder
+    engine = get_backend()
+    proxy = egress.ensure_proxy(engine.client, engine.resolve_image, policy)  # found running: claimed (SIGUSR1)
+    time.sleep(4.5)  # more than twice its linger with nobody holding it
+    assert egress.still_running(engine.client, proxy)
+    open_sandbox("python", policy, pool=False).close()  # the sandbox on its way arrives and goes
+    docker_client.api.wait(proxy.id, condition="removed", timeout=20)
+
+
 def test_an_agent_and_its_delegated_task_reach_only_allowed_hosts(hosts):
     cmd = lambda url: {"cmd": f"python3 - {url} <<'EOF'\n{FETCH}\nEOF"}  # noqa: E731
     policy = SandboxPolicy(network=allowlist(hosts), timeout=30)
@@ -226,7 +251,8 @@ def test_run_allow_host_option(hosts, tmp_path):
             "--allow-host", f"{hosts.web}:8080", "--allow-host", hosts.subnet]
     out = subprocess.run([*argv, f"http://{hosts.web}:8080/run"], capture_output=True, timeout=90)
     history = json.loads(out.stdout)["history"]
-    assert any(f"hello from {hosts.web} /run" in (m.get("content") or "") for m in history if m["role"] == "tool"), out.stderr[-2000:]
+    seen = [m.get("content") for m in history if m["role"] == "tool"]
+    assert any(f"hello from {hosts.web} /run" in (c or "") for c in seen), (seen, out.stderr[-2000:])
 
 
 def test_every_proxy_variable_is_set_and_loopback_stays_direct(sb, hosts):

@@ -28,8 +28,13 @@ server puts the refusals made while a command ran in its Done report, and the mo
 reads one line per host (agent/format.py). A sandbox without an allowlist has no relay.
 
 Lifetime: each sandbox's relay holds one `PYGENT-HOLD` connection open while
-the sandbox lives; with no holder and no request for `linger` seconds the
-proxy exits, and the engine's auto-remove deletes the container. We do not
+the sandbox lives; with no holder, no request for `linger` seconds and no claim
+the proxy exits, and the engine's auto-remove deletes the container. A claim is a
+sandbox on its way: the host that starts the proxy holds one, and a host that finds
+it running sends SIGUSR1 before it starts a sandbox on it (so a proxy in its last
+idle moment does not exit under that sandbox's start). A holder's arrival settles
+every claim (the sandboxes on their way hold the proxy before they answer their host,
+and a holder keeps it up); an unsettled claim expires after CLAIM_GRACE seconds. We do not
 intercept TLS: after CONNECT the bytes pass through untouched.
 
 Per-sandbox rules and bounds (issue 25): one proxy serves every sandbox with the same
@@ -77,6 +82,8 @@ if not (__name__ == "__main__" and sys.argv[1:2] == ["relay"]):
 
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
+#: How long a claim (a sandbox starting on this proxy, whose holder has not arrived) keeps it up.
+CLAIM_GRACE = 60.0
 CONNECT_TIMEOUT = 10.0
 DEFAULT_PORTS = (80, 443)
 #: A refusal's record names at most this many allowlist entries (the note stays one line).
@@ -259,6 +266,12 @@ class Proxy:
         #: every sandbox seen, by its ticket's id; kept while we live, so an old ticket never resets a change
         self.boxes: dict[str, Box] = {}
         self.last_use = time.monotonic()
+        #: expiry times of the claims not yet settled by a holder; the starter's is the first
+        self.claims = [self.last_use + CLAIM_GRACE]
+
+    def claim(self) -> None:
+        """A host is about to start a sandbox on us (SIGUSR1): stay up until its holder arrives."""
+        self.claims.append(time.monotonic() + CLAIM_GRACE)
 
     def identify(self, line: bytes) -> Box | None:
         """The sandbox a connection's first line names (its rules updated to a newer ticket), or None."""
@@ -350,6 +363,7 @@ class Proxy:
         if head.startswith(b"PYGENT-HOLD"):
             del box.active[key]  # the relay's own connection: not one of the sandbox's
             self.holders += 1
+            self.claims.clear()  # settled: the proxy is held
             try:
                 await reader.read()  # until the sandbox (its relay) goes away
             finally:
@@ -401,7 +415,9 @@ class Proxy:
     async def reap_when_idle(self, server: asyncio.AbstractServer) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.linger / 2))
-            if self.holders == 0 and self.active == 0 and time.monotonic() - self.last_use > self.linger:
+            now = time.monotonic()
+            self.claims = [t for t in self.claims if t > now]
+            if self.holders == 0 and self.active == 0 and not self.claims and now - self.last_use > self.linger:
                 server.close()
                 return
 
@@ -455,6 +471,9 @@ async def serve(config: dict) -> None:
         pass
     server = await asyncio.start_unix_server(proxy.handle, path=path, limit=MAX_HEAD)
     os.chmod(path, 0o666)  # sandboxes run as any uid; the socket is their only door and the proxy checks everything
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, proxy.claim)
     print("ready", flush=True)  # the host waits for this line on the attach stream before using us
     await proxy.reap_when_idle(server)
 
@@ -572,6 +591,15 @@ def relay(port: int, path: str, ticket: str, command: list[str]) -> None:
     # Refusals go to the command server on a pipe (NOTES_ENV names its read end): the server
     # reads it when a command ends and reports the refusals made while it ran (protocol.Done).
     notes_r, notes_w = os.pipe()
+    # Hold the proxy before the command server starts: once the host hears from the server,
+    # the proxy has our holder (or its claim for us still stands), so it cannot exit under us.
+    hold = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        hold.connect(path)
+        hold.sendall(ID_PREFIX + ticket.encode("ascii") + b"\r\n" + _HOLD)
+        held: int | None = hold.fileno()
+    except OSError:
+        held = None  # _hold retries
     if os.fork() == 0:
         os.close(notes_r)
         os.set_blocking(notes_w, False)
@@ -582,14 +610,10 @@ def relay(port: int, path: str, ticket: str, command: list[str]) -> None:
                 os.dup2(null, fd)
             try:
                 os.nice(19)
-                hold = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                try:
-                    hold.connect(path)
-                    hold.sendall(ID_PREFIX + ticket.encode("ascii") + b"\r\n" + _HOLD)
-                    held: int | None = hold.detach()
-                except OSError:
+                if held is not None:
+                    held = hold.detach()
+                else:
                     hold.close()
-                    held = None  # _hold retries
                 import select
 
                 select.select([listener], [], [])
@@ -599,6 +623,7 @@ def relay(port: int, path: str, ticket: str, command: list[str]) -> None:
                 os._exit(0)
         os._exit(0)
     os.wait()
+    hold.close()  # the relay has its own copy
     listener.close()
     os.close(notes_w)
     os.set_inheritable(notes_r, True)

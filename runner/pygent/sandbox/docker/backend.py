@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError, EngineUnavailable, RuntimeUnavailable
+from ...errors import ConfigError, EngineUnavailable, RuntimeUnavailable, SandboxError
 from .. import lifecycle
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
@@ -152,7 +152,27 @@ class DockerBackend(Backend):
         reclaim_in_background(self)
         self.check_policy(policy)
         runtime = self.chosen_runtime(policy)
-        proxy = self.egress_proxy(policy, runtime)
+        for _attempt in range(3):
+            proxy = self.egress_proxy(policy, runtime)
+            if proxy is None:
+                return self._start_on(image, policy, pooled, runtime, proxy)
+            from .egress import still_running
+
+            # An allowlisted sandbox holds its proxy before it answers (egress_proxy.relay); one
+            # that had begun to exit as we claimed it is gone by then: start on a new one.
+            try:
+                sandbox = self._start_on(image, policy, pooled, runtime, proxy)
+            except SandboxError:
+                if still_running(self.client, proxy):
+                    raise
+                continue  # it went before the create (which names it in VolumesFrom)
+            if still_running(self.client, proxy):
+                return sandbox
+            sandbox.close()
+        raise SandboxError("the egress proxy kept exiting as sandboxes started on it; run `pygent-runner gc` and retry")
+
+    def _start_on(self, image: str, policy: "SandboxPolicy", pooled: bool, runtime: str | None,
+                  proxy: "egress.ProxyRef | None") -> DockerSandbox:
         try:
             return self._start(image, policy, pooled, runtime, proxy)
         except RuntimeUnavailable:

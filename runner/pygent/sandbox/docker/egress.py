@@ -123,7 +123,7 @@ def ensure_proxy(client: EngineClient, resolve_image: Callable[[str], str], poli
     name = f"pygent-egress-{key}"
     for _attempt in range(3):
         found = _running(client, key)
-        if found:
+        if found and claim(client, found):
             return found
         try:
             return _start(client, resolve_image("python"), name, key, policy.allow_hosts, settings)
@@ -134,6 +134,29 @@ def ensure_proxy(client: EngineClient, resolve_image: Callable[[str], str], poli
                 if removed_within(client, name, 0.5):
                     break
     raise SandboxError(f"could not start the egress proxy {name}; run `pygent-runner gc` and retry")
+
+
+def claim(client: EngineClient, proxy: ProxyRef) -> bool:
+    """Tell a running proxy a sandbox is on its way (SIGUSR1: egress_proxy.Proxy.claim), so an
+    idle one does not exit under that sandbox's start; False if it is no longer running.
+
+    Raises EngineUnavailable.
+    """
+    try:
+        client.call("POST", f"/containers/{proxy.id}/kill", params={"signal": "SIGUSR1"}, what="claim the egress proxy")
+        return True
+    except (NotFound, Conflict):
+        return False
+
+
+def still_running(client: EngineClient, proxy: ProxyRef) -> bool:
+    """Is the proxy a sandbox was just started on still up? (It held the proxy before it
+    answered; a proxy that had begun to exit as it was claimed is gone by now.)"""
+    try:
+        state = client.call("GET", f"/containers/{proxy.id}/json", what="inspect the egress proxy")["State"]
+    except NotFound:
+        return False
+    return bool(state.get("Running")) and not state.get("Dead")
 
 
 class _NameTaken(Exception):
