@@ -225,20 +225,29 @@ def test_fork_bomb_is_contained(image, runtime, docker_client):
             r = sb.exec(":(){ :|:& };:", timeout=5)
             assert time.monotonic() - start < 20
             assert r.exit_code is not None
-            time.sleep(1)  # let it hit the pids limit
-            after = sb.exec("echo ok", timeout=20)
-            count = sb.exec("ls /proc | grep -c '^[0-9]'", timeout=20)
+            # The bomb's shell returns at once and the bomb goes on in the background; a command
+            # started near the limit reclaims it. Under gVisor it forks slowly (166 processes after
+            # 1 s on CI, short of the limit's 90%): give it the time to get there.
+            deadline = time.monotonic() + 30
+            notes = b""
+            while True:
+                time.sleep(1)
+                after = sb.exec("echo ok", timeout=20)
+                notes += after.stderr
+                count = sb.exec("ls /proc | grep -c '^[0-9]'", timeout=20)
+                if int(count.stdout) < 20 or time.monotonic() > deadline:
+                    break
         except SandboxError as exc:
             # gVisor runs every sandboxed process on host threads of its own (~30 each in a
             # bomb): past the ceiling it keeps for them (config.pids_bounds) the whole
             # sandbox dies. That must be reported, never hang.
             assert runtime == "runsc", f"under runc the sandbox must survive a fork bomb: {exc}"
             assert "gone" in str(exc) or "container" in str(exc), exc
-            assert time.monotonic() - start < 40
+            assert time.monotonic() - start < 80
         else:
             assert after.exit_code == 0 and after.stdout == b"ok\n", after
             # gVisor's cgroupfs has no pids.events: the note needs a refused fork the server saw
-            assert b"process limit" in after.stderr or runtime == "runsc", after
+            assert b"process limit" in notes or runtime == "runsc", notes
             assert int(count.stdout) < 20, f"the bomb is still running: {count}"
     finally:
         sb.close()

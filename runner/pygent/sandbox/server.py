@@ -1624,6 +1624,10 @@ class Server:
             # The limit was hit since the last command started (a fork bomb, even one
             # that is between bursts right now) or is about to be.
             note = self.reclaim()
+            if not note and (hits or 0) > (self.pids_hits or 0):
+                # A bash fork bomb often dies out by itself at the limit: still say it was met.
+                note = (b"[pygent] the sandbox reached its process limit since the last command started "
+                        b"(forks failed); nothing earlier commands started is left running\n")
             hits = pids_limit_hits()
         self.pids_hits = hits
         if not spec.get("cwd") and self.cwd != self.home and not os.path.isdir(self.cwd):
