@@ -155,3 +155,40 @@ def test_pause_and_resume_through_ray(ray_backend, docker_client):
         assert docker_client.api.inspect_container(sb.id)["State"]["Status"] == "running"
         sb.pause()
     assert not sb.paused
+
+
+def test_the_direct_channel_opens_only_with_the_agents_secret(ray_backend, tmp_path):
+    """Calls go over the agent's own TCP channel (direct.py: Ray's actor call costs more than the
+    whole overhead allowed); anyone on the network can connect to it, so nothing is read as a
+    call before the 32-byte secret the driver got through Ray matched."""
+    import pickle
+    import socket
+
+    with ray_backend.create("python", SandboxPolicy()) as sb:
+        host, port, secret = ray_backend.call(sb.node_id, "hello")["direct"]
+        assert sb.exec("echo hi").stdout == b"hi\n"
+        assert ray_backend._direct[sb.node_id][1]._idle, "the exec did not go over the direct channel"
+        marker = tmp_path / "unpickled"
+
+        class Evil:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        frame = pickle.dumps(Evil())
+        for key in (b"\0" * 32, bytes.fromhex(secret)[::-1], bytes.fromhex(secret)[:31]):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(key + len(frame).to_bytes(8, "big") + frame)
+                try:
+                    answer = s.recv(100)
+                except ConnectionResetError:  # closed with our frame unread
+                    answer = b""
+                assert answer == b"", "a wrong secret got an answer"
+        assert not marker.exists()
+        # With the secret, a frame is a call: an unknown method is refused, the agent carries on.
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            body = pickle.dumps(("shutdown_everything", ()))
+            s.sendall(bytes.fromhex(secret) + len(body).to_bytes(8, "big") + body)
+            size = int.from_bytes(s.recv(8), "big")
+            ok, err = pickle.loads(s.recv(size, socket.MSG_WAITALL))
+            assert not ok and "refuses 'shutdown_everything'" in str(err[1][0])
+        assert sb.exec("echo still").stdout == b"still\n"

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ClusterUnavailable, ConfigError, PlacementError, SandboxGone
+from ...errors import ClusterUnavailable, ConfigError, PlacementError, SandboxError, SandboxGone
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
 from .node import SLOT, NodeAgent
@@ -76,6 +76,8 @@ class RayBackend(Backend):
         self.pin_node = os.environ.get("PYGENT_RAY_NODE") or None
         self.pin_labels = _labels_from(os.environ.get("PYGENT_RAY_LABELS"))
         self._agents: dict[str, Any] = {}
+        #: node id -> (the agent handle it belongs to, its direct channel: direct.py)
+        self._direct: dict[str, tuple[Any, Any]] = {}
         self._where: dict[str, str] = {}  #: sandbox id -> node id (for remove)
         self._recent: list[tuple[float, str | None]] = []  #: (when, node) of this driver's last placements
         self._lock = threading.Lock()
@@ -160,6 +162,14 @@ class RayBackend(Backend):
             raise ClusterUnavailable(
                 f"node {node_id[:12]} runs pygent-runner {hello['pygent']} with Ray {hello['ray']}, this driver "
                 f"pygent-runner {package_version()} with Ray {ray.__version__}: install the same versions on every node")
+        if hello.get("direct") and node_id not in self._direct:
+            from .direct import DirectClient
+
+            host, port, secret = hello["direct"]
+            try:
+                self._direct[node_id] = (hit, DirectClient((host, int(port)), bytes.fromhex(secret)))
+            except OSError:
+                pass  # its port is not reachable from here (a firewall): Ray's calls it is
         return hit
 
     def call(self, node_id: str, method: str, *args: Any, timeout: float | None = None) -> Any:
@@ -170,19 +180,55 @@ class RayBackend(Backend):
         """
         ray = self.connect()
         handle = self._agents.get(node_id) or self.agent(node_id)
+        payload = pickle.dumps((method, args), 5)
+        direct = self._direct.get(node_id)
         try:
-            ok, value = pickle.loads(ray.get(handle.run.remote(pickle.dumps((method, args), 5)), timeout=timeout))
+            if direct is not None and direct[0] is handle:
+                from .direct import Broken
+
+                try:
+                    answer = direct[1].call(payload, timeout)
+                except Broken as exc:
+                    self._broken(node_id, handle, exc, timeout)  # raises
+            else:
+                answer = ray.get(handle.run.remote(payload), timeout=timeout)
         except ray.exceptions.RayActorError as exc:
-            with self._lock:
-                if self._agents.get(node_id) is handle:
-                    del self._agents[node_id]  # a new agent is made if the node lives on
+            self._forget(node_id, handle)
             raise SandboxGone(f"Ray node {node_id[:12]} (its node agent) is gone: {str(exc).splitlines()[0][:300]}",
                               reason=f"its Ray node {node_id[:12]} died or its node agent was killed") from None
+        ok, value = pickle.loads(answer)
         if ok:
             return value
         from .node import unpack
 
         raise unpack(value)
+
+    def _forget(self, node_id: str, handle: Any) -> None:
+        """The agent is dead: a new one is made if the node lives on."""
+        with self._lock:
+            if self._agents.get(node_id) is handle:
+                del self._agents[node_id]
+            gone = self._direct.pop(node_id, None) if (self._direct.get(node_id) or (None,))[0] is handle else None
+        if gone is not None:
+            gone[1].close()
+
+    def _broken(self, node_id: str, handle: Any, exc: Exception, timeout: float | None) -> None:
+        """The direct channel failed mid-call: Ray says whether the agent is gone (then
+        RayActorError, which call() reports as SandboxGone naming the node, as for an actor call).
+
+        Raises: RayActorError (the agent is dead), SandboxError (it lives, but the call's fate is unknown).
+        """
+        ray = self.connect()
+        try:
+            ray.get(handle.run.remote(pickle.dumps(("hello", ()), 5)), timeout=10)
+        except ray.exceptions.GetTimeoutError:
+            self._forget(node_id, handle)
+            raise SandboxGone(f"Ray node {node_id[:12]} (its node agent) does not answer: {exc}",
+                              reason=f"its Ray node {node_id[:12]} died or its node agent hangs") from None
+        if timeout is not None and "timed out" in str(exc):
+            raise SandboxError(f"the node agent on Ray node {node_id[:12]} did not answer within {timeout:g}s") from None
+        raise SandboxError(f"the connection to the node agent on Ray node {node_id[:12]} broke during a call ({exc}); "
+                           "it is still up, but whether the call took effect is unknown: check, then retry") from None
 
     # -- placement --------------------------------------------------------------
     def request_of(self, policy: "SandboxPolicy") -> dict[str, float]:
@@ -339,4 +385,7 @@ class RayBackend(Backend):
     def close(self) -> None:
         """Forget the agents (Ray ends them with this driver; their sandboxes go with them)."""
         self._agents.clear()
+        for _handle, channel in self._direct.values():
+            channel.close()
+        self._direct.clear()
 
