@@ -78,7 +78,7 @@ def _loop_on_node(factory: Any, model: Any, handle: Any, node: str, info: dict, 
     from .runtime import Runtime
 
     backend = get_backend("ray")
-    backend._agents.setdefault(node, handle)
+    backend.adopt(node, handle)  # the driver's agent, and its direct channel from this worker
     sandbox = RaySandbox(backend, node, info, None, policy)
     lifecycle.untrack(sandbox)  # the driver owns and removes it
     runtime = Runtime(image=image, policy=policy, task_depth=depth)

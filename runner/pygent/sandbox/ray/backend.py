@@ -155,6 +155,18 @@ class RayBackend(Backend):
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 ).remote(node_id)
                 self._agents[node_id] = hit
+        return self._greet(node_id, hit)
+
+    def adopt(self, node_id: str, handle: Any) -> None:
+        """Use an agent another process made (a delegated task's loop on the node uses its
+        driver's agent), with its direct channel. Raises: ClusterUnavailable, SandboxGone."""
+        with self._lock:
+            self._agents[node_id] = handle  # the driver's of the moment (a dead one's was replaced)
+        self._greet(node_id, handle)
+
+    def _greet(self, node_id: str, hit: Any) -> Any:
+        """Check the agent's versions against ours and open its direct channel; the handle."""
+        ray = self.connect()
         hello = self.call(node_id, "hello")
         from ...version import package_version
 
@@ -162,7 +174,7 @@ class RayBackend(Backend):
             raise ClusterUnavailable(
                 f"node {node_id[:12]} runs pygent-runner {hello['pygent']} with Ray {hello['ray']}, this driver "
                 f"pygent-runner {package_version()} with Ray {ray.__version__}: install the same versions on every node")
-        if hello.get("direct") and node_id not in self._direct:
+        if hello.get("direct") and (self._direct.get(node_id) or (None,))[0] is not hit:
             from .direct import DirectClient
 
             host, port, secret = hello["direct"]
