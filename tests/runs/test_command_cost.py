@@ -61,7 +61,11 @@ def test_peak_memory_of_the_process_tree(sandbox):
 
 def test_peak_memory_counts_every_process_of_the_tree(sandbox):
     """Four children of 100 MB at once: the peak is the tree's, ~400 MB, not its largest process's."""
-    r = sandbox.exec(f"for i in 1 2 3 4; do {ALLOC.replace('; echo', '; sleep 1; echo')} & done; wait")
+    # Each holds its 100 MB until all four have theirs, then 1 s more (a fixed sleep let the
+    # first exit before the last had allocated on CI's loaded machine: 386 MB measured).
+    together = "; u=(/tmp/up.*); until [ ${#u[@]} -ge 4 ]; do sleep 0.05; u=(/tmp/up.*); done; sleep 1; echo"
+    child = ALLOC.replace("; echo", "; : > /tmp/up.$$" + together)
+    r = sandbox.exec(f"rm -f /tmp/up.*; for i in 1 2 3 4; do {child} & done; wait", timeout=60)
     assert r.stdout == b"100000000\n" * 4, r.stderr
     assert 390_000_000 <= r.max_rss <= 1_000_000_000, r.max_rss
 
