@@ -172,7 +172,7 @@ class Connection:
                 with self.cond:
                     self.credit -= len(data)
                 send(proto.PORT_BYTES, self.sid, data)
-        except OSError:  # the client reset, the listener closed, or the channel broke
+        except (OSError, SandboxError):  # the client reset, the listener closed, or the channel broke (ChannelBroken)
             self.abort()
 
     def _write_loop(self) -> None:
@@ -202,7 +202,7 @@ class Connection:
                         pass
                     self._maybe_done(writer_done=True)
                     return
-        except OSError:
+        except (OSError, SandboxError):  # as the read loop: a channel closed under a credit is an abort
             self.abort()
 
     def _maybe_done(self, writer_done: bool = False) -> None:
