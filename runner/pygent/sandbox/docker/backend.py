@@ -156,7 +156,7 @@ class DockerBackend(Backend):
             proxy = self.egress_proxy(policy, runtime)
             if proxy is None:
                 return self._start_on(image, policy, pooled, runtime, proxy)
-            from .egress import still_running
+            from .egress import still_running  # only allowlisted sandboxes load the egress module
 
             # An allowlisted sandbox holds its proxy before it answers (egress_proxy.relay); one
             # that had begun to exit as we claimed it is gone by then: start on a new one.

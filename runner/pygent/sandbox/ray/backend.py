@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ClusterUnavailable, ConfigError, PlacementError, SandboxError, SandboxGone
 from ..interface import Backend, Check, SandboxInfo
 from ..registry import backend
+from .direct import Broken, DirectClient
 from .node import SLOT, NodeAgent
 
 if TYPE_CHECKING:
@@ -174,9 +175,7 @@ class RayBackend(Backend):
             raise ClusterUnavailable(
                 f"node {node_id[:12]} runs pygent-runner {hello['pygent']} with Ray {hello['ray']}, this driver "
                 f"pygent-runner {package_version()} with Ray {ray.__version__}: install the same versions on every node")
-        if hello.get("direct") and (self._direct.get(node_id) or (None,))[0] is not hit:
-            from .direct import DirectClient
-
+        if hello.get("direct") and self._channel(node_id, hit) is None:
             host, port, secret = hello["direct"]
             try:
                 self._direct[node_id] = (hit, DirectClient((host, int(port)), bytes.fromhex(secret)))
@@ -193,13 +192,11 @@ class RayBackend(Backend):
         ray = self.connect()
         handle = self._agents.get(node_id) or self.agent(node_id)
         payload = pickle.dumps((method, args), 5)
-        direct = self._direct.get(node_id)
+        channel = self._channel(node_id, handle)
         try:
-            if direct is not None and direct[0] is handle:
-                from .direct import Broken
-
+            if channel is not None:
                 try:
-                    answer = direct[1].call(payload, timeout)
+                    answer = channel.call(payload, timeout)
                 except Broken as exc:
                     self._broken(node_id, handle, exc, timeout)  # raises
             else:
@@ -215,14 +212,21 @@ class RayBackend(Backend):
 
         raise unpack(value)
 
+    def _channel(self, node_id: str, handle: Any) -> DirectClient | None:
+        """The direct channel to this very agent (one to an agent since replaced does not count)."""
+        entry = self._direct.get(node_id)
+        return entry[1] if entry is not None and entry[0] is handle else None
+
     def _forget(self, node_id: str, handle: Any) -> None:
         """The agent is dead: a new one is made if the node lives on."""
         with self._lock:
             if self._agents.get(node_id) is handle:
                 del self._agents[node_id]
-            gone = self._direct.pop(node_id, None) if (self._direct.get(node_id) or (None,))[0] is handle else None
+            gone = self._channel(node_id, handle)
+            if gone is not None:
+                del self._direct[node_id]
         if gone is not None:
-            gone[1].close()
+            gone.close()
 
     def _broken(self, node_id: str, handle: Any, exc: Exception, timeout: float | None) -> None:
         """The direct channel failed mid-call: Ray says whether the agent is gone (then

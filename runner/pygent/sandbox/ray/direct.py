@@ -43,7 +43,8 @@ def _keepalive(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+def _recv_exactly(sock: socket.socket, n: int) -> bytearray:
+    """n bytes, read in place (an upload's frame is not copied again: pickle reads a bytearray)."""
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -51,7 +52,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
         if not k:
             raise ConnectionError("the peer closed the connection")
         got += k
-    return bytes(buf)
+    return buf
 
 
 def _send_frame(sock: socket.socket, body: bytes) -> None:
@@ -63,7 +64,7 @@ def _send_frame(sock: socket.socket, body: bytes) -> None:
         sock.sendall(body)
 
 
-def _recv_frame(sock: socket.socket) -> bytes:
+def _recv_frame(sock: socket.socket) -> bytearray:
     (n,) = _LEN.unpack(_recv_exactly(sock, _LEN.size))
     return _recv_exactly(sock, n)
 
