@@ -5,6 +5,8 @@ Loosening a default must be a deliberate change of this file too.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pygent.sandbox import SandboxPolicy, default_policy, open_sandbox
@@ -80,9 +82,13 @@ def test_default_container_really_has_the_hardening(docker_client):
     assert config["User"] == "1000:1000"
     assert config["OpenStdin"] is True and config["StdinOnce"] is True  # the owner-death net
     mounts = {m["Target"]: m for m in host["Mounts"]}
-    assert set(mounts) == {"/workspace", "/tmp", "/opt/pygent"}, "the two size-bounded tmpfs volumes and the tooling"
+    assert set(mounts) == {"/workspace", "/tmp", "/opt/pygent", "/run/pygent"}, \
+        "the two size-bounded tmpfs volumes, the tooling and the ports' handoff directory"
     tooling = mounts["/opt/pygent"]
     assert tooling["Type"] == "volume" and tooling["ReadOnly"] is True  # shared by every sandbox: never writable
+    handoff = mounts["/run/pygent"]  # sockets only, this user's own directory: entered, never written
+    assert handoff["Type"] == "bind" and handoff["ReadOnly"] is True
+    assert os.path.basename(handoff["Source"]).startswith("pygent-runner-ports")
     assert tooling["Source"].startswith("pygent-tooling-")
     for target, size in (("/workspace", "256m"), ("/tmp", "64m")):
         m = mounts[target]

@@ -1,5 +1,10 @@
-"""Sandbox.expose() (issue 25): a host URL whose connections reach a loopback service inside,
-over the sandbox's own channel; the sandbox keeps no network interface.
+"""Sandbox.expose() (issue 25): a host URL whose connections reach a loopback service inside;
+the sandbox keeps no network interface.
+
+Each test runs on both paths a connection can take: handed over (the server passes its
+connected socket to the host: an engine on this machine, runc or crun) and streamed over
+the sandbox's own channel (gVisor here; a remote engine too). The fixture checks that
+each path really was the one taken.
 
 Every image and runtime (Docker and Podman) runs the conformance check
 `exposed_port_answers_over_the_channel` (test_self_check.py); here the depth:
@@ -42,15 +47,18 @@ def address(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-@pytest.fixture(scope="module")
-def served():
-    sb = open_sandbox("python", SandboxPolicy(timeout=60), pool=False)
+@pytest.fixture(scope="module", params=["handed-over", "streamed"])
+def served(request):
+    runtime = "runsc" if request.param == "streamed" else None
+    sb = open_sandbox("python", SandboxPolicy(timeout=60, runtime=runtime), pool=False)
     sb.write_file("/tmp/service.py", SERVICE)
     sb.exec_background("exec python3 /tmp/service.py 8080")
     fwd = sb.forward(8080)
     assert fwd.wait_answering(30), "the service inside never answered"
     yield sb, fwd.url
+    counts = {"handed-over": fwd.mux.handed_over, "streamed": fwd.mux.streamed}
     sb.close()
+    assert counts[request.param] >= 60 and sum(counts.values()) == counts[request.param], counts
 
 
 def test_the_url_is_loopback_and_the_sandbox_has_no_network_interface(served):

@@ -13,6 +13,12 @@ it writes to a client only without waiting, and leaves the rest to the
 connection's writer thread; a pump thread per connection reads the client.
 Memory: the server sends at most protocol.WINDOW bytes beyond what we credited
 back, so a slow client holds at most that much here per connection.
+
+Handoff (handoff.py): on an engine on this machine, the open asks the server to
+hand us its connected socket instead, and the connection's bytes then go
+between the client and that socket, off the channel: two threads copy, one
+RELAY_BUFFER each way. A server that cannot hand it over (gVisor, a remote
+engine, a sandbox made without the mount) says so, and the stream is used.
 """
 
 from __future__ import annotations
@@ -30,18 +36,28 @@ from . import protocol as proto
 
 if TYPE_CHECKING:
     from .channel import Channel
+    from .handoff import Listener
 
 #: Seconds an open request may take before the connection is given up.
 OPEN_TIMEOUT = 30.0
 _ACK_AT = proto.WINDOW // 4
+#: Bytes one copy of a handed-over connection moves at most (per direction).
+RELAY_BUFFER = 256 * 1024
+#: Seconds a connection waits for the socket the server said it handed over.
+HANDOFF_TIMEOUT = 5.0
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class StreamMux:
     """One per channel: stream ids, and the sandbox's stream frames routed to their connection."""
 
-    def __init__(self, channel: "Channel") -> None:
+    def __init__(self, channel: "Channel", handoff: "Listener | None" = None) -> None:
         self.channel = channel
+        #: Where the server can hand us its connected sockets (None: streams only).
+        self.handoff = handoff
+        #: Connections the server handed over so far, and those streamed on the channel
+        #: (counts for doctor and tests: under the GIL, not worth a lock).
+        self.handed_over = self.streamed = 0
         self.conns: dict[int, Connection] = {}
         self.lock = threading.Lock()
         self.ids = itertools.count(proto.STREAM_BASE)
@@ -88,8 +104,20 @@ class Connection:
         self.outbuf = bytearray()  # the server's bytes not yet written to the client
         self.unacked = 0  # written to the client, not yet credited back
         self.eof_from_server = self.eof_to_server = self.writer_done = self.closed = False
+        self.peer: socket.socket | None = None  # the server's socket to the port, when handed over
+        self.halves = 0  # directions of a handed-over connection that have ended
         self.sid = mux.add(self)
-        mux.channel.send(proto.PORT_OPEN, self.sid, b"%d" % port)
+        self.token = None
+        request = b"%d" % port
+        if sock is not None and mux.handoff is not None:
+            self.token = mux.handoff.expect(self._handed)
+            request += b" %s %s" % (mux.handoff.name.encode(), self.token.hex().encode())
+        try:
+            mux.channel.send(proto.PORT_OPEN, self.sid, request)
+        except SandboxError:
+            self._forget_token()
+            mux.remove(self.sid)
+            raise
 
     # -- called by the channel's demux thread: never blocks, keeps no view of payload ----
     def on_frame(self, kind: int, payload: "bytes | memoryview") -> None:
@@ -136,6 +164,19 @@ class Connection:
             if self.outbuf or self.unacked >= _ACK_AT:
                 self.cond.notify_all()
 
+    # -- called by the handoff's thread ---------------------------------------------
+    def _handed(self, peer: socket.socket) -> None:
+        with self.cond:
+            if self.closed:
+                peer.close()
+                return
+            self.peer = peer
+            self.cond.notify_all()
+
+    def _forget_token(self) -> None:
+        if self.token is not None and self.mux.handoff is not None:
+            self.mux.handoff.cancel(self.token)
+
     # -- the connection's own threads -----------------------------------------------
     def wait_open(self, timeout: float) -> dict:
         with self.cond:
@@ -151,6 +192,11 @@ class Connection:
         if not answer.get("ok"):
             self.abort()  # nobody listens inside: the client sees its connection reset at once
             return
+        if answer.get("direct"):
+            self._relay()
+            return
+        self._forget_token()
+        self.mux.streamed += 1
         threading.Thread(target=self._write_loop, name=f"pygent-fwd-w-{self.sid}", daemon=True).start()
         send = self.mux.channel.send
         try:
@@ -174,6 +220,44 @@ class Connection:
                 send(proto.PORT_BYTES, self.sid, data)
         except (OSError, SandboxError):  # the client reset, the listener closed, or the channel broke (ChannelBroken)
             self.abort()
+
+    def _relay(self) -> None:
+        """A handed-over connection: the client and the server's socket, copied both ways."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.peer is not None or self.closed, HANDOFF_TIMEOUT)
+            peer = self.peer
+        if peer is None or self.closed:
+            self._forget_token()
+            self.abort()
+            return
+        assert self.sock is not None
+        self.mux.handed_over += 1
+        threading.Thread(target=self._copy, args=(peer, self.sock), name=f"pygent-fwd-d-{self.sid}", daemon=True).start()
+        self._copy(self.sock, peer)
+
+    def _copy(self, src: socket.socket, dst: socket.socket) -> None:
+        """One direction until its end (passed on as a half-close) or an error (both reset)."""
+        buf = bytearray(RELAY_BUFFER)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    break
+                dst.sendall(view[:n])
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort(notify=False)
+            return
+        with self.cond:
+            self.halves += 1
+            if self.halves < 2 or self.closed:
+                return
+            self.closed = True
+            self.cond.notify_all()
+        self.mux.remove(self.sid)
+        dst.close()
+        src.close()
 
     def _write_loop(self) -> None:
         assert self.sock is not None
@@ -225,19 +309,21 @@ class Connection:
             self.closed = True
             self.cond.notify_all()
         self.mux.remove(self.sid)
-        if notify:
+        self._forget_token()
+        if notify and self.peer is None:
             try:
                 self.mux.channel.send(proto.PORT_END, self.sid, b"x")
             except SandboxError:
                 pass
-        if self.sock is not None:
-            try:
-                # linger 0: close() sends a reset, not an orderly end; SHUT_RD wakes our pump's recv()
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-            self.sock.close()
+        for sock in (self.sock, self.peer):
+            if sock is not None:
+                try:
+                    # linger 0: close() sends a reset, not an orderly end; SHUT_RD wakes a pump's recv()
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+                sock.close()
 
 
 class PortForward:

@@ -15,7 +15,9 @@ Frames, both directions: struct ">BII" (type, command id, payload length) + payl
                   S snapshot trees (marshal SnapSpec): answered by Y frames of the entry stream, then A
                   T restore into a fresh sandbox (marshal RestoreSpec), Y frames of the entry stream follow,
                     an empty Y ends it; answered by A
-                  V open a stream to a port on the sandbox's loopback (the port, ASCII digits; the id is the stream's),
+                  V open a stream to a port on the sandbox's loopback (the port, ASCII digits; the id is the stream's;
+                    optionally then " NAME TOKENHEX": hand the connected socket to the host's socket NAME in
+                    HANDOFF_DIR with that token, and answer v {"ok", "direct"}: see handoff.py),
                   J a stream's bytes, Z its end (empty: half-close; b"x": reset), M credit (">I" bytes consumed)
   server -> host: H hello (JSON Hello), O stdout bytes, X stderr bytes, D done (JSON Done),
                   F failed to start / malformed (JSON {"error"}), N the directory's stat and whether it is empty (JSON),
@@ -54,6 +56,8 @@ WRITE, BYTES, CLOSE, GET, ANSWER = b"W"[0], b"Y"[0], b"C"[0], b"G"[0], b"A"[0]
 PORT_OPEN, PORT_BYTES, PORT_END, PORT_CREDIT = b"V"[0], b"J"[0], b"Z"[0], b"M"[0]
 PORT_OPENED, PORT_DATA, PORT_EOF, PORT_ACK = b"v"[0], b"j"[0], b"z"[0], b"m"[0]
 STREAM_BASE = 1 << 31
+#: Where a sandbox on a local engine sees the host's handoff sockets (read-only: handoff.py).
+HANDOFF_DIR = "/run/pygent"
 WINDOW = 1 << 20
 CHUNK = 65536
 # snapshots, restore and pause (issue 24)
@@ -68,11 +72,12 @@ EGRESS_NOTES_ENV = "PYGENT_EGRESS_NOTES_FD"
 #: The sandbox's process bound when the engine sets no pids limit (rootless on cgroup v1):
 #: the server makes it its RLIMIT_NPROC before any command (docker/config.py sets it).
 NPROC_ENV = "PYGENT_NPROC"
-PROTOCOL = 7  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
+PROTOCOL = 8  # 2: run requests are marshal, not JSON; 3: L/N (look at a directory); 4: protocol.py, tooling volume;
 # 5: shell state, background commands (P/Q/B), idle_timeout, live output (o/x);
 # 6: W/Y/C/G/A file operations as the sandbox user, the command's script on an fd (not argv)
 # 7: issue 24: S snapshot, T restore (+ Y frames), deadlines skip time frozen by a pause;
 #    issue 25: V/J/Z/M and v/j/z/m, connections to the sandbox's ports as streams on the channel
+# 8: V may ask for the connected socket to be handed to the host (HANDOFF_DIR)
 
 
 def cut_marker(omitted):

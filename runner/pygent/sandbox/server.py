@@ -1209,10 +1209,12 @@ PORT_READ = 4 * CHUNK
 
 
 class PortStream:
-    __slots__ = ("sid", "sock", "out", "credit", "connecting", "eof_in", "eof_out", "shut", "acked", "events")
+    __slots__ = ("sid", "sock", "out", "credit", "connecting", "eof_in", "eof_out", "shut", "acked", "events",
+                 "handoff")
 
-    def __init__(self, sid, sock):
+    def __init__(self, sid, sock, handoff=None):
         self.sid, self.sock = sid, sock
+        self.handoff = handoff  # (socket name, token): hand the connected socket to the host
         self.out = bytearray()  # host bytes not yet written to the service
         self.credit = WINDOW  # bytes we may still send the host
         self.connecting = True
@@ -1269,10 +1271,17 @@ class Ports:
             widen_pipe(1)  # a download's frames queue for the engine while we read on (see widen_pipe)
         m = self.sock_mod
         try:
-            port = int(payload)
-            if not 0 < port < 65536:
+            parts = bytes(payload).split()
+            port = int(parts[0])
+            if not 0 < port < 65536 or len(parts) not in (1, 3):
                 raise ValueError
-        except ValueError:
+            handoff = None
+            if len(parts) == 3:  # the host's socket (a name in HANDOFF_DIR) and this connection's token
+                name = parts[1].decode("ascii")
+                if "/" in name or name.startswith("."):
+                    raise ValueError
+                handoff = (HANDOFF_DIR + "/" + name, bytes.fromhex(parts[2].decode("ascii")))
+        except (ValueError, IndexError, UnicodeDecodeError):
             self.send_json(PORT_OPENED, sid, {"error": "malformed port", "errno": errno.EINVAL})
             return
         try:
@@ -1285,7 +1294,7 @@ class Ports:
             sock.close()
             self.send_json(PORT_OPENED, sid, {"error": os.strerror(err), "errno": err})
             return
-        st = self.streams[sid] = PortStream(sid, sock)
+        st = self.streams[sid] = PortStream(sid, sock, handoff)
         self.update(st)
 
     def on_event(self, st, ev):
@@ -1299,6 +1308,8 @@ class Ports:
                 return
             st.connecting = False
             st.sock.setsockopt(self.sock_mod.IPPROTO_TCP, self.sock_mod.TCP_NODELAY, 1)
+            if st.handoff is not None and self.hand_over(st):
+                return
             self.send_json(PORT_OPENED, st.sid, {"ok": True})
         if ev & EVENT_WRITE or st.out:
             self.flush(st)
@@ -1319,6 +1330,28 @@ class Ports:
                 st.eof_out = True
                 self.send(PORT_EOF, st.sid)
         self.update(st)
+
+    def hand_over(self, st):
+        """Pass the connected socket to the host (SCM_RIGHTS on its socket in HANDOFF_DIR) and forget
+        it: the bytes then go between the host and the service directly, off this channel. False when
+        that cannot be done here (gVisor, a sandbox without the mount): the stream carries them."""
+        m = self.sock_mod
+        path, token = st.handoff
+        try:
+            u = m.socket(m.AF_UNIX, m.SOCK_STREAM | m.SOCK_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            u.settimeout(2.0)
+            u.connect(path)
+            u.sendmsg([token], [(m.SOL_SOCKET, m.SCM_RIGHTS, st.sock.fileno().to_bytes(4, sys.byteorder))])
+        except OSError:
+            return False
+        finally:
+            u.close()
+        self.send_json(PORT_OPENED, st.sid, {"ok": True, "direct": True})
+        self.forget(st)  # closes our copy: the host's keeps the connection
+        return True
 
     def flush(self, st):
         if st.connecting:

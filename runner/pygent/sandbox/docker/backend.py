@@ -7,6 +7,7 @@ engine endpoint (or Podman, a subclass) is a second object.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ class DockerBackend(Backend):
         self._first_info: dict[str, Any] | None = None  # /info as first asked: runtimes and pids_cgroup share it
         self._preferred_broken = False
         self._tooling_ready: set[str] = set()
+        self._handoff: str | None = None  # handoff_dir(): "" once known to be unavailable
         self._lock = threading.Lock()
         #: Which of our containers the engine reported dead (followed while a pool is warm).
         from .deaths import DeathWatch  # here: the exec fast path needs no event watcher
@@ -144,7 +146,23 @@ class DockerBackend(Backend):
                     proxy: "egress.SandboxEgress | None" = None) -> dict:
         """The create request for one sandbox (config.py), with this engine's flavor and tooling."""
         return config.create_body(image, policy, tooling_volume=self.tooling_volume(), runtime=runtime,
-                                  pooled=pooled, flavor=self.flavor, proxy=proxy, pids_cgroup=self.pids_cgroup())
+                                  pooled=pooled, flavor=self.flavor, proxy=proxy, pids_cgroup=self.pids_cgroup(),
+                                  handoff_dir=self.handoff_dir(runtime))
+
+    def handoff_dir(self, runtime: str | None) -> str | None:
+        """The handoff directory sandboxes mount (handoff.py), or None: the engine is not on this
+        machine (its bind sources are another machine's paths), the runtime is gVisor (its
+        sockets are not the host kernel's, so none can be handed over), or a create refused it."""
+        if self._handoff is None:
+            self._handoff = ""
+            if self.client.host.startswith("unix://"):
+                from .. import handoff
+
+                try:
+                    self._handoff = handoff.directory()
+                except OSError:
+                    pass
+        return self._handoff or None if not config.is_gvisor(runtime) else None
 
     def create(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False) -> DockerSandbox:
         from ..gc import reclaim_in_background
@@ -228,8 +246,16 @@ class DockerBackend(Backend):
         wiring = SandboxEgress(proxy, policy) if proxy is not None else None  # its own id and rules
         body = self.create_body(image, policy, pooled=pooled, runtime=runtime, proxy=wiring)
         body, name = config.fresh_identity(body, pooled=pooled)
-        sandbox = DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
-                                      backend=self.name)
+        try:
+            sandbox = DockerSandbox.start(self.client, body, name, image=image, limits=Limits.of(policy), policy=policy,
+                                          backend=self.name)
+        except SandboxError as exc:
+            if not self._handoff or self._handoff not in str(exc):
+                raise
+            # An engine that says it is on this machine but cannot mount our directory (a
+            # socket forwarded from elsewhere, a VM's file sharing): ports are streamed instead.
+            self._handoff = ""
+            return self._start(image, policy, pooled, runtime, proxy)
         sandbox.deaths = self.deaths
         sandbox.egress = wiring
         return sandbox
@@ -252,6 +278,14 @@ class DockerBackend(Backend):
         if self.client._version is None:  # saves asking /version: an engine that differs refuses the create
             self.client._version = str(recipe["api"])
         body, name = config.fresh_identity(recipe["body"])
+        for mount in body.get("HostConfig", {}).get("Mounts") or []:
+            if mount.get("Target") == config.HANDOFF_DIR and not os.path.isdir(mount["Source"]):
+                from .. import handoff  # removed since (a /tmp cleaner): made again, as create_body would
+
+                try:
+                    handoff.directory()
+                except OSError:
+                    pass
         return DockerSandbox.start(self.client, body, name, image=recipe["image"], limits=Limits(**recipe["limits"]),
                                    backend=self.name)
 

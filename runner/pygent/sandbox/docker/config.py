@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
-from ..protocol import NPROC_ENV
+from ..protocol import HANDOFF_DIR, NPROC_ENV
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
@@ -51,6 +51,11 @@ class EngineFlavor:
 #: gVisor's host threads per sandbox task, and its own, for the host pids ceiling (measured
 #: on the ptrace platform: ~96 host pids at rest, ~10.4 more per task; rounded up).
 GVISOR_PIDS_PER_TASK, GVISOR_PIDS_BASE = 16, 512
+
+
+def has_handoff(body: dict[str, Any]) -> bool:
+    """Was the sandbox made with the handoff mount (create_body's handoff_dir)?"""
+    return any(m.get("Target") == HANDOFF_DIR for m in body.get("HostConfig", {}).get("Mounts") or [])
 
 
 def is_gvisor(runtime: str | None) -> bool:
@@ -89,8 +94,13 @@ def create_body(
     flavor: EngineFlavor = EngineFlavor(),
     proxy: Any = None,
     pids_cgroup: bool = True,
+    handoff_dir: str | None = None,
 ) -> dict[str, Any]:
     """The create request for one hardened sandbox of `image` under `policy`.
+
+    handoff_dir: this user's handoff directory (handoff.py) on an engine on this machine,
+    mounted read-only at protocol.HANDOFF_DIR so an exposed port's connections can be
+    handed to the host instead of streamed; None (a remote engine) mounts nothing.
 
     proxy: the sandbox's side of its egress proxy (an egress.SandboxEgress; egress.py imports this
     module) when the policy has an allowlist (network.py).
@@ -127,6 +137,8 @@ def create_body(
             mounts.append(_tmpfs_volume("/tmp", tmp_opts))
     for m in policy.mounts:
         mounts.append({"Target": m.target, "Source": str(m.source), "Type": "bind", "ReadOnly": m.read_only})
+    if handoff_dir is not None and not any(m.target.rstrip("/") == HANDOFF_DIR for m in policy.mounts):
+        mounts.append({"Target": HANDOFF_DIR, "Source": handoff_dir, "Type": "bind", "ReadOnly": True})
     from ..policy import size_in_bytes  # the policy is a pydantic model: loaded already
 
     memory = size_in_bytes(policy.memory)

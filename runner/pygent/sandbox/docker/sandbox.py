@@ -32,6 +32,7 @@ from .stream import DockerStream
 
 if TYPE_CHECKING:
     from ..policy import SandboxPolicy
+    from ..handoff import Listener
 
 #: Seconds a freshly started server has to say hello.
 START_TIMEOUT = 30.0
@@ -179,11 +180,21 @@ class DockerSandbox(Sandbox):
                 return known
             try:
                 if self._mux is None:
-                    self._mux = StreamMux(self._channel)
+                    self._mux = StreamMux(self._channel, self._handoff())
             except ChannelBroken as exc:
                 raise broken(self._client, self.id, exc) from None
             fwd = self._ports[(port, host_port, bind)] = PortForward(self._mux, port, host_port, bind)
             return fwd
+
+    def _handoff(self) -> "Listener | None":
+        """This process's handoff listener when the sandbox mounts the handoff directory, else None."""
+        from .config import has_handoff
+
+        if not has_handoff(self.create_config):
+            return None
+        from ..handoff import listener
+
+        return listener()
 
     # -- background commands (issue 14) ------------------------------------------
     def exec_background(
