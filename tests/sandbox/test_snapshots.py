@@ -63,6 +63,25 @@ def test_fork_of_a_10000_file_tree_compares_equal_and_keeps_shell_state(tree):
         assert fork.id != sb.id and fork.image == sb.image and fork.policy == sb.policy
 
 
+SMALL_TREE = ("mkdir -p a/b empty && for i in $(seq 200); do echo $i > a/$i; done && head -c 5000000 /dev/urandom > a/b/big"
+              " && chmod 640 a/7 && ln -s a/b link && ln -s /nowhere dangling")
+
+
+@pytest.mark.parametrize("runtime, via", [(None, "socket"), ("runsc", "channel")])
+def test_a_fork_is_the_same_whichever_way_its_stream_goes(image, runtime, via):
+    """On an engine on this machine the restore's stream goes on a socket the server hands over
+    (off the engine's attach stream); under gVisor it cannot, and goes on the channel."""
+    with open_sandbox(image, SandboxPolicy(runtime=runtime, timeout=60), pool=False) as sb:
+        assert sb.exec(f"cd /workspace && {SMALL_TREE}").exit_code == 0
+        listing = sb.exec(LISTING, max_output=BIG).text  # (its cd moves the sandbox's cwd: before the state's)
+        sb.exec("export LEFT=here; cd /workspace/a/b", shell_state=True)
+        (fork,) = sb.fork(1)
+        with fork:
+            assert fork.restored_via == via
+            assert fork.exec('echo "$PWD $LEFT"', shell_state=True).text == "/workspace/a/b here\n"
+            assert fork.exec(LISTING, max_output=BIG).text == listing
+
+
 def test_forks_are_independent_and_concurrent(tree):
     sb, _ = tree
     forks = sb.fork(3)

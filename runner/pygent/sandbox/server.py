@@ -1193,6 +1193,40 @@ class Restore:
         self.close_file()
         return self.error or {"entries": self.entries}
 
+# -- Handing an fd to the host (handoff.py) ------------------------------------------
+
+#: Seconds a restore's socket from the host may stay silent before the restore is given up.
+FILE_STREAM_TIMEOUT = 300
+
+
+def handoff_target(name, token_hex):
+    """(the host's socket path in HANDOFF_DIR, the token) from what the host asked. Raises ValueError."""
+    if not isinstance(name, str) or "/" in name or name.startswith(".") or not name:
+        raise ValueError("a handoff socket's name")
+    return HANDOFF_DIR + "/" + name, bytes.fromhex(token_hex)
+
+
+def hand_to_host(target, fd):
+    """Pass fd to the host's socket (SCM_RIGHTS) with the token. True once sent; False when that
+    cannot be done here (gVisor, a sandbox without the mount, a host gone): use the channel."""
+    import _socket as m  # the C module: socket.py imports enum (+ms)
+
+    path, token = target
+    try:
+        u = m.socket(m.AF_UNIX, m.SOCK_STREAM | m.SOCK_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        u.settimeout(2.0)
+        u.connect(path)
+        u.sendmsg([token], [(m.SOL_SOCKET, m.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+        return True
+    except OSError:
+        return False
+    finally:
+        u.close()
+
+
 # -- Ports: connections forwarded from the host (issue 25) -------------------------
 #
 # Why in the server: a sandbox has no network interface, only loopback. Each
@@ -1277,10 +1311,7 @@ class Ports:
                 raise ValueError
             handoff = None
             if len(parts) == 3:  # the host's socket (a name in HANDOFF_DIR) and this connection's token
-                name = parts[1].decode("ascii")
-                if "/" in name or name.startswith("."):
-                    raise ValueError
-                handoff = (HANDOFF_DIR + "/" + name, bytes.fromhex(parts[2].decode("ascii")))
+                handoff = handoff_target(parts[1].decode("ascii"), parts[2].decode("ascii"))
         except (ValueError, IndexError, UnicodeDecodeError):
             self.send_json(PORT_OPENED, sid, {"error": "malformed port", "errno": errno.EINVAL})
             return
@@ -1332,23 +1363,11 @@ class Ports:
         self.update(st)
 
     def hand_over(self, st):
-        """Pass the connected socket to the host (SCM_RIGHTS on its socket in HANDOFF_DIR) and forget
-        it: the bytes then go between the host and the service directly, off this channel. False when
-        that cannot be done here (gVisor, a sandbox without the mount): the stream carries them."""
-        m = self.sock_mod
-        path, token = st.handoff
-        try:
-            u = m.socket(m.AF_UNIX, m.SOCK_STREAM | m.SOCK_CLOEXEC)
-        except OSError:
+        """Pass the connected socket to the host and forget it: the bytes then go between the
+        host and the service directly, off this channel. False when that cannot be done here
+        (gVisor, a sandbox without the mount): the stream carries them."""
+        if not hand_to_host(st.handoff, st.sock.fileno()):
             return False
-        try:
-            u.settimeout(2.0)
-            u.connect(path)
-            u.sendmsg([token], [(m.SOL_SOCKET, m.SCM_RIGHTS, st.sock.fileno().to_bytes(4, sys.byteorder))])
-        except OSError:
-            return False
-        finally:
-            u.close()
         self.send_json(PORT_OPENED, st.sid, {"ok": True, "direct": True})
         self.forget(st)  # closes our copy: the host's keeps the connection
         return True
@@ -1617,14 +1636,7 @@ class Server:
             if payload:
                 self.restores[cid].feed(payload)
                 return
-            restore = self.restores.pop(cid)
-            answer = restore.finish()
-            if "entries" in answer:
-                if restore.state is not None:
-                    self.states["default"] = restore.state
-                if restore.cwd:
-                    self.cwd = restore.cwd
-            self.send_json(ANSWER, cid, answer)
+            self.send_json(ANSWER, cid, self.restored(self.restores.pop(cid)))
             return
         try:
             spec = marshal.loads(payload)
@@ -1636,8 +1648,60 @@ class Server:
         if kind == SNAPSHOT:
             self.send_json(ANSWER, cid, snapshot(self.send, cid, spec, self.states.get("default"), self.cwd))
         elif kind == RESTORE:
+            restore = Restore(spec)
+            if spec.get("handoff") is not None:
+                # The host asked for the stream off the channel: it is told which way it comes first.
+                sock = self.restore_socket(spec["handoff"])
+                self.send_json(ANSWER, cid, {"via": "stream" if sock is None else "socket"})
+                if sock is not None:
+                    self.send_json(ANSWER, cid, self.restored(restore, sock))
+                    return
             widen_pipe(0)  # the stream comes in fewer, larger reads (see widen_pipe)
-            self.restores[cid] = Restore(spec)
+            self.restores[cid] = restore
+
+    def restore_socket(self, handoff):
+        """Our end of a socket pair whose other end the host now holds, to send the restore's
+        stream on (not through the engine's copy of the attach stream); None: use the channel."""
+        import _socket as m
+
+        try:
+            target = handoff_target(*handoff)
+            ours, theirs = m.socketpair(m.AF_UNIX, m.SOCK_STREAM)
+        except (OSError, TypeError, ValueError):
+            return None
+        try:
+            if not hand_to_host(target, theirs.fileno()):
+                ours.close()
+                return None
+        finally:
+            theirs.close()
+        return ours
+
+    def restored(self, restore, sock=None):
+        """The restore's answer once its stream has ended (read here from sock, until the host's
+        end, when it came that way); the shell state and cwd it carried become the sandbox's.
+        Blocks the server meanwhile: a restore is a fresh sandbox's first request, nothing else runs."""
+        if sock is not None:
+            buf = bytearray(1 << 20)
+            try:
+                sock.settimeout(FILE_STREAM_TIMEOUT)
+                with memoryview(buf) as view:
+                    while True:
+                        n = sock.recv_into(buf)
+                        if not n:
+                            break
+                        restore.feed(view[:n])
+            except OSError as exc:
+                restore.error = restore.error or file_error(exc)
+            finally:
+                sock.close()
+        answer = restore.finish()
+        if "entries" in answer:
+            if restore.state is not None:
+                self.states["default"] = restore.state
+            if restore.cwd:
+                self.cwd = restore.cwd
+        return answer
 
     def skip_frozen(self, late):
         """A wait that ended `late` seconds after its timeout: the sandbox was paused (the

@@ -153,6 +153,10 @@ class DockerSandbox(Sandbox):
         self.last_used = time.monotonic()
         return result
 
+    #: How a restore's stream reached the sandbox: "socket" (handed over: an engine on this
+    #: machine), "channel" (the attach stream: gVisor, a remote engine); None before a restore.
+    restored_via: str | None = None
+
     # -- a live allowlist (issue 25) ----------------------------------------------
     #: Its side of the egress proxy (an egress.SandboxEgress, which imports this module), set by the
     #: backend; None without an allowlist.
@@ -410,7 +414,7 @@ class DockerSandbox(Sandbox):
 
         self._check_open()
         try:
-            answer = self._channel.restore({"paths": list(snapshot.paths)}, snapshot.chunks())
+            answer = self._channel.restore({"paths": list(snapshot.paths)}, snapshot.chunks(), handoff=self._handoff())
         except ChannelBroken as exc:
             raise broken(self._client, self.id, exc, self.deaths) from None
         if "errno" in answer:
@@ -418,6 +422,7 @@ class DockerSandbox(Sandbox):
                                 f"{answer.get('path') or '?'}: {answer.get('error')}")
         if snapshot.cwd:
             self._cwd = snapshot.cwd
+        self.restored_via = answer.get("via")
 
     @property
     def paused(self) -> bool:
