@@ -28,8 +28,19 @@ TEST_LABEL = {"io.pygent.test": f"test_images-{os.getpid()}"}
 @pytest.fixture(scope="module")
 def client() -> docker.DockerClient:
     c = docker.from_env()
+    _remove_left_by_killed_runs(c)
     yield c
     c.close()
+
+
+def _remove_left_by_killed_runs(c: docker.DockerClient) -> None:
+    """A run killed between docker-py's create and start (a CI timeout, a session's end)
+    leaves a container in state Created: its pid is in the label, and is gone."""
+    for box in c.containers.list(all=True, filters={"label": "io.pygent.test"}):
+        owner = box.labels.get("io.pygent.test", "")
+        pid = owner.removeprefix("test_images-")
+        if owner.startswith("test_images-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            box.remove(force=True)
 
 
 def run(client: docker.DockerClient, image: str, *cmd: str) -> str:
