@@ -1248,7 +1248,7 @@ class PortStream:
 
     def __init__(self, sid, sock, handoff=None):
         self.sid, self.sock = sid, sock
-        self.handoff = handoff  # (socket name, token): hand the connected socket to the host
+        self.handoff = handoff  # (socket path, token): hand the connected socket to the host
         self.out = bytearray()  # host bytes not yet written to the service
         self.credit = WINDOW  # bytes we may still send the host
         self.connecting = True

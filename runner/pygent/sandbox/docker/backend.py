@@ -162,7 +162,9 @@ class DockerBackend(Backend):
                     self._handoff = handoff.directory()
                 except OSError:
                     pass
-        return self._handoff or None if not config.is_gvisor(runtime) else None
+        if config.is_gvisor(runtime):
+            return None
+        return self._handoff or None
 
     def create(self, image: str, policy: "SandboxPolicy", *, pooled: bool = False) -> DockerSandbox:
         from ..gc import reclaim_in_background
@@ -278,14 +280,14 @@ class DockerBackend(Backend):
         if self.client._version is None:  # saves asking /version: an engine that differs refuses the create
             self.client._version = str(recipe["api"])
         body, name = config.fresh_identity(recipe["body"])
-        for mount in body.get("HostConfig", {}).get("Mounts") or []:
-            if mount.get("Target") == config.HANDOFF_DIR and not os.path.isdir(mount["Source"]):
-                from .. import handoff  # removed since (a /tmp cleaner): made again, as create_body would
+        source = config.handoff_source(body)
+        if source is not None and not os.path.isdir(source):
+            from .. import handoff  # removed since (a /tmp cleaner): made again, as create_body would
 
-                try:
-                    handoff.directory()
-                except OSError:
-                    pass
+            try:
+                handoff.directory()
+            except OSError:
+                pass
         return DockerSandbox.start(self.client, body, name, image=recipe["image"], limits=Limits(**recipe["limits"]),
                                    backend=self.name)
 

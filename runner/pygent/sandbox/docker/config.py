@@ -53,9 +53,12 @@ class EngineFlavor:
 GVISOR_PIDS_PER_TASK, GVISOR_PIDS_BASE = 16, 512
 
 
-def has_handoff(body: dict[str, Any]) -> bool:
-    """Was the sandbox made with the handoff mount (create_body's handoff_dir)?"""
-    return any(m.get("Target") == HANDOFF_DIR for m in body.get("HostConfig", {}).get("Mounts") or [])
+def handoff_source(body: dict[str, Any]) -> str | None:
+    """The host directory a create body mounts as the handoff directory (create_body's handoff_dir), or None."""
+    for m in body.get("HostConfig", {}).get("Mounts") or []:
+        if m.get("Target") == HANDOFF_DIR:
+            return m.get("Source")
+    return None
 
 
 def is_gvisor(runtime: str | None) -> bool:

@@ -192,9 +192,9 @@ class DockerSandbox(Sandbox):
 
     def _handoff(self) -> "Listener | None":
         """This process's handoff listener when the sandbox mounts the handoff directory, else None."""
-        from .config import has_handoff
+        from .config import handoff_source
 
-        if not has_handoff(self.create_config):
+        if handoff_source(self.create_config) is None:
             return None
         from ..handoff import listener
 
