@@ -183,8 +183,9 @@ def has_marker(pid, marker):
         return False
 
 
-#: Seconds a command's fork is retried after a reclaim (Server.spawn_after_reclaim).
-FORK_RETRY = 3.0
+#: Seconds a command's fork is retried after a reclaim (Server.spawn_after_reclaim). 3 s
+#: was not enough once in CI (gVisor under Podman, with the machine's 2 cores busy).
+FORK_RETRY = 10.0
 
 
 def freeze_and_kill(match):
@@ -1763,8 +1764,9 @@ class Server:
         """The command, forked again after a reclaim. Killed processes hold their pids until
         init has reaped them, and under load (gVisor's RLIMIT_NPROC too) that outlasted
         freeze_and_kill's wait: `echo` after a fork bomb failed 1 time in 25 with EAGAIN.
-        So the fork is retried for up to FORK_RETRY s. Raises BlockingIOError after that."""
-        deadline = time.monotonic() + FORK_RETRY
+        So the fork is retried for up to FORK_RETRY s, or the command's own timeout if that
+        is shorter. Raises BlockingIOError after that."""
+        deadline = time.monotonic() + min(FORK_RETRY, spec.get("timeout") or FORK_RETRY)
         while True:
             try:
                 return Command(cid, spec, self.cwd, self.states.get(spec.get("state")))
@@ -2101,39 +2103,46 @@ class Server:
 
     def serve(self):
         self.send_json(HELLO, 0, {"protocol": PROTOCOL, "pid": os.getpid(), "cwd": self.cwd})
+        last = time.monotonic()
         while True:
             timeout = self.next_timeout()
             if timeout is not None:
                 timeout = min(timeout, PAUSE_TICK)
-            before = time.monotonic()
             ready = self.sel.select(timeout)
+            self.handle_ready(ready)
+            now = time.monotonic()
             if timeout is not None:
-                # Not only on a quiet wake: on thawing, what happened meanwhile (a child's
-                # SIGCHLD) is often ready at once; frozen time must still not count (CI met it).
-                self.skip_frozen(time.monotonic() - before - timeout)
-            for key, ev in ready:
-                kind, cmd = key.data
-                if kind == "port":
-                    self.ports.on_event(cmd, ev)
-                elif kind == "ctl":
-                    self.on_control()
-                elif kind == "sig":
-                    try:
-                        while os.read(self.sig_r, 512):
-                            pass
-                    except OSError:
-                        pass
-                elif kind in ("out", "err"):
-                    self.on_output(kind, cmd, key.fileobj)
-                elif kind == "in":
-                    self.on_stdin_writable(cmd)
-                elif kind == "cwd":
-                    self.on_cwd(cmd)
-                elif kind == "drain":
-                    self.on_drain(key.fileobj)
+                # The whole turn, not only the select: a freeze can hit while events are being
+                # handled (CI met that), and on thawing what happened meanwhile (a child's
+                # SIGCHLD) is often ready at once. Either way frozen time must not count.
+                self.skip_frozen(now - last - timeout)
+            last = now
             self.check_deadlines()
             self.sample_memory()
             self.reap()
+
+    def handle_ready(self, ready):
+        """Hand each ready selector key to its handler."""
+        for key, ev in ready:
+            kind, cmd = key.data
+            if kind == "port":
+                self.ports.on_event(cmd, ev)
+            elif kind == "ctl":
+                self.on_control()
+            elif kind == "sig":
+                try:
+                    while os.read(self.sig_r, 512):
+                        pass
+                except OSError:
+                    pass
+            elif kind in ("out", "err"):
+                self.on_output(kind, cmd, key.fileobj)
+            elif kind == "in":
+                self.on_stdin_writable(cmd)
+            elif kind == "cwd":
+                self.on_cwd(cmd)
+            elif kind == "drain":
+                self.on_drain(key.fileobj)
 
 
 def bound_processes():
