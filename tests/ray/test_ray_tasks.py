@@ -84,3 +84,41 @@ def test_max_tasks_bounds_task_sandboxes_over_the_cluster(on_ray, docker_client)
         watcher.join()
     assert all(t.status.value == "finished" for t in tasks), [t.to_dict() for t in tasks]
     assert max(seen) == 2, max(seen)
+
+
+class SleepsAndCounts:
+    """Counts its calls in a file (its loop runs in a loop host on a node of this machine),
+    and always asks for one more long command."""
+
+    def __init__(self, tally):
+        self.tally = tally
+
+    def chat(self, messages, model, tools):
+        with open(self.tally, "a") as f:
+            f.write("x")
+        return openai_compat.Message(role="assistant", content=None, tool_calls=[_call("bash", {"cmd": "sleep 60"}, id="b")])
+
+
+def test_cancel_task_through_ray_removes_its_container_and_its_loop_stops(on_ray, docker_client, tmp_path):
+    """cancel_task as locally: the container goes at once, and the loop on the node makes no
+    further model call (each would be a paid request), though it runs in a long-lived host."""
+    backend, parent = on_ray
+    tally = tmp_path / "calls"
+    set_custom_model(SleepsAndCounts(str(tally)))
+    task = parent.tasks.start("sleep forever", timeout=120)
+    deadline = time.monotonic() + 60
+    while not (task.container or (task.agent and task.agent.runtime._sandbox)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while not tally.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tally.exists(), task.to_dict()
+    cid = task.agent.runtime._sandbox.id
+    time.sleep(0.5)  # the command runs
+    status = json.loads(execute_tool(_call("cancel_task", {"task_id": task.id}), parent.runtime))
+    assert status["status"] == "cancelled" and status["container"] == cid
+    gone = time.monotonic() + 10
+    while docker_client.api.containers(all=True, filters={"id": cid}) and time.monotonic() < gone:
+        time.sleep(0.1)
+    assert not docker_client.api.containers(all=True, filters={"id": cid})
+    time.sleep(2)  # time for a loop that went on to call its model again
+    assert tally.read_text() == "x"

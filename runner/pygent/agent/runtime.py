@@ -363,16 +363,18 @@ class Runtime:
         self.sandbox.upload(src, dest)
         return f"Uploaded {src} to {self.sandbox.absolute(dest)}"
 
-    def cleanup(self, wait: bool = True) -> None:
+    def cleanup(self, wait: bool = True, *, keep_sandbox: bool = False) -> None:
         """Remove the sandbox (and a temporary shared workspace). Idempotent.
 
         wait=False returns before the engine has removed the container (a background
         thread finishes it): for delegated tasks, whose results are already saved.
+        keep_sandbox=True drops the sandbox without closing it: it is someone else's (a
+        task loop on a Ray node uses its driver's). Either way no command runs here after.
         """
         with self._lock:
             self._closed = True
             sandbox, self._sandbox = self._sandbox, None
-        if sandbox is not None:
+        if sandbox is not None and not keep_sandbox:
             sandbox.close(wait=wait)
         self._release_demand()
         if self._tmp_workspace:
