@@ -192,3 +192,30 @@ def test_the_direct_channel_opens_only_with_the_agents_secret(ray_backend, tmp_p
             ok, err = pickle.loads(s.recv(size, socket.MSG_WAITALL))
             assert not ok and "refuses 'shutdown_everything'" in str(err[1][0])
         assert sb.exec("echo still").stdout == b"still\n"
+
+
+def test_a_closed_sandboxs_slot_serves_the_next_one_then_goes_back_to_the_cluster(ray_backend):
+    """Closing keeps the sandbox's placement for SPARE_LINGER s, for this driver's next
+    sandbox of the same size (a new placement group cost up to seconds under load); after
+    that the slot is the cluster's again: no reservation outlives its demand."""
+    from ray._private.state import available_resources_per_node
+
+    from pygent.sandbox.ray.backend import SPARE_LINGER
+    from pygent.sandbox.ray.node import SLOT
+
+    def free():
+        return sum((r or {}).get(SLOT, 0) for r in available_resources_per_node().values())
+
+    total = sum((n.get("Resources") or {}).get(SLOT, 0) for n in ray_backend.nodes())
+    first = ray_backend.create("python", SandboxPolicy())
+    kept = first._placement.id
+    first.close()
+    with ray_backend.create("python", SandboxPolicy()) as second:
+        assert second._placement.id == kept  # the kept reservation, not a new group
+        assert second.exec("echo hi").stdout == b"hi\n"
+    deadline = time.monotonic() + SPARE_LINGER + 5
+    while free() < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert free() == total, (free(), total)
+    with ray_backend.create("python", SandboxPolicy(cpus=0.5)) as other:  # another size: a group of its own
+        assert other._placement.id != kept

@@ -180,21 +180,25 @@ class RaySandbox(Sandbox):
 
     def close(self, wait: bool = True) -> None:
         """Remove the container on its node, then free its slot. Idempotent; a dead node is success.
-        wait=False is accepted and waits all the same (see below)."""
+        wait=False returns at once and removes it on a thread: the slot (and a delegated task's
+        place under PYGENT_MAX_TASKS, lifecycle.when_gone) is free only once it is gone, either way."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        lifecycle.untrack(self)
-        # Always waited for, wait=False too: the slot (and a delegated task's place under
-        # PYGENT_MAX_TASKS) is free only once the container is gone on its node.
+        if wait:
+            self._remove()
+        else:
+            threading.Thread(target=self._remove, name="pygent-ray-close", daemon=True).start()
+
+    def _remove(self) -> None:
         try:
             self._backend.call(self.node_id, "close", self.id, True)
         except Exception:  # noqa: BLE001 - node gone (its containers went with its agent) or cluster gone
             pass
-        try:
-            from ray.util import remove_placement_group
-
-            remove_placement_group(self._placement)
-        except Exception:  # noqa: BLE001 - the cluster is gone: its groups went with it
-            pass
+        finally:
+            if self._placement is not None:  # None: a task loop's view of its driver's sandbox
+                # While its node lives the group may serve this driver's next sandbox (first: the
+                # task that untrack lets go of its slot wait takes it).
+                self._backend.release(self._placement, self.node_id, self.policy, reuse=self._dead is None)
+            lifecycle.untrack(self)  # gone now: what waited for its slot goes on
