@@ -120,7 +120,7 @@ class LoopHost:
         # What every loop imports, imported while the host starts (side by side with the
         # driver placing the first sandboxes) rather than inside the first loops.
         from ..sandbox.ray import sandbox as _sandbox  # noqa: F401
-        from . import loop as _loop, runtime as _runtime, tools as _tools  # noqa: F401
+        from . import runtime as _runtime  # noqa: F401
         self._runtimes: dict[str, Any] = {}  #: key -> the running loop's runtime, or None once cancelled
         self._lock = threading.Lock()
 
