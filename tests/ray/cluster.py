@@ -72,15 +72,28 @@ class TestCluster:
     def remove(self, node) -> None:
         self.cluster.remove_node(node, allow_graceful=False)
 
+    def wait_dead(self, node, timeout: float = 60.0) -> float:
+        """Seconds until the GCS lists a removed node as dead. Why wait: a killed raylet
+        stays "alive" in ray.nodes() until its health checks fail (~15-30 s), and a later
+        test's driver (doctor, placement) would still count it."""
+        import ray
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if not any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise AssertionError(f"Ray still lists removed node {node.node_id[:12]} as alive after {timeout:g}s")
+
     def stop(self) -> None:
         import ray
 
         ours = descendants()
         try:
             ray.shutdown()
-        finally:
             if self.cluster is not None:
                 self.cluster.shutdown()
+        finally:  # whatever Ray raised, every process the cluster started ends here
             deadline = time.monotonic() + 10
             while (left := {p for p in ours if _alive(p)}) and time.monotonic() < deadline:
                 time.sleep(0.2)

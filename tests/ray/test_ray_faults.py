@@ -53,6 +53,7 @@ def doomed_node(ray_cluster, ray_backend, monkeypatch):
     yield node
     if node in ray_cluster.cluster.worker_nodes:
         ray_cluster.remove(node)
+    print(f"\nremoved node listed dead after {ray_cluster.wait_dead(node):.1f}s")
 
 
 def test_node_removed_under_a_command_then_the_agent_goes_on_elsewhere(ray_cluster, ray_backend, doomed_node):

@@ -75,9 +75,16 @@ def _actor_id(handle: Any) -> Any:
 
 
 def _remove_group(pg: Any) -> None:
-    """Remove a placement group, where the cluster may be gone already (its groups went with it)."""
+    """Remove a placement group, where the cluster may be gone already (its groups went with it).
+
+    Why the is_initialized check: remove_placement_group joins Ray again on its own (Ray's
+    auto-init) when this process left it, and a background sweep doing so after ray.shutdown()
+    made a driver of a cluster being shut down. A group goes with the job that made it anyway."""
+    import ray
     from ray.util import remove_placement_group
 
+    if not ray.is_initialized():
+        return
     try:
         remove_placement_group(pg)
     except Exception:  # noqa: BLE001
