@@ -274,8 +274,8 @@ class TaskManager:
         from .runtime import Runtime
 
         with self._lock:
-            if task.status != TaskStatus.QUEUED:
-                return  # cancelled while queued
+            if task.status != TaskStatus.QUEUED or self._closed:
+                return  # cancelled while queued, or the parent is closing (close() marks it)
             task.status = TaskStatus.RUNNING
             task.started = time.time()
         self._event(task)
@@ -442,14 +442,17 @@ class TaskManager:
 
     def close(self) -> None:
         """Cancel every task and remove every container they started."""
-        self._closed = True
+        with self._lock:
+            self._closed = True  # under the lock: no queued task starts from here on (_run checks)
         self._release_demand()
+        # Queued ones first: stopping a running task frees a worker that would pick the next one up.
         for task in list(self.tasks.values()):
             if task.status == TaskStatus.QUEUED:
                 with self._lock:
                     task.status, task.reason, task.ended = TaskStatus.CANCELLED, "parent closed", time.time()
                 task.done.set()
-            elif task.status == TaskStatus.RUNNING:
+        for task in list(self.tasks.values()):
+            if task.status == TaskStatus.RUNNING:
                 self._stop(task, TaskStatus.CANCELLED, "parent closed")
         with self._lock:
             executor = self._executor
