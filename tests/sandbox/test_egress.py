@@ -321,7 +321,10 @@ def test_the_model_reads_a_note_naming_host_reason_and_how_to_allow(hosts, tmp_p
         agent.run_until_stop("go", max_steps=5)
     finally:
         agent.close()
-    results = [m["content"] for m in agent.history if m["role"] == "tool"]
+    # A command that took over a second also ends with a `[pygent] cost:` line (format.COST_WORTH),
+    # which a busy machine earns: the egress note is the last line before it.
+    results = ["\n".join(line for line in m["content"].splitlines() if not line.startswith("[pygent] cost: "))
+               for m in agent.history if m["role"] == "tool"]
     via = "network=[...] / --allow-host / PYGENT_ALLOW_HOSTS"
     assert results[0].endswith(
         f"[pygent] egress refused: denied.test:80 is not on the allowlist (allowed: {', '.join(sorted(allowlist(hosts)))}); "
