@@ -29,7 +29,7 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
 from . import protocol as proto
@@ -81,6 +81,10 @@ class StreamMux:
     def remove(self, sid: int) -> None:
         with self.lock:
             self.conns.pop(sid, None)
+
+    def connection(self, sock: socket.socket, port: int) -> "Connection":
+        """A client's connection to `port` inside, opened (its run() pumps it). Raises SandboxError (the sandbox is gone)."""
+        return Connection(self, sock, port)
 
     def probe(self, port: int, timeout: float = OPEN_TIMEOUT) -> dict:
         """Open a stream to `port` inside and reset it: {"ok": True} when something listens,
@@ -237,16 +241,7 @@ class Connection:
 
     def _copy(self, src: socket.socket, dst: socket.socket) -> None:
         """One direction until its end (passed on as a half-close) or an error (both reset)."""
-        buf = bytearray(RELAY_BUFFER)
-        view = memoryview(buf)
-        try:
-            while True:
-                n = src.recv_into(buf)
-                if not n:
-                    break
-                dst.sendall(view[:n])
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
+        if not copy_half(src, dst):
             self.abort(notify=False)
             return
         with self.cond:
@@ -317,20 +312,45 @@ class Connection:
                 pass
         for sock in (self.sock, self.peer):
             if sock is not None:
-                try:
-                    # linger 0: close() sends a reset, not an orderly end; SHUT_RD wakes a pump's recv()
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
-                sock.close()
+                reset(sock)
+
+
+def copy_half(src: socket.socket, dst: socket.socket) -> bool:
+    """Copy src to dst until src ends, passed on as a half-close (True), or an error (False:
+    the caller resets both). One RELAY_BUFFER, reused."""
+    buf = bytearray(RELAY_BUFFER)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = src.recv_into(buf)
+            if not n:
+                break
+            dst.sendall(view[:n])
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        return False
+    return True
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset, not an orderly end (linger 0); SHUT_RD first wakes a thread in recv()."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    sock.close()
 
 
 class PortForward:
     """An exposed port: a host listener (loopback unless asked) whose connections go to
-    127.0.0.1:`port` inside the sandbox. close() stops it and resets its connections."""
+    127.0.0.1:`port` inside the sandbox. close() stops it and resets its connections.
 
-    def __init__(self, mux: StreamMux, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> None:
+    `mux` carries them: anything with connection(sock, port) (an object with run(), abort(),
+    closed and sid; raises SandboxError when the sandbox is gone) and probe(port, timeout).
+    A StreamMux here; on a Ray node's sandbox, tunnels to its node agent (ray/ports.py)."""
+
+    def __init__(self, mux: "StreamMux | Any", port: int, host_port: int = 0, bind: str = "127.0.0.1") -> None:
         self.mux, self.port, self.bind = mux, port, bind
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -360,7 +380,7 @@ class PortForward:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                conn = Connection(self.mux, sock, self.port)
+                conn = self.mux.connection(sock, self.port)
             except SandboxError:  # the sandbox is gone
                 sock.close()
                 continue

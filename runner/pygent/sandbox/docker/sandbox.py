@@ -182,13 +182,36 @@ class DockerSandbox(Sandbox):
             known = self._ports.get((port, host_port, bind))
             if known is not None:
                 return known
-            try:
-                if self._mux is None:
-                    self._mux = StreamMux(self._channel, self._handoff())
-            except ChannelBroken as exc:
-                raise broken(self._client, self.id, exc) from None
-            fwd = self._ports[(port, host_port, bind)] = PortForward(self._mux, port, host_port, bind)
+            fwd = self._ports[(port, host_port, bind)] = PortForward(self._stream_mux(), port, host_port, bind)
             return fwd
+
+    def stream_mux(self) -> StreamMux:
+        """The connections to ports inside, for a carrier other than a host listener: a Ray
+        node agent's tunnels (ray/node.py). Raises SandboxClosed, SandboxGone."""
+        with self._ports_lock:
+            self._check_open()
+            return self._stream_mux()
+
+    def _start_ports(self) -> None:
+        """Make the stream mux now (a Ray driver's forward(), through the node agent): once a
+        foreground command runs, the mux cannot start until it ends (Channel.start_demux), and
+        `exec -p` exposes its ports before its command. Raises SandboxClosed, SandboxGone."""
+        self.stream_mux()
+
+    def _probe_port(self, port: int, timeout: float) -> dict:
+        """{"ok": True} once something inside listens on `port` (PortForward.wait_answering's
+        question, asked by a Ray driver through the node agent). Raises SandboxClosed, SandboxGone."""
+        check_expose(port, 0, "127.0.0.1")
+        return self.stream_mux().probe(port, max(0.1, min(float(timeout), 30.0)))
+
+    def _stream_mux(self) -> StreamMux:
+        """Made at first use, under _ports_lock. Raises SandboxGone (the channel broke)."""
+        try:
+            if self._mux is None:
+                self._mux = StreamMux(self._channel, self._handoff())
+        except ChannelBroken as exc:
+            raise broken(self._client, self.id, exc) from None
+        return self._mux
 
     def _handoff(self) -> "Listener | None":
         """This process's handoff listener when the sandbox mounts the handoff directory, else None."""
