@@ -40,10 +40,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, str, str], dict[str, str]] = {
     # Backend names with a "-rootless-cgroup1" suffix: the engine runs as a user on a cgroup v1 host (variant()).
     ("podman-rootless-cgroup1", "*", "*"): {"memory_limit_reports_oom": _ROOTLESS_CGROUP1},
     ("docker-rootless-cgroup1", "*", "*"): {"memory_limit_reports_oom": _ROOTLESS_CGROUP1},
-    # The node's listener would be on the node's own loopback, out of the driver's reach; carrying
-    # each connection over node-agent calls is not built yet (docs/scale.md).
-    ("ray", "*", "*"): {"exposed_port_answers_over_the_channel": "ports are forwarded on the node's loopback only; "
-                        "the Ray backend does not carry connections to the driver yet"},
 }
 
 

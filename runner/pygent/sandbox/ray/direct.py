@@ -12,6 +12,10 @@ Wire: the client sends the 32-byte secret once; then each call is a frame (8-byt
 length, body) answered by a frame. One call at a time per connection; the client keeps a
 pool, so calls on several sandboxes run at once as they do through the threaded actor.
 Nothing is unpickled by the agent before the secret matched (NodeAgent.run unpickles).
+
+Tunnels (expose() through Ray, ray/ports.py): a connection whose first frame is TUNNEL, then
+"SANDBOX_ID PORT", is no longer framed: the agent hands it to that sandbox's port inside
+(NodeAgent.tunnel) and its bytes are the client's, both ways. Nothing is unpickled there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import threading
 from typing import Callable
 
 SECRET_BYTES = 32
+#: First bytes of a tunnel's only frame (a pickled call starts with b"\x80": never this).
+TUNNEL = b"TUNNEL "
 _LEN = struct.Struct(">Q")
 #: Seconds a new connection has to present the secret; to connect at all (else Ray's calls).
 AUTH_TIMEOUT, CONNECT_TIMEOUT = 5.0, 2.0
@@ -70,10 +76,13 @@ def _recv_frame(sock: socket.socket) -> bytearray:
 
 
 class DirectServer:
-    """The agent's side: listens on the node's address, one thread per connection."""
+    """The agent's side: listens on the node's address, one thread per connection.
+    `tunnel(request, sock)`, when given, takes over a connection that asks for a tunnel
+    (it owns the socket from then on, and runs on the connection's thread)."""
 
-    def __init__(self, handler: Callable[[bytes], bytes], host: str) -> None:
-        self.handler = handler
+    def __init__(self, handler: Callable[[bytes], bytes], host: str,
+                 tunnel: Callable[[bytes, socket.socket], None] | None = None) -> None:
+        self.handler, self.tunnel = handler, tunnel
         self.secret = os.urandom(SECRET_BYTES)
         self.sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.address = (host, self.sock.getsockname()[1])
@@ -88,17 +97,21 @@ class DirectServer:
             threading.Thread(target=self._serve, args=(conn,), name="pygent-direct", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                _keepalive(conn)
-                conn.settimeout(AUTH_TIMEOUT)
-                if not hmac.compare_digest(_recv_exactly(conn, SECRET_BYTES), self.secret):
-                    return
-                conn.settimeout(None)
-                while True:
-                    _send_frame(conn, self.handler(_recv_frame(conn)))
-            except OSError:
+        try:
+            _keepalive(conn)
+            conn.settimeout(AUTH_TIMEOUT)
+            if not hmac.compare_digest(_recv_exactly(conn, SECRET_BYTES), self.secret):
+                conn.close()
                 return
+            conn.settimeout(None)
+            while True:
+                body = _recv_frame(conn)
+                if self.tunnel is not None and body.startswith(TUNNEL):
+                    self.tunnel(bytes(body[len(TUNNEL):]), conn)  # its socket now
+                    return
+                _send_frame(conn, self.handler(body))
+        except Exception:  # noqa: BLE001 - a broken peer (or a frame too large to hold): drop it
+            conn.close()
 
 
 class DirectClient:
@@ -119,6 +132,17 @@ class DirectClient:
             _keepalive(sock)
             sock.sendall(self.secret)
             sock.settimeout(None)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def open_tunnel(self, request: bytes) -> socket.socket:
+        """A new connection to the agent that, after its one frame, carries a client's bytes
+        to `request`'s sandbox port (see TUNNEL). Raises OSError (the agent cannot be reached)."""
+        sock = self._connect()
+        try:
+            _send_frame(sock, TUNNEL + request)
         except OSError:
             sock.close()
             raise

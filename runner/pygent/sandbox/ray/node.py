@@ -38,7 +38,7 @@ DEFAULT_SLOTS = 8
 SANDBOX_CALLS = frozenset({
     "exec", "exec_background", "process_output", "process_status", "process_input", "process_kill",
     "process_list", "put_archive", "get_archive", "export_tree", "_put_file", "_tree_tar", "_restore",
-    "pause", "resume",
+    "pause", "resume", "_probe_port", "_start_ports", "allow_hosts", "deny_hosts",
 })
 
 
@@ -93,7 +93,7 @@ class NodeAgent:
 
             from .direct import DirectServer
 
-            self.direct = DirectServer(self.run, ray.util.get_node_ip_address())
+            self.direct = DirectServer(self.run, ray.util.get_node_ip_address(), tunnel=self.tunnel)
         except Exception:  # noqa: BLE001 - no direct channel: the driver uses Ray's calls
             pass
 
@@ -171,6 +171,24 @@ class NodeAgent:
         buf = bytearray()
         answer = self._get(sandbox_id)._snapshot_stream(dict(spec), buf.extend)
         return answer, bytes(buf)
+
+    def tunnel(self, request: bytes, sock: Any) -> None:
+        """A driver's connection (authenticated on the direct channel) carried to
+        127.0.0.1:PORT inside one of this agent's sandboxes, exactly as a local expose()
+        carries a host connection: over the sandbox's channel, or handed over. It opens no
+        listener on the node. A bad request, an unknown sandbox or a port nobody listens on
+        resets the connection, as locally. Never raises; runs until the connection ends."""
+        from ..forward import check_expose, reset
+
+        try:
+            sandbox_id, port_text = request.decode("ascii").split(" ")
+            port = int(port_text)
+            check_expose(port, 0, "127.0.0.1")
+            conn = self._get(sandbox_id).stream_mux().connection(sock, port)
+        except Exception:  # noqa: BLE001 - malformed, not ours, closed or gone: a reset says it
+            reset(sock)
+            return
+        conn.run()
 
     def healthy(self, sandbox_id: str) -> bool:
         with self._lock:

@@ -19,6 +19,7 @@ from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..result import ExecResult
 
 if TYPE_CHECKING:
+    from ..forward import PortForward
     from ..policy import SandboxPolicy
     from ..processes import ProcessOutput, ProcessStatus
 
@@ -44,6 +45,7 @@ class RaySandbox(Sandbox):
         #: pause() was the last call: any other call resumes it on its node, as locally
         self._paused = False
         self._lock = threading.Lock()
+        self._ports: dict[tuple[int, int, str], "PortForward"] = {}
         lifecycle.track(self)
 
     @property
@@ -105,6 +107,26 @@ class RaySandbox(Sandbox):
 
     def deny_hosts(self, *hosts: str) -> tuple[str, ...]:
         return self._call("deny_hosts", *hosts)
+
+    # -- ports: a listener here, each connection tunnelled to the node agent (ports.py) ----
+    def forward(self, port: int, host_port: int = 0, bind: str = "127.0.0.1") -> "PortForward":
+        """As locally, the listener on this (the driver's) machine. Raises SandboxError (bad
+        port, host port taken, no direct channel to the node agent), SandboxClosed."""
+        from ..forward import PortForward, check_expose
+        from .ports import Tunnels
+
+        check_expose(port, host_port, bind)
+        with self._lock:
+            if self._closed:
+                raise SandboxClosed(f"sandbox {self.id[:12]} is closed")
+            known = self._ports.get((port, host_port, bind))
+            if known is not None:
+                return known
+            tunnels = Tunnels(self)
+            tunnels._channel()  # no direct channel: say so now, not at the first connection
+            self._call("_start_ports")  # before a command runs, as a local forward() is (docker/sandbox.py)
+            fwd = self._ports[(port, host_port, bind)] = PortForward(tunnels, port, host_port, bind)
+            return fwd
 
     # -- files ----------------------------------------------------------------------
     def put_archive(self, dest_dir: str, tar_bytes: bytes) -> None:
@@ -186,6 +208,9 @@ class RaySandbox(Sandbox):
             if self._closed:
                 return
             self._closed = True
+            ports, self._ports = list(self._ports.values()), {}
+        for fwd in ports:
+            fwd.close()
         if wait:
             self._remove()
         else:
