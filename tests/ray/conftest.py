@@ -25,24 +25,49 @@ def node_containers(docker_client, node_ids=None):
     return [c for c in found if node_ids is None or c["Labels"].get(lifecycle.LABEL_RAY_NODE) in node_ids]
 
 
+#: The session's cluster while it runs: {"stop": its teardown}, popped by whoever stops it first.
+_RUNNING: dict = {}
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(docker_client):
     cluster = TestCluster()
     address = cluster.start()
     os.environ["RAY_ADDRESS"] = address
+    _RUNNING["stop"] = lambda: _stop(cluster, docker_client)
     try:
         yield cluster
     finally:
-        from pygent.sandbox import lifecycle
+        stop = _RUNNING.pop("stop", None)
+        if stop is not None:
+            stop()
 
-        lifecycle.close_all()
-        ids = {n["NodeID"] for n in _nodes()}
-        cluster.stop()
-        os.environ.pop("RAY_ADDRESS", None)
-        deadline = time.monotonic() + 20
-        while (left := node_containers(docker_client, ids)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not left, f"node agents left containers: {[c['Id'][:12] for c in left]}"
+
+def _stop(cluster, docker_client):
+    from pygent.sandbox import lifecycle
+
+    lifecycle.close_all()
+    ids = {n["NodeID"] for n in _nodes()}
+    cluster.stop()
+    os.environ.pop("RAY_ADDRESS", None)
+    deadline = time.monotonic() + 20
+    while (left := node_containers(docker_client, ids)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"node agents left containers: {[c['Id'][:12] for c in left]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the cluster once the last test that uses it is torn down, not at the session's end:
+    a session fixture would keep three raylets, their agents and loop hosts running beside
+    the half of the suite that comes after tests/ray."""
+    result = yield
+    if "stop" in _RUNNING:
+        items = item.session.items
+        rest = items[items.index(item) + 1:] if item in items else []
+        if not any("ray_cluster" in getattr(i, "fixturenames", ()) for i in rest):
+            _RUNNING.pop("stop")()
+    return result
 
 
 def _nodes():
