@@ -7,7 +7,9 @@ started here and stopped here. Rows, each local vs Ray:
   pickling of ExecResult;
 - open → exec → close, one sandbox at a time;
 - 64 delegated tasks (the tasks section's round, PYGENT_MAX_TASKS workers): on one
-  2-core machine this shows the overhead, not the scaling.
+  2-core machine this shows the overhead, not the scaling. The Ray round is run twice:
+  the first starts this driver's loop hosts (one Ray actor process per node, started at
+  the first delegated task), the second finds them running, as every later round does.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _rows(ctx: Ctx, section: Section) -> None:
 
 
 def _task_rows(ctx: Ctx, section: Section, Agent, _pygent_round, n: int, walls: dict) -> None:
-    for key, backend in (("local_tasks", None), ("ray_tasks", "ray")):
+    for key, backend in (("local_tasks", None), ("ray_tasks", "ray"), ("ray_tasks_again", "ray")):
         if backend:
             os.environ["PYGENT_BACKEND"] = backend
         else:
@@ -110,9 +112,14 @@ def _task_rows(ctx: Ctx, section: Section, Agent, _pygent_round, n: int, walls: 
         r = _pygent_round(ctx, Agent, n, None, obs)
         walls[key] = r["wall"]
         label = f"{'ray' if backend else 'local'}: {n} delegated tasks, delegate_task → task ended"
+        if key == "ray_tasks":
+            label += " (starts the loop hosts)"
+        elif key == "ray_tasks_again":
+            label = f"ray: {n} more delegated tasks, loop hosts running"
         row = section.add(Row(key, label, r["total"], note=r["problem"],
                               extra={"wall s": r["wall"], "tasks/s": n / r["wall"], "finished": f"{r['ok']}/{n}"}))
         if backend:
             row.extra["wall ÷ local"] = r["wall"] / walls["local_tasks"]
-            row.targets = [Target("wall ÷ local", "<=", 1.25, unit="x")]
+            if key == "ray_tasks":  # the target is judged on the first round, loop host start included
+                row.targets = [Target("wall ÷ local", "<=", 1.25, unit="x")]
         ctx.log(f"{key}: {n / r['wall']:.1f} tasks/s")
