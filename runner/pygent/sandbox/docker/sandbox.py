@@ -23,7 +23,7 @@ from .. import lifecycle
 from ..base import ChunkCallback, OutputCallback, Sandbox
 from ..channel import Channel, ChannelBroken, command_spec
 from ..files import raise_for
-from ..forward import PortForward, StreamMux, check_expose
+from ..forward import OPEN_TIMEOUT, PortForward, StreamMux, check_expose
 from ..processes import ProcessOutput, ProcessStatus, output_of, status_of
 from ..result import SIGKILL_EXIT_CODE, ExecResult
 from .client import EngineAPIError, EngineClient, NotFound, fix_for
@@ -202,7 +202,7 @@ class DockerSandbox(Sandbox):
         """{"ok": True} once something inside listens on `port` (PortForward.wait_answering's
         question, asked by a Ray driver through the node agent). Raises SandboxClosed, SandboxGone."""
         check_expose(port, 0, "127.0.0.1")
-        return self.stream_mux().probe(port, max(0.1, min(float(timeout), 30.0)))
+        return self.stream_mux().probe(port, max(0.1, min(float(timeout), OPEN_TIMEOUT)))
 
     def _stream_mux(self) -> StreamMux:
         """Made at first use, under _ports_lock. Raises SandboxGone (the channel broke)."""

@@ -35,7 +35,7 @@ class Tunnels:
     def __init__(self, sandbox: Any) -> None:
         self.sandbox = sandbox
 
-    def _channel(self) -> "DirectClient":
+    def channel(self) -> "DirectClient":
         """Raises SandboxGone (its agent died), SandboxError (no direct channel from here)."""
         sb = self.sandbox
         if not sb.healthy():
@@ -52,7 +52,7 @@ class Tunnels:
         """Raises SandboxError (no direct channel, or the agent cannot be reached: the client is reset)."""
         request = f"{self.sandbox.id} {port}".encode("ascii")
         try:
-            peer = self._channel().open_tunnel(request)
+            peer = self.channel().open_tunnel(request)
         except OSError as exc:
             raise SandboxError(f"the node agent of node {self.sandbox.node_id[:12]} cannot be reached: {exc}") from None
         return Tunnel(sock, peer)

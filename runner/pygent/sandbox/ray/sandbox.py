@@ -123,7 +123,7 @@ class RaySandbox(Sandbox):
             if known is not None:
                 return known
             tunnels = Tunnels(self)
-            tunnels._channel()  # no direct channel: say so now, not at the first connection
+            tunnels.channel()  # no direct channel: say so now, not at the first connection
             self._call("_start_ports")  # before a command runs, as a local forward() is (docker/sandbox.py)
             fwd = self._ports[(port, host_port, bind)] = PortForward(tunnels, port, host_port, bind)
             return fwd
